@@ -1,0 +1,223 @@
+/* trainpipe SDK: compute backends (TP_KIND_BACKEND).
+ *
+ * A backend owns device memory, two streams (compute and copy), events, and the layer
+ * operations a ResNet needs, forward and backward. backend-cpu implements them on oneDNN,
+ * backend-cuda on cuDNN and cuBLAS; tests/reference holds a float64 reference of each.
+ *
+ * Conventions shared by every operation:
+ *   - Tensors are f32 unless stated; 4-D tensors carry logical (N, C, H, W) shapes and a
+ *     layout (NCHW or NHWC) that the backend honours for inputs and outputs alike.
+ *   - Outputs are overwritten, never accumulated into; the host sums gradients itself.
+ *   - Operations are enqueued on the compute stream and may return before they finish;
+ *     results become visible to the host through copy() + event_sync()/sync().
+ *   - A failing library call returns TP_ERR_LIBRARY after host->fail() with the call's name,
+ *     the library's status string and the source file:line; running out of device memory
+ *     returns TP_ERR_NOMEM naming the tensor and its size.
+ * Optional operations may be NULL; callers check before use. */
+#ifndef TRAINPIPE_BACKEND_H
+#define TRAINPIPE_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <trainpipe/plugin.h>
+#include <trainpipe/tensor.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tp_event tp_event; /* opaque, backend-defined */
+
+typedef enum tp_stream {
+    TP_STREAM_COMPUTE = 0,
+    TP_STREAM_COPY = 1
+} tp_stream;
+
+typedef struct tp_backend_info {
+    size_t size;
+    const char *name;        /* "cpu", "cuda", ... */
+    const char *device_name; /* e.g. "NVIDIA H100 80GB HBM3" or the CPU model */
+    tp_layout preferred_layout;
+    int has_device_memory;   /* 0 when "device" memory is host memory (no copy needed) */
+    int threads;             /* CPU threads used, or 0 */
+} tp_backend_info;
+
+typedef struct tp_conv_desc {
+    int stride_h, stride_w;
+    int pad_h, pad_w;
+    int dilation_h, dilation_w; /* 1 for an ordinary convolution */
+} tp_conv_desc;
+
+typedef enum tp_pool_mode {
+    TP_POOL_MAX = 0,
+    TP_POOL_AVG = 1 /* padding cells excluded from the average (count_include_pad = false) */
+} tp_pool_mode;
+
+typedef struct tp_pool_desc {
+    tp_pool_mode mode;
+    int kernel_h, kernel_w;
+    int stride_h, stride_w;
+    int pad_h, pad_w;
+} tp_pool_desc;
+
+/* Batch normalisation over (N, H, W) per channel. Running statistics follow PyTorch:
+ *   running = (1 - momentum) * running + momentum * batch_stat,
+ * with the unbiased batch variance (n / (n - 1)) for running_var, and the biased one for
+ * normalising. save_mean / save_invstd (length C) hold the batch mean and 1/sqrt(var+eps)
+ * for the backward pass. */
+typedef struct tp_bn_desc {
+    double eps;
+    double momentum;
+} tp_bn_desc;
+
+/* Per-sample image operations used by device-side augmenters. The random choices are made
+ * on the host (deterministically) and passed in as small host arrays of length N. */
+typedef struct tp_crop_flip_desc {
+    int pad;            /* zero-or-fill padding added on every side before cropping */
+    float fill;         /* value of padded cells */
+    const int32_t *offset_y; /* crop origin in the padded image, per sample, in [0, 2*pad] */
+    const int32_t *offset_x;
+    const uint8_t *flip;     /* non-zero: mirror horizontally, per sample (may be NULL) */
+} tp_crop_flip_desc;
+
+typedef struct tp_backend_ops {
+    size_t size; /* sizeof(tp_backend_ops) */
+
+    tp_status (*info)(void *self, tp_backend_info *out);
+
+    /* Memory. alloc() allocates t->data for t's shape, dtype and device (the contents are
+     * unspecified); `what` names the tensor in an out-of-memory message. */
+    tp_status (*alloc)(void *self, tp_tensor *t, const char *what);
+    void (*free)(void *self, tp_tensor *t);
+    /* dst = src; same dtype and shape, layouts may differ (converted), any direction.
+     * Asynchronous on `stream` when either side is pinned or device memory. */
+    tp_status (*copy)(void *self, tp_tensor *dst, const tp_tensor *src, tp_stream stream);
+    tp_status (*fill)(void *self, tp_tensor *t, double value);
+
+    /* Ordering. Device work is ordered with events, never with a device-wide sync. */
+    tp_status (*event_create)(void *self, tp_event **ev);
+    void (*event_destroy)(void *self, tp_event *ev);
+    tp_status (*event_record)(void *self, tp_event *ev, tp_stream stream);
+    tp_status (*stream_wait)(void *self, tp_stream stream, tp_event *ev);
+    tp_status (*event_sync)(void *self, tp_event *ev); /* the host waits for ev */
+    tp_status (*sync)(void *self);                    /* the host waits for both streams */
+
+    /* Convolution: x (N,Cin,H,W), w (Cout,Cin,KH,KW) always OIHW, optional bias (Cout),
+     * y (N,Cout,OH,OW). Backward ops overwrite dx, dw and dbias (dbias may be NULL). */
+    tp_status (*conv_forward)(void *self, const tp_conv_desc *d, const tp_tensor *x,
+                              const tp_tensor *w, const tp_tensor *bias, tp_tensor *y);
+    tp_status (*conv_backward_data)(void *self, const tp_conv_desc *d, const tp_tensor *dy,
+                                    const tp_tensor *w, tp_tensor *dx);
+    tp_status (*conv_backward_filter)(void *self, const tp_conv_desc *d, const tp_tensor *x,
+                                      const tp_tensor *dy, tp_tensor *dw, tp_tensor *dbias);
+
+    /* Batch normalisation; gamma, beta, running_*, save_* are (C) vectors. */
+    tp_status (*batchnorm_train)(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                                 const tp_tensor *gamma, const tp_tensor *beta, tp_tensor *y,
+                                 tp_tensor *running_mean, tp_tensor *running_var,
+                                 tp_tensor *save_mean, tp_tensor *save_invstd);
+    tp_status (*batchnorm_infer)(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                                 const tp_tensor *gamma, const tp_tensor *beta,
+                                 const tp_tensor *running_mean, const tp_tensor *running_var,
+                                 tp_tensor *y);
+    tp_status (*batchnorm_backward)(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                                    const tp_tensor *dy, const tp_tensor *gamma,
+                                    const tp_tensor *save_mean, const tp_tensor *save_invstd,
+                                    tp_tensor *dx, tp_tensor *dgamma, tp_tensor *dbeta);
+
+    /* ReLU: backward uses the forward output y as the mask (dx = dy where y > 0). */
+    tp_status (*relu_forward)(void *self, const tp_tensor *x, tp_tensor *y);
+    tp_status (*relu_backward)(void *self, const tp_tensor *y, const tp_tensor *dy,
+                               tp_tensor *dx);
+
+    /* y = a + b, elementwise (same shape; y may alias a or b). */
+    tp_status (*add)(void *self, const tp_tensor *a, const tp_tensor *b, tp_tensor *y);
+
+    /* Max or average pooling. Backward gets x and y (max pooling routes to the first
+     * maximum in row-major window order). */
+    tp_status (*pool_forward)(void *self, const tp_pool_desc *d, const tp_tensor *x,
+                              tp_tensor *y);
+    tp_status (*pool_backward)(void *self, const tp_pool_desc *d, const tp_tensor *x,
+                               const tp_tensor *y, const tp_tensor *dy, tp_tensor *dx);
+
+    /* Global average pooling: x (N,C,H,W) -> y (N,C) 2-D. */
+    tp_status (*global_avgpool_forward)(void *self, const tp_tensor *x, tp_tensor *y);
+    tp_status (*global_avgpool_backward)(void *self, const tp_tensor *dy, tp_tensor *dx);
+
+    /* Linear: x (N,K), w (M,K) as PyTorch stores it, bias (M) or NULL, y (N,M).
+     * Backward: dx may be NULL (first layer), db may be NULL (no bias). */
+    tp_status (*linear_forward)(void *self, const tp_tensor *x, const tp_tensor *w,
+                                const tp_tensor *bias, tp_tensor *y);
+    tp_status (*linear_backward)(void *self, const tp_tensor *x, const tp_tensor *w,
+                                 const tp_tensor *dy, tp_tensor *dx, tp_tensor *dw,
+                                 tp_tensor *db);
+
+    /* Mean softmax cross-entropy over the batch with label smoothing s:
+     *   target = (1 - s) * onehot(label) + s / K.
+     * logits (N,K), labels i32 (N), loss f32 (1) written on the device. dlogits (N,K) gets
+     * the gradient of the mean loss, scaled by `grad_scale` (1 normally; the loss scale in
+     * fp16 training); NULL in evaluation. */
+    tp_status (*softmax_xent)(void *self, const tp_tensor *logits, const tp_tensor *labels,
+                              double smoothing, double grad_scale, tp_tensor *loss,
+                              tp_tensor *dlogits);
+
+    /* correct (f32, 1): how many rows have their label among the k largest logits (ties
+     * broken towards the lower class index, counting the label as correct only if it wins). */
+    tp_status (*topk_correct)(void *self, const tp_tensor *logits, const tp_tensor *labels,
+                              int k, tp_tensor *correct);
+
+    /* ResNet shortcut A: y[:, :Cin] = x[:, :, ::stride, ::stride], y[:, Cin:] = 0, with
+     * y (N, Cout >= Cin, ceil(H/stride), ceil(W/stride)). Backward scatters dy back. */
+    tp_status (*subsample_pad_forward)(void *self, int stride, const tp_tensor *x,
+                                       tp_tensor *y);
+    tp_status (*subsample_pad_backward)(void *self, int stride, const tp_tensor *dy,
+                                        tp_tensor *dx);
+
+    /* Arithmetic for optimizers and bookkeeping (f32, same shapes):
+     * y = alpha * x + beta * y;  y = alpha * y. */
+    tp_status (*axpby)(void *self, double alpha, const tp_tensor *x, double beta, tp_tensor *y);
+    tp_status (*scale)(void *self, double alpha, tp_tensor *y);
+    /* out (f32, 1) = sum of squares of x; used for norms and finiteness checks. */
+    tp_status (*sum_squares)(void *self, const tp_tensor *x, tp_tensor *out);
+
+    /* Input batches: dst (f32, N,C,H,W in dst->layout) = scale * src (u8, NHWC). */
+    tp_status (*convert_u8_batch)(void *self, const tp_tensor *src, double scale,
+                                  tp_tensor *dst);
+    /* Per-sample pad + crop + optional flip, dst same shape as src (f32). */
+    tp_status (*crop_flip)(void *self, const tp_crop_flip_desc *d, const tp_tensor *src,
+                           tp_tensor *dst);
+    /* In place, per image: (x - mean) / max(stddev, 1/sqrt(C*H*W)) (TensorFlow's
+     * per_image_standardization). */
+    tp_status (*standardize_images)(void *self, tp_tensor *x);
+    /* In place, per channel: (x - mean[c]) / std[c]; mean and std are host arrays (C). */
+    tp_status (*normalize_channels)(void *self, tp_tensor *x, const float *mean,
+                                    const float *std);
+
+    /* Optional fused optimizer updates (NULL: optimizers compose axpby/scale instead).
+     * SGD (PyTorch semantics): g = grad + wd * p; v = momentum * v + g;
+     *   p -= lr * (nesterov ? g + momentum * v : v).
+     * Adam/AdamW: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+     *   p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps) [+ lr * wd * p for AdamW,
+     *   applied before the update; for Adam wd is added to g]. */
+    tp_status (*sgd_update)(void *self, tp_tensor *param, const tp_tensor *grad,
+                            tp_tensor *velocity, double lr, double momentum,
+                            double weight_decay, int nesterov);
+    tp_status (*adam_update)(void *self, tp_tensor *param, const tp_tensor *grad,
+                             tp_tensor *m, tp_tensor *v, double lr, double beta1,
+                             double beta2, double eps, double weight_decay, int decoupled,
+                             int64_t step);
+
+    void *reserved[16];
+} tp_backend_ops;
+
+/* A live backend: what tp_host.backend() returns and what ops receive. */
+typedef struct tp_backend {
+    const tp_backend_ops *ops;
+    void *self;
+} tp_backend;
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TRAINPIPE_BACKEND_H */
