@@ -12,6 +12,8 @@
 #include "pipeline.h"
 #include "registry.h"
 #include "services.h"
+#include "stage.h"
+#include "graph.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_CONFIG 2
@@ -24,6 +26,7 @@ static void usage(FILE *out)
             "commands:\n"
             "  check CONFIG [--set SECTION.KEY=VALUE]...  validate CONFIG and print it resolved\n"
             "  plugins [NAME] [--plugin-path DIRS]         list components, or NAME's parameters\n"
+            "  model CONFIG [--set SECTION.KEY=VALUE]...  the model's layers, parameters, FLOPs\n"
             "\n"
             "options:\n"
             "  -v, --verbose   more diagnostics        -q, --quiet   errors only\n"
@@ -104,6 +107,41 @@ static int cmd_check(int argc, char **argv)
     pipeline_print(&p, stdout);
     pipeline_free(&p);
     return 0;
+}
+
+static int cmd_model(int argc, char **argv)
+{
+    const char *config;
+    const char **sets;
+    size_t n_sets;
+    int rc = parse_config_args(argc, argv, &config, &sets, &n_sets);
+    if (rc) {
+        free(sets);
+        return rc;
+    }
+    pipeline p;
+    tp_status st = pipeline_load(config, sets, n_sets, &p);
+    free(sets);
+    if (st)
+        return report(st);
+    tp_model_input input;
+    void *model = NULL;
+    graph *g = NULL;
+    if ((st = stage_model_input(&p, &input)) || (st = stage_create(&p.model, &model)))
+        goto done;
+    g = graph_build(p.model.entry->component->ops, model, &input);
+    if (!g) {
+        st = TP_ERR_INVALID;
+        goto done;
+    }
+    printf("model %s for %dx%dx%d inputs, %d classes\n\n", p.model.entry->component->name,
+           input.channels, input.height, input.width, input.num_classes);
+    graph_print_table(g, stdout); /* ends with the parameter and multiply-add totals */
+done:
+    graph_free(g);
+    stage_destroy(&p.model, model);
+    pipeline_free(&p);
+    return st ? report(st) : 0;
 }
 
 static void print_param_table(const tp_component *c)
@@ -214,6 +252,7 @@ typedef struct command {
 static const command commands[] = {
     { "check", cmd_check },
     { "plugins", cmd_plugins },
+    { "model", cmd_model },
 };
 
 int main(int argc, char **argv)

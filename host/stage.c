@@ -1,0 +1,67 @@
+/* Creating component instances from a resolved pipeline. */
+#include "config.h"
+
+#include "stage.h"
+#include "services.h"
+
+#include <stdlib.h>
+
+tp_status stage_create(const pipeline_stage *stage, void **self)
+{
+    *self = NULL;
+    const tp_component *c = stage->entry->component;
+    tp_status st = c->create(services_host(), stage->config.data, self);
+    if (st && !*services_last_error())
+        services_fail(st, "[%s] %s: could not be created (%s)", stage->section, c->name,
+                      tp_status_name(st));
+    return st;
+}
+
+void stage_destroy(const pipeline_stage *stage, void *self)
+{
+    if (self)
+        stage->entry->component->destroy(self);
+}
+
+tp_status stage_model_input(const pipeline *p, tp_model_input *input)
+{
+    void *source = NULL;
+    tp_source_info info = { .size = sizeof info };
+    tp_status st = stage_create(&p->source_train, &source);
+    if (st)
+        return st;
+    const tp_source_ops *ops = p->source_train.entry->component->ops;
+    tp_source_open_args args = { .size = sizeof args, .rank = 0, .world_size = 1 };
+    st = ops->open(source, &args, &info);
+    if (st)
+        goto done;
+    int h = info.height, w = info.width, c = info.channels;
+    for (size_t i = 0; i < p->n_augments && !st; i++) {
+        const pipeline_stage *a = &p->augments[i];
+        void *aug = NULL;
+        if ((st = stage_create(a, &aug)))
+            break;
+        const tp_augment_ops *aops = a->entry->component->ops;
+        int oh = h, ow = w, oc = c;
+        if (aops->output_size)
+            st = aops->output_size(aug, h, w, c, &oh, &ow, &oc);
+        stage_destroy(a, aug);
+        h = oh;
+        w = ow;
+        c = oc;
+    }
+    if (st)
+        goto done;
+    if (h <= 0 || w <= 0 || c <= 0) {
+        st = services_fail(TP_ERR_INVALID,
+                           "%s: [source.train] images vary in size and no augmenter brings them to "
+                           "one size (add e.g. [augment.random_resized_crop] or "
+                           "[augment.resize_center_crop])", p->doc.path);
+        goto done;
+    }
+    *input = (tp_model_input){ .size = sizeof *input, .channels = c, .height = h, .width = w,
+                               .num_classes = info.num_classes };
+done:
+    stage_destroy(&p->source_train, source);
+    return st;
+}
