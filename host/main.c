@@ -13,6 +13,7 @@
 #include "registry.h"
 #include "services.h"
 #include "stage.h"
+#include "cmd_plot.h"
 #include "graph.h"
 
 #define EXIT_RUNTIME 1
@@ -27,6 +28,7 @@ static void usage(FILE *out)
             "  check CONFIG [--set SECTION.KEY=VALUE]...  validate CONFIG and print it resolved\n"
             "  plugins [NAME] [--plugin-path DIRS]         list components, or NAME's parameters\n"
             "  model CONFIG [--set SECTION.KEY=VALUE]...  the model's layers, parameters, FLOPs\n"
+            "  plot RUN_DIR [-o FILE]                      loss, error and learning-rate curves\n"
             "\n"
             "options:\n"
             "  -v, --verbose   more diagnostics        -q, --quiet   errors only\n"
@@ -253,6 +255,7 @@ static const command commands[] = {
     { "check", cmd_check },
     { "plugins", cmd_plugins },
     { "model", cmd_model },
+    { "plot", cmd_plot },
 };
 
 int main(int argc, char **argv)

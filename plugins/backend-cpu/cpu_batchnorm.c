@@ -1,0 +1,336 @@
+/* backend-cpu: batch normalisation (training, inference, backward) on oneDNN's batch
+ * normalisation primitive with separate scale and shift. oneDNN works with the batch
+ * variance; the SDK's save_invstd = 1/sqrt(var + eps) and the PyTorch running statistics are
+ * derived from it here, and the backward pass recovers the variance from save_invstd. */
+#include "config.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_backend.h"
+#include "cpu_ops.h"
+
+typedef struct bn_entry {
+    cpu_prim p;
+    float *mean; /* C: scratch for statistics the caller does not keep */
+    float *var;
+    float *dgamma;
+    float *dbeta;
+    float *zero; /* C zeros: oneDNN 2.6's backward asks for a shift it does not use */
+} bn_entry;
+
+static void bn_entry_free(void *payload)
+{
+    bn_entry *e = payload;
+    cpu_prim_destroy(&e->p);
+    free(e->mean);
+    free(e->var);
+    free(e->dgamma);
+    free(e->dbeta);
+    free(e->zero);
+    free(e);
+}
+
+/* Checks that v (when required or present) is an f32 vector of length C. */
+static tp_status check_vec(cpu_backend *be, const char *op, const char *name,
+                           const tp_tensor *v, int64_t C, int required)
+{
+    tp_status st;
+    if (!v && !required)
+        return TP_OK;
+    if ((st = cpu_check_f32(be, op, name, v, 0)))
+        return st;
+    if (tp_tensor_count(v) != C)
+        return be->host->fail(be->host, TP_ERR_INVALID,
+                              "backend-cpu %s: %s has %lld elements, expected C = %lld", op,
+                              name, (long long)tp_tensor_count(v), (long long)C);
+    return TP_OK;
+}
+
+static void bn_key(cpu_key *k, int op, const tp_bn_desc *d, const tp_tensor *a,
+                   const tp_tensor *b, const tp_tensor *c)
+{
+    double eps = d->eps;
+    int64_t eps_bits;
+    memcpy(&eps_bits, &eps, sizeof eps_bits);
+    cpu_key_init(k, op);
+    cpu_key_add(k, eps_bits);
+    cpu_key_add_tensor(k, a);
+    cpu_key_add_tensor(k, b);
+    cpu_key_add_tensor(k, c);
+}
+
+static bn_entry *bn_entry_new(cpu_backend *be, int64_t C)
+{
+    bn_entry *e = calloc(1, sizeof *e);
+    if (!e)
+        return NULL;
+    size_t bytes = (size_t)C * sizeof(float);
+    e->mean = malloc(bytes);
+    e->var = malloc(bytes);
+    e->dgamma = malloc(bytes);
+    e->dbeta = malloc(bytes);
+    e->zero = calloc((size_t)C, sizeof(float));
+    if (!e->mean || !e->var || !e->dgamma || !e->dbeta || !e->zero) {
+        bn_entry_free(e);
+        return NULL;
+    }
+    (void)be;
+    return e;
+}
+
+/* The forward descriptor on x's layout (also the hint for the backward pass). */
+static tp_status bn_forward_pd(cpu_backend *be, dnnl_prop_kind_t prop, unsigned flags,
+                               const dnnl_memory_desc_t *data_md, double eps,
+                               dnnl_primitive_desc_t *pd)
+{
+    tp_status st = TP_OK;
+    dnnl_batch_normalization_desc_t bd;
+    CPU_DNNL(be, dnnl_batch_normalization_forward_desc_init, &bd, prop, data_md, (float)eps,
+             flags);
+    return cpu_pd_create(be, "batch normalization forward", pd, &bd, NULL);
+fail:
+    return st;
+}
+
+static tp_status bn_check_forward(cpu_backend *be, const char *op, const tp_bn_desc *d,
+                                  const tp_tensor *x, const tp_tensor *y)
+{
+    tp_status st;
+    if ((st = cpu_check_f32(be, op, "x", x, 4)) || (st = cpu_check_f32(be, op, "y", y, 4)) ||
+        (st = cpu_check_same_shape(be, op, "x", x, "y", y)))
+        return st;
+    if (!(d->eps > 0) || !(d->momentum >= 0 && d->momentum <= 1))
+        return be->host->fail(be->host, TP_ERR_INVALID,
+                              "backend-cpu %s: eps %g must be > 0 and momentum %g in [0, 1]",
+                              op, d->eps, d->momentum);
+    return TP_OK;
+}
+
+/* Builds the forward primitive: training (computing statistics) or inference (global). */
+static tp_status bn_build_forward(cpu_backend *be, const tp_bn_desc *d, const tp_tensor *x,
+                                  const tp_tensor *y, int training, bn_entry *e)
+{
+    tp_status st;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_memory_desc_t x_md, y_md, c_md;
+    dnnl_dims_t cd = { x->shape[1] };
+    const unsigned flags = dnnl_use_scale | dnnl_use_shift | (training ? 0 : dnnl_use_global_stats);
+    const cpu_arg_dir stats_dir = training ? CPU_ARG_OUT : CPU_ARG_IN;
+    cpu_md_for_tensor(x, &x_md);
+    cpu_md_for_tensor(y, &y_md);
+    dnnl_memory_desc_init_by_tag(&c_md, 1, cd, dnnl_f32, dnnl_a);
+    if ((st = bn_forward_pd(be, training ? dnnl_forward_training : dnnl_forward_inference,
+                            flags, &x_md, d->eps, &pd)) ||
+        (st = cpu_prim_create(be, &e->p, pd)) ||
+        (st = cpu_prim_bind_query(be, &e->p, DNNL_ARG_SRC, CPU_ARG_IN, &x_md, pd,
+                                  dnnl_query_src_md)) ||
+        (st = cpu_prim_bind_query(be, &e->p, DNNL_ARG_DST, CPU_ARG_OUT, &y_md, pd,
+                                  dnnl_query_dst_md)) ||
+        (st = cpu_prim_bind(be, &e->p, DNNL_ARG_SCALE, CPU_ARG_IN, &c_md, &c_md)) ||
+        (st = cpu_prim_bind(be, &e->p, DNNL_ARG_SHIFT, CPU_ARG_IN, &c_md, &c_md)) ||
+        (st = cpu_prim_bind(be, &e->p, DNNL_ARG_MEAN, stats_dir, &c_md, &c_md)) ||
+        (st = cpu_prim_bind(be, &e->p, DNNL_ARG_VARIANCE, stats_dir, &c_md, &c_md)))
+        goto done;
+done:
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    return st;
+}
+
+static tp_status bn_find_forward(cpu_backend *be, const tp_bn_desc *d, const tp_tensor *x,
+                                 const tp_tensor *y, int training, bn_entry **out)
+{
+    cpu_key key;
+    bn_key(&key, training ? CPU_OP_BN_TRAIN : CPU_OP_BN_INFER, d, x, y, NULL);
+    bn_entry *e = cpu_cache_find(&be->cache, &key);
+    if (!e) {
+        e = bn_entry_new(be, x->shape[1]);
+        if (!e)
+            return be->host->fail(be->host, TP_ERR_NOMEM, "backend-cpu batchnorm: out of memory");
+        tp_status st = bn_build_forward(be, d, x, y, training, e);
+        if (st) {
+            bn_entry_free(e);
+            return st;
+        }
+        cpu_cache_put(&be->cache, &key, e, bn_entry_free);
+    }
+    *out = e;
+    return TP_OK;
+}
+
+tp_status cpu_batchnorm_train(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                              const tp_tensor *gamma, const tp_tensor *beta, tp_tensor *y,
+                              tp_tensor *running_mean, tp_tensor *running_var,
+                              tp_tensor *save_mean, tp_tensor *save_invstd)
+{
+    cpu_backend *be = self;
+    const char *op = "batchnorm_train";
+    tp_status st;
+    bn_entry *e;
+    if ((st = bn_check_forward(be, op, d, x, y)))
+        return st;
+    const int64_t C = x->shape[1];
+    if ((st = check_vec(be, op, "gamma", gamma, C, 1)) ||
+        (st = check_vec(be, op, "beta", beta, C, 1)) ||
+        (st = check_vec(be, op, "running_mean", running_mean, C, 0)) ||
+        (st = check_vec(be, op, "running_var", running_var, C, 0)) ||
+        (st = check_vec(be, op, "save_mean", save_mean, C, 0)) ||
+        (st = check_vec(be, op, "save_invstd", save_invstd, C, 0)))
+        return st;
+    pthread_mutex_lock(&be->lock);
+    cpu_apply_threads(be);
+    st = bn_find_forward(be, d, x, y, 1, &e);
+    if (!st) {
+        void *h[6] = { x->data, y->data, gamma->data, beta->data, e->mean, e->var };
+        st = cpu_prim_run(be, &e->p, h);
+    }
+    if (!st) {
+        /* PyTorch: running statistics take the unbiased variance, normalisation the biased. */
+        const double n = (double)x->shape[0] * (double)x->shape[2] * (double)x->shape[3];
+        const double unbias = n > 1 ? n / (n - 1) : 1.0;
+        const double m = d->momentum;
+        float *rm = running_mean ? running_mean->data : NULL;
+        float *rv = running_var ? running_var->data : NULL;
+        float *sm = save_mean ? save_mean->data : NULL;
+        float *si = save_invstd ? save_invstd->data : NULL;
+        for (int64_t c = 0; c < C; c++) {
+            const double mean = e->mean[c], var = e->var[c];
+            if (sm)
+                sm[c] = (float)mean;
+            if (si)
+                si[c] = (float)(1.0 / sqrt(var + d->eps));
+            if (rm)
+                rm[c] = (float)((1.0 - m) * rm[c] + m * mean);
+            if (rv)
+                rv[c] = (float)((1.0 - m) * rv[c] + m * var * unbias);
+        }
+    }
+    pthread_mutex_unlock(&be->lock);
+    return st;
+}
+
+tp_status cpu_batchnorm_infer(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                              const tp_tensor *gamma, const tp_tensor *beta,
+                              const tp_tensor *running_mean, const tp_tensor *running_var,
+                              tp_tensor *y)
+{
+    cpu_backend *be = self;
+    const char *op = "batchnorm_infer";
+    tp_status st;
+    bn_entry *e;
+    if ((st = bn_check_forward(be, op, d, x, y)))
+        return st;
+    const int64_t C = x->shape[1];
+    if ((st = check_vec(be, op, "gamma", gamma, C, 1)) ||
+        (st = check_vec(be, op, "beta", beta, C, 1)) ||
+        (st = check_vec(be, op, "running_mean", running_mean, C, 1)) ||
+        (st = check_vec(be, op, "running_var", running_var, C, 1)))
+        return st;
+    pthread_mutex_lock(&be->lock);
+    cpu_apply_threads(be);
+    st = bn_find_forward(be, d, x, y, 0, &e);
+    if (!st) {
+        void *h[6] = { x->data, y->data, gamma->data, beta->data, running_mean->data,
+                       running_var->data };
+        st = cpu_prim_run(be, &e->p, h);
+    }
+    pthread_mutex_unlock(&be->lock);
+    return st;
+}
+
+static tp_status bn_build_backward(cpu_backend *be, const tp_bn_desc *d, const tp_tensor *x,
+                                   const tp_tensor *dy, const tp_tensor *dx, bn_entry *e)
+{
+    tp_status st = TP_OK;
+    dnnl_primitive_desc_t hint = NULL, pd = NULL;
+    dnnl_batch_normalization_desc_t bd;
+    dnnl_memory_desc_t x_md, dy_md, dx_md, c_md;
+    dnnl_dims_t cd = { x->shape[1] };
+    const unsigned flags = dnnl_use_scale | dnnl_use_shift;
+    cpu_md_for_tensor(x, &x_md);
+    cpu_md_for_tensor(dy, &dy_md);
+    cpu_md_for_tensor(dx, &dx_md);
+    dnnl_memory_desc_init_by_tag(&c_md, 1, cd, dnnl_f32, dnnl_a);
+    if ((st = bn_forward_pd(be, dnnl_forward_training, flags, &x_md, d->eps, &hint)))
+        goto fail;
+    CPU_DNNL(be, dnnl_batch_normalization_backward_desc_init, &bd, dnnl_backward, &dy_md,
+             &x_md, (float)d->eps, flags);
+    if ((st = cpu_pd_create(be, "batch normalization backward", &pd, &bd, hint)) ||
+        (st = cpu_prim_create(be, &e->p, pd)) ||
+        (st = cpu_prim_bind_query(be, &e->p, DNNL_ARG_SRC, CPU_ARG_IN, &x_md, pd,
+                                  dnnl_query_src_md)) ||
+        (st = cpu_prim_bind_query(be, &e->p, DNNL_ARG_DIFF_DST, CPU_ARG_IN, &dy_md, pd,
+                                  dnnl_query_diff_dst_md)) ||
+        (st = cpu_prim_bind(be, &e->p, DNNL_ARG_SCALE, CPU_ARG_IN, &c_md, &c_md)) ||
+        (st = cpu_prim_bind(be, &e->p, DNNL_ARG_SHIFT, CPU_ARG_IN, &c_md, &c_md)) ||
+        (st = cpu_prim_bind(be, &e->p, DNNL_ARG_MEAN, CPU_ARG_IN, &c_md, &c_md)) ||
+        (st = cpu_prim_bind(be, &e->p, DNNL_ARG_VARIANCE, CPU_ARG_IN, &c_md, &c_md)) ||
+        (st = cpu_prim_bind_query(be, &e->p, DNNL_ARG_DIFF_SRC, CPU_ARG_OUT, &dx_md, pd,
+                                  dnnl_query_diff_src_md)) ||
+        (st = cpu_prim_bind(be, &e->p, DNNL_ARG_DIFF_SCALE, CPU_ARG_OUT, &c_md, &c_md)) ||
+        (st = cpu_prim_bind(be, &e->p, DNNL_ARG_DIFF_SHIFT, CPU_ARG_OUT, &c_md, &c_md)))
+        goto fail;
+fail:
+    if (hint)
+        dnnl_primitive_desc_destroy(hint);
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    return st;
+}
+
+tp_status cpu_batchnorm_backward(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                                 const tp_tensor *dy, const tp_tensor *gamma,
+                                 const tp_tensor *save_mean, const tp_tensor *save_invstd,
+                                 tp_tensor *dx, tp_tensor *dgamma, tp_tensor *dbeta)
+{
+    cpu_backend *be = self;
+    const char *op = "batchnorm_backward";
+    tp_status st;
+    cpu_key key;
+    if ((st = cpu_check_f32(be, op, "x", x, 4)) || (st = cpu_check_f32(be, op, "dy", dy, 4)) ||
+        (st = cpu_check_f32(be, op, "dx", dx, 4)) ||
+        (st = cpu_check_same_shape(be, op, "x", x, "dy", dy)) ||
+        (st = cpu_check_same_shape(be, op, "x", x, "dx", dx)))
+        return st;
+    if (!(d->eps > 0))
+        return be->host->fail(be->host, TP_ERR_INVALID, "backend-cpu %s: eps %g must be > 0",
+                              op, d->eps);
+    const int64_t C = x->shape[1];
+    if ((st = check_vec(be, op, "gamma", gamma, C, 1)) ||
+        (st = check_vec(be, op, "save_mean", save_mean, C, 1)) ||
+        (st = check_vec(be, op, "save_invstd", save_invstd, C, 1)) ||
+        (st = check_vec(be, op, "dgamma", dgamma, C, 0)) ||
+        (st = check_vec(be, op, "dbeta", dbeta, C, 0)))
+        return st;
+    bn_key(&key, CPU_OP_BN_BWD, d, x, dy, dx);
+    pthread_mutex_lock(&be->lock);
+    cpu_apply_threads(be);
+    bn_entry *e = cpu_cache_find(&be->cache, &key);
+    if (!e) {
+        e = bn_entry_new(be, C);
+        if (!e) {
+            st = be->host->fail(be->host, TP_ERR_NOMEM, "backend-cpu %s: out of memory", op);
+            goto out;
+        }
+        if ((st = bn_build_backward(be, d, x, dy, dx, e))) {
+            bn_entry_free(e);
+            goto out;
+        }
+        cpu_cache_put(&be->cache, &key, e, bn_entry_free);
+    }
+    /* Recover the biased batch variance from the saved 1/sqrt(var + eps). */
+    const float *inv = save_invstd->data;
+    for (int64_t c = 0; c < C; c++) {
+        const double s = inv[c];
+        const double var = 1.0 / (s * s) - d->eps;
+        e->var[c] = (float)(var > 0 ? var : 0);
+    }
+    void *h[9] = { x->data, dy->data, gamma->data, e->zero, save_mean->data, e->var, dx->data,
+                   dgamma ? dgamma->data : e->dgamma, dbeta ? dbeta->data : e->dbeta };
+    st = cpu_prim_run(be, &e->p, h);
+out:
+    pthread_mutex_unlock(&be->lock);
+    return st;
+}

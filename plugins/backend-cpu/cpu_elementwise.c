@@ -1,0 +1,161 @@
+/* backend-cpu: optimizer arithmetic (axpby, scale, sum of squares) and the fused SGD and
+ * Adam/AdamW updates, as single-pass loops over contiguous f32 data. */
+#include "config.h"
+
+#include <math.h>
+
+#include "cpu_backend.h"
+#include "cpu_ops.h"
+
+/* Checks that b matches a in shape and memory order, so flat loops line up. */
+static tp_status check_flat_pair(cpu_backend *be, const char *op, const char *an,
+                                 const tp_tensor *a, const char *bn, const tp_tensor *b)
+{
+    tp_status st;
+    if ((st = cpu_check_f32(be, op, an, a, 0)) || (st = cpu_check_f32(be, op, bn, b, 0)) ||
+        (st = cpu_check_same_shape(be, op, an, a, bn, b)))
+        return st;
+    if (a->ndim == 4 && a->layout != b->layout)
+        return be->host->fail(be->host, TP_ERR_INVALID,
+                              "backend-cpu %s: %s and %s have different layouts", op, an, bn);
+    return TP_OK;
+}
+
+tp_status cpu_axpby(void *self, double alpha, const tp_tensor *x, double beta, tp_tensor *y)
+{
+    cpu_backend *be = self;
+    tp_status st;
+    if ((st = cpu_check_f32(be, "axpby", "x", x, 0)) ||
+        (st = cpu_check_f32(be, "axpby", "y", y, 0)) ||
+        (st = cpu_check_same_shape(be, "axpby", "x", x, "y", y)))
+        return st;
+    const float *xp = x->data;
+    float *yp = y->data;
+    const float a = (float)alpha, b = (float)beta;
+    if (x->ndim == 4 && x->layout != y->layout) {
+        for (int64_t n = 0; n < x->shape[0]; n++)
+            for (int64_t c = 0; c < x->shape[1]; c++)
+                for (int64_t h = 0; h < x->shape[2]; h++)
+                    for (int64_t w = 0; w < x->shape[3]; w++) {
+                        float *yv = &yp[cpu_offset4(y, n, c, h, w)];
+                        const float xv = xp[cpu_offset4(x, n, c, h, w)];
+                        *yv = beta == 0 ? a * xv : a * xv + b * *yv;
+                    }
+        return TP_OK;
+    }
+    const size_t count = cpu_count(x);
+    if (beta == 0) { /* y's old contents (possibly NaN) must not leak in */
+        for (size_t i = 0; i < count; i++)
+            yp[i] = a * xp[i];
+    } else {
+        for (size_t i = 0; i < count; i++)
+            yp[i] = a * xp[i] + b * yp[i];
+    }
+    return TP_OK;
+}
+
+tp_status cpu_scale(void *self, double alpha, tp_tensor *y)
+{
+    cpu_backend *be = self;
+    tp_status st = cpu_check_f32(be, "scale", "y", y, 0);
+    if (st)
+        return st;
+    float *p = y->data;
+    const float a = (float)alpha;
+    const size_t count = cpu_count(y);
+    for (size_t i = 0; i < count; i++)
+        p[i] *= a;
+    return TP_OK;
+}
+
+tp_status cpu_sum_squares(void *self, const tp_tensor *x, tp_tensor *out)
+{
+    cpu_backend *be = self;
+    tp_status st;
+    if ((st = cpu_check_f32(be, "sum_squares", "x", x, 0)) ||
+        (st = cpu_check_f32(be, "sum_squares", "out", out, 0)))
+        return st;
+    if (tp_tensor_count(out) != 1)
+        return be->host->fail(be->host, TP_ERR_INVALID,
+                              "backend-cpu sum_squares: out must hold one element, not %lld",
+                              (long long)tp_tensor_count(out));
+    const float *p = x->data;
+    const size_t count = cpu_count(x);
+    double s = 0; /* double: a million float squares would lose the small ones */
+    for (size_t i = 0; i < count; i++)
+        s += (double)p[i] * p[i];
+    *(float *)out->data = (float)s;
+    return TP_OK;
+}
+
+tp_status cpu_sgd_update(void *self, tp_tensor *param, const tp_tensor *grad,
+                         tp_tensor *velocity, double lr, double momentum, double weight_decay,
+                         int nesterov)
+{
+    cpu_backend *be = self;
+    const char *op = "sgd_update";
+    tp_status st;
+    if ((st = check_flat_pair(be, op, "param", param, "grad", grad)))
+        return st;
+    if (velocity && (st = check_flat_pair(be, op, "param", param, "velocity", velocity)))
+        return st;
+    if (!velocity && momentum != 0)
+        return be->host->fail(be->host, TP_ERR_INVALID,
+                              "backend-cpu %s: momentum %g needs a velocity tensor", op, momentum);
+    float *p = param->data;
+    const float *g = grad->data;
+    float *v = velocity ? velocity->data : NULL;
+    const float lr_f = (float)lr, mu = (float)momentum, wd = (float)weight_decay;
+    const size_t count = cpu_count(param);
+    for (size_t i = 0; i < count; i++) {
+        const float gi = g[i] + wd * p[i];
+        if (!v) {
+            p[i] -= lr_f * gi;
+            continue;
+        }
+        const float vi = mu * v[i] + gi;
+        v[i] = vi;
+        p[i] -= lr_f * (nesterov ? gi + mu * vi : vi);
+    }
+    return TP_OK;
+}
+
+tp_status cpu_adam_update(void *self, tp_tensor *param, const tp_tensor *grad, tp_tensor *m,
+                          tp_tensor *v, double lr, double beta1, double beta2, double eps,
+                          double weight_decay, int decoupled, int64_t step)
+{
+    cpu_backend *be = self;
+    const char *op = "adam_update";
+    tp_status st;
+    if ((st = check_flat_pair(be, op, "param", param, "grad", grad)) ||
+        (st = check_flat_pair(be, op, "param", param, "m", m)) ||
+        (st = check_flat_pair(be, op, "param", param, "v", v)))
+        return st;
+    if (step < 1)
+        return be->host->fail(be->host, TP_ERR_INVALID,
+                              "backend-cpu %s: step %lld must be >= 1 (bias correction)", op,
+                              (long long)step);
+    float *p = param->data, *mp = m->data, *vp = v->data;
+    const float *g = grad->data;
+    const double bc1 = 1.0 - pow(beta1, (double)step);
+    const double bc2 = 1.0 - pow(beta2, (double)step);
+    const float b1 = (float)beta1, b2 = (float)beta2;
+    const float step_size = (float)(lr / bc1);
+    const float inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
+    const float eps_f = (float)eps, wd = (float)weight_decay;
+    const float decay = (float)(1.0 - lr * weight_decay);
+    const size_t count = cpu_count(param);
+    for (size_t i = 0; i < count; i++) {
+        float gi = g[i];
+        if (decoupled)
+            p[i] *= decay; /* AdamW: decay first, then the Adam step */
+        else
+            gi += wd * p[i];
+        const float mi = b1 * mp[i] + (1.0f - b1) * gi;
+        const float vi = b2 * vp[i] + (1.0f - b2) * gi * gi;
+        mp[i] = mi;
+        vp[i] = vi;
+        p[i] -= step_size * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps_f);
+    }
+    return TP_OK;
+}

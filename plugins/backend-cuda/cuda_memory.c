@@ -1,0 +1,430 @@
+/* backend-cuda: memory, copies, fills, streams and events.
+ *
+ * Device tensors come from cudaMalloc, pinned ones from cudaMallocHost, host ones from the
+ * host's allocator. Copies are cudaMemcpyAsync on the named stream; a copy that changes
+ * the layout (NCHW <-> NHWC) runs a permute kernel, staging through a stream-ordered
+ * temporary (cudaMallocAsync/cudaFreeAsync) when one side is in host memory. A copy on the
+ * copy stream that reads device memory is ordered after the work already enqueued on the
+ * compute stream (a device-side event wait, not a host wait). Nothing here waits for the
+ * device on the host except event_sync() and sync() (and copies into pageable host
+ * memory, which CUDA completes before returning). */
+#include "config.h"
+
+#include "backend_cuda.h"
+#include "cuda_kernels.h"
+
+#include <string.h>
+
+struct tp_event {
+    cudaEvent_t event;
+};
+
+cudaStream_t cuda_stream(cuda_backend *b, tp_stream s)
+{
+    return s == TP_STREAM_COPY ? b->copy : b->compute;
+}
+
+static tp_status check_stream(cuda_backend *b, const char *op, tp_stream s)
+{
+    if (s != TP_STREAM_COMPUTE && s != TP_STREAM_COPY)
+        return b->host->fail(b->host, TP_ERR_INVALID, "%s: unknown stream %d", op, (int)s);
+    return TP_OK;
+}
+
+/* Grows one compute-stream arena. The old buffer is released in stream order, after the
+ * work already enqueued on the compute stream that may still read it. */
+static tp_status arena_reserve(cuda_backend *b, void **buf, size_t *size, size_t bytes,
+                               const char *what, void **out)
+{
+    if (bytes > *size) {
+        size_t want = bytes + (bytes >> 3);  /* headroom: fewer regrowths */
+        want = (want + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
+        if (*buf) {
+            tp_status st = CUDA_RT(cudaFreeAsync(*buf, b->compute));
+            *buf = NULL;
+            *size = 0;
+            if (st)
+                return st;
+        }
+        cudaError_t e = cudaMallocAsync(buf, want, b->compute);
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            *buf = NULL;
+            return b->host->fail(b->host,
+                                 e == cudaErrorMemoryAllocation ? TP_ERR_NOMEM : TP_ERR_LIBRARY,
+                                 "cudaMallocAsync(%s, %zu bytes = %.1f MiB) failed: %s; try a "
+                                 "smaller batch size or workspace_mb",
+                                 what, want, (double)want / 1048576.0, cudaGetErrorString(e));
+        }
+        *size = want;
+    }
+    *out = *buf;
+    return TP_OK;
+}
+
+tp_status cuda_workspace(cuda_backend *b, size_t bytes, void **out)
+{
+    return arena_reserve(b, &b->workspace, &b->workspace_size, bytes, "cuDNN workspace", out);
+}
+
+tp_status cuda_scratch(cuda_backend *b, size_t bytes, void **out)
+{
+    return arena_reserve(b, &b->scratch, &b->scratch_size, bytes, "scratch", out);
+}
+
+void cuda_arenas_release(cuda_backend *b)
+{
+    if (b->workspace)
+        cudaFreeAsync(b->workspace, b->compute);
+    if (b->scratch)
+        cudaFreeAsync(b->scratch, b->compute);
+    b->workspace = b->scratch = NULL;
+    b->workspace_size = b->scratch_size = 0;
+}
+
+tp_status cuda_alloc(cuda_backend *b, tp_tensor *t, const char *what)
+{
+    if (!what)
+        what = "tensor";
+    if (!t || t->ndim < 1 || t->ndim > TP_TENSOR_MAX_DIMS || tp_dtype_size(t->dtype) == 0)
+        return b->host->fail(b->host, TP_ERR_INVALID, "alloc(%s): bad tensor descriptor", what);
+    for (int i = 0; i < t->ndim; i++)
+        if (t->shape[i] < 0)
+            return b->host->fail(b->host, TP_ERR_INVALID, "alloc(%s): negative dimension %lld",
+                                 what, (long long)t->shape[i]);
+    size_t bytes = tp_tensor_bytes(t);
+    if (bytes == 0)
+        bytes = 4; /* a valid pointer even for an empty tensor */
+    t->data = NULL;
+    cudaError_t e = cudaSuccess;
+    switch (t->device) {
+    case TP_DEVICE_HOST:
+        t->data = b->host->alloc(bytes);
+        if (!t->data)
+            return b->host->fail(b->host, TP_ERR_NOMEM,
+                                 "alloc(%s): out of host memory for %zu bytes", what, bytes);
+        return TP_OK;
+    case TP_DEVICE_PINNED:
+        e = cudaMallocHost(&t->data, bytes);
+        break;
+    case TP_DEVICE_DEVICE:
+        e = cudaMalloc(&t->data, bytes);
+        break;
+    default:
+        return b->host->fail(b->host, TP_ERR_INVALID, "alloc(%s): unknown device %d", what,
+                             (int)t->device);
+    }
+    if (e == cudaSuccess)
+        return TP_OK;
+    (void)cudaGetLastError();
+    t->data = NULL;
+    const char *call = t->device == TP_DEVICE_PINNED ? "cudaMallocHost" : "cudaMalloc";
+    if (e == cudaErrorMemoryAllocation) {
+        size_t free_b = 0, total_b = 0;
+        if (t->device == TP_DEVICE_DEVICE)
+            (void)cudaMemGetInfo(&free_b, &total_b);
+        return b->host->fail(b->host, TP_ERR_NOMEM,
+                             "%s(%s, %zu bytes = %.1f MiB): out of %s memory (%.1f MiB free of "
+                             "%.1f MiB on GPU %d); try a smaller batch size",
+                             call, what, bytes, (double)bytes / 1048576.0,
+                             t->device == TP_DEVICE_PINNED ? "pinned host" : "device",
+                             (double)free_b / 1048576.0, (double)total_b / 1048576.0, b->device);
+    }
+    return b->host->fail(b->host, TP_ERR_LIBRARY, "%s(%s, %zu bytes) failed: %s", call, what,
+                         bytes, cudaGetErrorString(e));
+}
+
+void cuda_free(cuda_backend *b, tp_tensor *t)
+{
+    if (!t || !t->data)
+        return;
+    cudaError_t e = cudaSuccess;
+    switch (t->device) {
+    case TP_DEVICE_HOST: b->host->free(t->data); break;
+    case TP_DEVICE_PINNED: e = cudaFreeHost(t->data); break;
+    case TP_DEVICE_DEVICE: e = cudaFree(t->data); break;
+    }
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        b->host->log(b->host, TP_LOG_WARN, "cuda", "freeing a tensor failed: %s",
+                     cudaGetErrorString(e));
+    }
+    t->data = NULL;
+}
+
+static ck_shape shape_of(const tp_tensor *t)
+{
+    int64_t d[4];
+    cuda_dims4(t, d);
+    ck_shape s = {d[0], d[1], d[2], d[3], t->ndim == 4 && t->layout == TP_LAYOUT_NHWC};
+    return s;
+}
+
+/* Host-side permute for copies between two host buffers. */
+static void host_permute(const void *src, ck_shape s, void *dst, size_t esize)
+{
+    const unsigned char *in = src;
+    unsigned char *out = dst;
+    int64_t i = 0;
+    /* Walk the destination in its own order; the source offset follows the other layout. */
+    for (int64_t n = 0; n < s.n; n++) {
+        if (s.nhwc) { /* src NHWC -> dst NCHW */
+            for (int64_t c = 0; c < s.c; c++)
+                for (int64_t h = 0; h < s.h; h++)
+                    for (int64_t w = 0; w < s.w; w++, i++)
+                        memcpy(out + i * esize,
+                               in + (((n * s.h + h) * s.w + w) * s.c + c) * esize, esize);
+        } else { /* src NCHW -> dst NHWC */
+            for (int64_t h = 0; h < s.h; h++)
+                for (int64_t w = 0; w < s.w; w++)
+                    for (int64_t c = 0; c < s.c; c++, i++)
+                        memcpy(out + i * esize,
+                               in + (((n * s.c + c) * s.h + h) * s.w + w) * esize, esize);
+        }
+    }
+}
+
+tp_status cuda_copy(cuda_backend *b, tp_tensor *dst, const tp_tensor *src, tp_stream stream)
+{
+    tp_status st = check_stream(b, "copy", stream);
+    if (st)
+        return st;
+    if (!dst || !src)
+        return b->host->fail(b->host, TP_ERR_INVALID, "copy: missing tensor");
+    if (dst->dtype != src->dtype)
+        return b->host->fail(b->host, TP_ERR_INVALID, "copy: dtypes differ (%s to %s)",
+                             tp_dtype_name(src->dtype), tp_dtype_name(dst->dtype));
+    int64_t ds[4], dd[4];
+    cuda_dims4(src, ds);
+    cuda_dims4(dst, dd);
+    if (memcmp(ds, dd, sizeof ds) != 0 || tp_tensor_count(src) != tp_tensor_count(dst))
+        return b->host->fail(b->host, TP_ERR_INVALID,
+                             "copy: shapes differ: (%lld,%lld,%lld,%lld) to (%lld,%lld,%lld,%lld)",
+                             (long long)ds[0], (long long)ds[1], (long long)ds[2],
+                             (long long)ds[3], (long long)dd[0], (long long)dd[1],
+                             (long long)dd[2], (long long)dd[3]);
+    size_t bytes = tp_tensor_bytes(src);
+    if (bytes == 0)
+        return TP_OK;
+    if (!dst->data || !src->data)
+        return b->host->fail(b->host, TP_ERR_INVALID, "copy: tensor without data");
+    cudaStream_t s = cuda_stream(b, stream);
+    if (stream == TP_STREAM_COPY && src->device == TP_DEVICE_DEVICE) {
+        /* Reading device data on the copy stream: first let the compute work already
+         * enqueued (which may be producing it) finish, in stream order. Uploads from host
+         * memory do not wait, so prefetching still overlaps compute. */
+        if ((st = CUDA_RT(cudaEventRecord(b->compute_mark, b->compute))) ||
+            (st = CUDA_RT(cudaStreamWaitEvent(b->copy, b->compute_mark, 0))))
+            return st;
+    }
+    size_t esize = tp_dtype_size(src->dtype);
+    ck_shape shape = shape_of(src);
+    int src_nhwc = src->ndim == 4 && src->layout == TP_LAYOUT_NHWC;
+    int dst_nhwc = dst->ndim == 4 && dst->layout == TP_LAYOUT_NHWC;
+    int permute = src_nhwc != dst_nhwc && shape.c > 1 && shape.h * shape.w > 1;
+    int src_dev = src->device == TP_DEVICE_DEVICE, dst_dev = dst->device == TP_DEVICE_DEVICE;
+
+    if (!permute) {
+        if (dst->data == src->data)
+            return TP_OK;
+        if (src->device == TP_DEVICE_HOST && dst->device == TP_DEVICE_HOST) {
+            memmove(dst->data, src->data, bytes);
+            return TP_OK;
+        }
+        return CUDA_RT(cudaMemcpyAsync(dst->data, src->data, bytes, cudaMemcpyDefault, s));
+    }
+    if (dst->data == src->data)
+        return b->host->fail(b->host, TP_ERR_INVALID,
+                             "copy: a layout change cannot be done in place");
+    if (!src_dev && !dst_dev) {
+        host_permute(src->data, shape, dst->data, esize);
+        return TP_OK;
+    }
+    if (src_dev && dst_dev)
+        return CUDA_RT(ck_permute(src->data, shape, dst->data, dst_nhwc, (int)esize, s));
+
+    /* One side in host memory: stage through a device temporary, in stream order. */
+    void *tmp = NULL;
+    cudaError_t e = cudaMallocAsync(&tmp, bytes, s);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return b->host->fail(b->host,
+                             e == cudaErrorMemoryAllocation ? TP_ERR_NOMEM : TP_ERR_LIBRARY,
+                             "cudaMallocAsync(layout staging buffer, %zu bytes) failed: %s; try "
+                             "a smaller batch size",
+                             bytes, cudaGetErrorString(e));
+    }
+    if (src_dev) {
+        st = CUDA_RT(ck_permute(src->data, shape, tmp, dst_nhwc, (int)esize, s));
+        if (!st)
+            st = CUDA_RT(cudaMemcpyAsync(dst->data, tmp, bytes, cudaMemcpyDeviceToHost, s));
+    } else {
+        st = CUDA_RT(cudaMemcpyAsync(tmp, src->data, bytes, cudaMemcpyHostToDevice, s));
+        if (!st)
+            st = CUDA_RT(ck_permute(tmp, shape, dst->data, dst_nhwc, (int)esize, s));
+    }
+    tp_status st2 = CUDA_RT(cudaFreeAsync(tmp, s));
+    return st ? st : st2;
+}
+
+tp_status cuda_view_begin(cuda_backend *b, const tp_tensor *t, tp_layout layout, int load,
+                          tp_tensor *view)
+{
+    *view = *t;
+    if (t->ndim != 4)
+        return TP_OK;
+    view->layout = layout;
+    if (cuda_same_memory_order(t, view))
+        return TP_OK; /* the same bytes, only relabelled */
+    size_t bytes = tp_tensor_bytes(t);
+    cudaError_t e = cudaMallocAsync(&view->data, bytes, b->compute);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        view->data = t->data;
+        return b->host->fail(b->host,
+                             e == cudaErrorMemoryAllocation ? TP_ERR_NOMEM : TP_ERR_LIBRARY,
+                             "cudaMallocAsync(layout conversion buffer, %zu bytes) failed: %s; "
+                             "try a smaller batch size or a single layout",
+                             bytes, cudaGetErrorString(e));
+    }
+    if (!load)
+        return TP_OK;
+    tp_status st = CUDA_RT(ck_permute(t->data, shape_of(t), view->data,
+                                      layout == TP_LAYOUT_NHWC, (int)tp_dtype_size(t->dtype),
+                                      b->compute));
+    if (st) {
+        (void)cudaFreeAsync(view->data, b->compute);
+        view->data = t->data;
+    }
+    return st;
+}
+
+tp_status cuda_view_end(cuda_backend *b, tp_tensor *view, const tp_tensor *t, int store)
+{
+    if (view->data == t->data)
+        return TP_OK;
+    tp_status st = TP_OK;
+    if (store)
+        st = CUDA_RT(ck_permute(view->data, shape_of(view), t->data,
+                                t->layout == TP_LAYOUT_NHWC, (int)tp_dtype_size(t->dtype),
+                                b->compute));
+    tp_status st2 = CUDA_RT(cudaFreeAsync(view->data, b->compute));
+    view->data = t->data;
+    return st ? st : st2;
+}
+
+static tp_status host_fill(cuda_backend *b, tp_tensor *t, double value)
+{
+    int64_t n = tp_tensor_count(t);
+    switch (t->dtype) {
+    case TP_DTYPE_F32: {
+        float *p = t->data, v = (float)value;
+        for (int64_t i = 0; i < n; i++)
+            p[i] = v;
+        return TP_OK;
+    }
+    case TP_DTYPE_I32: {
+        int32_t *p = t->data, v = (int32_t)value;
+        for (int64_t i = 0; i < n; i++)
+            p[i] = v;
+        return TP_OK;
+    }
+    case TP_DTYPE_U8:
+        memset(t->data, (int)(uint8_t)value, (size_t)n);
+        return TP_OK;
+    case TP_DTYPE_BF16: {
+        /* Round to nearest even on the upper 16 bits of the float (NaN stays NaN). */
+        float f = (float)value;
+        uint32_t u;
+        memcpy(&u, &f, sizeof u);
+        uint16_t h = (f != f) ? 0x7fc0 : (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+        uint16_t *p = t->data;
+        for (int64_t i = 0; i < n; i++)
+            p[i] = h;
+        return TP_OK;
+    }
+    case TP_DTYPE_F16:
+#ifdef __FLT16_MAX__
+    {
+        _Float16 h = (_Float16)value;
+        _Float16 *p = t->data;
+        for (int64_t i = 0; i < n; i++)
+            p[i] = h;
+        return TP_OK;
+    }
+#else
+        break;
+#endif
+    }
+    return b->host->fail(b->host, TP_ERR_UNSUPPORTED, "fill: dtype %s in host memory",
+                         tp_dtype_name(t->dtype));
+}
+
+tp_status cuda_fill(cuda_backend *b, tp_tensor *t, double value)
+{
+    if (!t || (!t->data && tp_tensor_count(t) > 0))
+        return b->host->fail(b->host, TP_ERR_INVALID, "fill: missing tensor or data");
+    if (tp_dtype_size(t->dtype) == 0)
+        return b->host->fail(b->host, TP_ERR_INVALID, "fill: unknown dtype %d", (int)t->dtype);
+    if (t->device == TP_DEVICE_HOST)
+        return host_fill(b, t, value);
+    /* Device and pinned memory (pinned is device-accessible): a kernel, in stream order. */
+    return CUDA_RT(ck_fill(t->data, tp_tensor_count(t), (int)t->dtype, value, b->compute));
+}
+
+tp_status cuda_event_create(cuda_backend *b, tp_event **ev)
+{
+    tp_event *e = b->host->calloc(1, sizeof *e);
+    if (!e)
+        return b->host->fail(b->host, TP_ERR_NOMEM, "event_create: out of host memory");
+    tp_status st = CUDA_RT(cudaEventCreateWithFlags(&e->event, cudaEventDisableTiming));
+    if (st) {
+        b->host->free(e);
+        return st;
+    }
+    *ev = e;
+    return TP_OK;
+}
+
+void cuda_event_destroy(cuda_backend *b, tp_event *ev)
+{
+    if (!ev)
+        return;
+    cudaEventDestroy(ev->event);
+    b->host->free(ev);
+}
+
+tp_status cuda_event_record(cuda_backend *b, tp_event *ev, tp_stream stream)
+{
+    tp_status st = check_stream(b, "event_record", stream);
+    if (st)
+        return st;
+    if (!ev)
+        return b->host->fail(b->host, TP_ERR_INVALID, "event_record: NULL event");
+    return CUDA_RT(cudaEventRecord(ev->event, cuda_stream(b, stream)));
+}
+
+tp_status cuda_stream_wait(cuda_backend *b, tp_stream stream, tp_event *ev)
+{
+    tp_status st = check_stream(b, "stream_wait", stream);
+    if (st)
+        return st;
+    if (!ev)
+        return b->host->fail(b->host, TP_ERR_INVALID, "stream_wait: NULL event");
+    return CUDA_RT(cudaStreamWaitEvent(cuda_stream(b, stream), ev->event, 0));
+}
+
+tp_status cuda_event_sync(cuda_backend *b, tp_event *ev)
+{
+    if (!ev)
+        return b->host->fail(b->host, TP_ERR_INVALID, "event_sync: NULL event");
+    return CUDA_RT(cudaEventSynchronize(ev->event));
+}
+
+tp_status cuda_sync(cuda_backend *b)
+{
+    tp_status st = CUDA_RT(cudaStreamSynchronize(b->compute));
+    if (st)
+        return st;
+    return CUDA_RT(cudaStreamSynchronize(b->copy));
+}

@@ -1,0 +1,681 @@
+/* The naive test backend (see test_graph_backend.h). Every 4-D tensor must be NCHW. */
+#include "config.h"
+
+#include "test_graph_backend.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "services.h"
+
+static long live_allocations;
+
+long naive_backend_live_allocations(void) { return live_allocations; }
+
+#define F(t) ((float *)(t)->data)
+#define N_(t) ((t)->shape[0])
+#define C_(t) ((t)->shape[1])
+#define H_(t) ((t)->shape[2])
+#define W_(t) ((t)->shape[3])
+#define AT(t, n, c, y, x) F(t)[(((n) * C_(t) + (c)) * H_(t) + (y)) * W_(t) + (x)]
+
+static tp_status need_nchw(const tp_tensor *t)
+{
+    return t->ndim == 4 && t->layout != TP_LAYOUT_NCHW ? TP_ERR_UNSUPPORTED : TP_OK;
+}
+
+static tp_status nv_info(void *self, tp_backend_info *out)
+{
+    (void)self;
+    out->name = "naive";
+    out->device_name = "host loops";
+    out->preferred_layout = TP_LAYOUT_NCHW;
+    out->has_device_memory = 0;
+    out->threads = 1;
+    return TP_OK;
+}
+
+static tp_status nv_alloc(void *self, tp_tensor *t, const char *what)
+{
+    (void)self;
+    (void)what;
+    t->data = malloc(tp_tensor_bytes(t) ? tp_tensor_bytes(t) : 1);
+    if (!t->data)
+        return TP_ERR_NOMEM;
+    live_allocations++;
+    return TP_OK;
+}
+
+static void nv_free(void *self, tp_tensor *t)
+{
+    (void)self;
+    if (t->data) {
+        free(t->data);
+        live_allocations--;
+    }
+    t->data = NULL;
+}
+
+static tp_status nv_copy(void *self, tp_tensor *dst, const tp_tensor *src, tp_stream s)
+{
+    (void)self;
+    (void)s;
+    if (tp_tensor_bytes(dst) != tp_tensor_bytes(src) || need_nchw(dst) || need_nchw(src))
+        return TP_ERR_INVALID;
+    memmove(dst->data, src->data, tp_tensor_bytes(src));
+    return TP_OK;
+}
+
+static tp_status nv_fill(void *self, tp_tensor *t, double v)
+{
+    (void)self;
+    for (int64_t i = 0; i < tp_tensor_count(t); i++)
+        F(t)[i] = (float)v;
+    return TP_OK;
+}
+
+static tp_status nv_sync(void *self)
+{
+    (void)self;
+    return TP_OK;
+}
+
+static tp_status nv_conv_forward(void *self, const tp_conv_desc *d, const tp_tensor *x,
+                                 const tp_tensor *w, const tp_tensor *b, tp_tensor *y)
+{
+    (void)self;
+    if (need_nchw(x) || need_nchw(y))
+        return TP_ERR_UNSUPPORTED;
+    int64_t kh = H_(w), kw = W_(w);
+    for (int64_t n = 0; n < N_(y); n++)
+        for (int64_t o = 0; o < C_(y); o++)
+            for (int64_t oy = 0; oy < H_(y); oy++)
+                for (int64_t ox = 0; ox < W_(y); ox++) {
+                    double acc = b ? F(b)[o] : 0.0;
+                    for (int64_t i = 0; i < C_(x); i++)
+                        for (int64_t ky = 0; ky < kh; ky++)
+                            for (int64_t kx = 0; kx < kw; kx++) {
+                                int64_t iy = oy * d->stride_h - d->pad_h + ky;
+                                int64_t ix = ox * d->stride_w - d->pad_w + kx;
+                                if (iy < 0 || ix < 0 || iy >= H_(x) || ix >= W_(x))
+                                    continue;
+                                acc += (double)AT(x, n, i, iy, ix) * AT(w, o, i, ky, kx);
+                            }
+                    AT(y, n, o, oy, ox) = (float)acc;
+                }
+    return TP_OK;
+}
+
+static tp_status nv_conv_backward_data(void *self, const tp_conv_desc *d, const tp_tensor *dy,
+                                       const tp_tensor *w, tp_tensor *dx)
+{
+    (void)self;
+    int64_t count = tp_tensor_count(dx);
+    double *acc = calloc((size_t)count, sizeof *acc);
+    if (!acc)
+        return TP_ERR_NOMEM;
+    for (int64_t n = 0; n < N_(dy); n++)
+        for (int64_t o = 0; o < C_(dy); o++)
+            for (int64_t oy = 0; oy < H_(dy); oy++)
+                for (int64_t ox = 0; ox < W_(dy); ox++) {
+                    double g = AT(dy, n, o, oy, ox);
+                    for (int64_t i = 0; i < C_(dx); i++)
+                        for (int64_t ky = 0; ky < H_(w); ky++)
+                            for (int64_t kx = 0; kx < W_(w); kx++) {
+                                int64_t iy = oy * d->stride_h - d->pad_h + ky;
+                                int64_t ix = ox * d->stride_w - d->pad_w + kx;
+                                if (iy < 0 || ix < 0 || iy >= H_(dx) || ix >= W_(dx))
+                                    continue;
+                                acc[((n * C_(dx) + i) * H_(dx) + iy) * W_(dx) + ix] +=
+                                    g * AT(w, o, i, ky, kx);
+                            }
+                }
+    for (int64_t k = 0; k < count; k++)
+        F(dx)[k] = (float)acc[k];
+    free(acc);
+    return TP_OK;
+}
+
+static tp_status nv_conv_backward_filter(void *self, const tp_conv_desc *d, const tp_tensor *x,
+                                         const tp_tensor *dy, tp_tensor *dw, tp_tensor *db)
+{
+    (void)self;
+    for (int64_t o = 0; o < N_(dw); o++) {
+        for (int64_t i = 0; i < C_(dw); i++)
+            for (int64_t ky = 0; ky < H_(dw); ky++)
+                for (int64_t kx = 0; kx < W_(dw); kx++) {
+                    double acc = 0;
+                    for (int64_t n = 0; n < N_(dy); n++)
+                        for (int64_t oy = 0; oy < H_(dy); oy++)
+                            for (int64_t ox = 0; ox < W_(dy); ox++) {
+                                int64_t iy = oy * d->stride_h - d->pad_h + ky;
+                                int64_t ix = ox * d->stride_w - d->pad_w + kx;
+                                if (iy < 0 || ix < 0 || iy >= H_(x) || ix >= W_(x))
+                                    continue;
+                                acc += (double)AT(dy, n, o, oy, ox) * AT(x, n, i, iy, ix);
+                            }
+                    AT(dw, o, i, ky, kx) = (float)acc;
+                }
+        if (db) {
+            double acc = 0;
+            for (int64_t n = 0; n < N_(dy); n++)
+                for (int64_t k = 0; k < H_(dy) * W_(dy); k++)
+                    acc += F(dy)[(n * C_(dy) + o) * H_(dy) * W_(dy) + k];
+            F(db)[o] = (float)acc;
+        }
+    }
+    return TP_OK;
+}
+
+/* Batch norm: statistics over N, H, W per channel. */
+static void channel_stats(const tp_tensor *x, int64_t c, double *mean, double *var)
+{
+    int64_t hw = H_(x) * W_(x), m = N_(x) * hw;
+    double s = 0, ss = 0;
+    for (int64_t n = 0; n < N_(x); n++)
+        for (int64_t k = 0; k < hw; k++)
+            s += F(x)[(n * C_(x) + c) * hw + k];
+    *mean = s / m;
+    for (int64_t n = 0; n < N_(x); n++)
+        for (int64_t k = 0; k < hw; k++) {
+            double dlt = F(x)[(n * C_(x) + c) * hw + k] - *mean;
+            ss += dlt * dlt;
+        }
+    *var = ss / m;
+}
+
+static tp_status nv_bn_train(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                             const tp_tensor *gamma, const tp_tensor *beta, tp_tensor *y,
+                             tp_tensor *rm, tp_tensor *rv, tp_tensor *sm, tp_tensor *si)
+{
+    (void)self;
+    int64_t hw = H_(x) * W_(x), m = N_(x) * hw;
+    for (int64_t c = 0; c < C_(x); c++) {
+        double mean, var;
+        channel_stats(x, c, &mean, &var);
+        double inv = 1.0 / sqrt(var + d->eps);
+        for (int64_t n = 0; n < N_(x); n++)
+            for (int64_t k = 0; k < hw; k++) {
+                int64_t i = (n * C_(x) + c) * hw + k;
+                F(y)[i] = (float)((F(x)[i] - mean) * inv * F(gamma)[c] + F(beta)[c]);
+            }
+        double unbiased = m > 1 ? var * m / (m - 1) : var;
+        F(rm)[c] = (float)((1 - d->momentum) * F(rm)[c] + d->momentum * mean);
+        F(rv)[c] = (float)((1 - d->momentum) * F(rv)[c] + d->momentum * unbiased);
+        F(sm)[c] = (float)mean;
+        F(si)[c] = (float)inv;
+    }
+    return TP_OK;
+}
+
+static tp_status nv_bn_infer(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                             const tp_tensor *gamma, const tp_tensor *beta, const tp_tensor *rm,
+                             const tp_tensor *rv, tp_tensor *y)
+{
+    (void)self;
+    int64_t hw = H_(x) * W_(x);
+    for (int64_t n = 0; n < N_(x); n++)
+        for (int64_t c = 0; c < C_(x); c++) {
+            double inv = 1.0 / sqrt(F(rv)[c] + d->eps);
+            for (int64_t k = 0; k < hw; k++) {
+                int64_t i = (n * C_(x) + c) * hw + k;
+                F(y)[i] = (float)((F(x)[i] - F(rm)[c]) * inv * F(gamma)[c] + F(beta)[c]);
+            }
+        }
+    return TP_OK;
+}
+
+static tp_status nv_bn_backward(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                                const tp_tensor *dy, const tp_tensor *gamma,
+                                const tp_tensor *sm, const tp_tensor *si, tp_tensor *dx,
+                                tp_tensor *dgamma, tp_tensor *dbeta)
+{
+    (void)self;
+    (void)d;
+    int64_t hw = H_(x) * W_(x), m = N_(x) * hw;
+    for (int64_t c = 0; c < C_(x); c++) {
+        double mean = F(sm)[c], inv = F(si)[c], sdy = 0, sdyx = 0;
+        for (int64_t n = 0; n < N_(x); n++)
+            for (int64_t k = 0; k < hw; k++) {
+                int64_t i = (n * C_(x) + c) * hw + k;
+                sdy += F(dy)[i];
+                sdyx += F(dy)[i] * (F(x)[i] - mean) * inv;
+            }
+        F(dgamma)[c] = (float)sdyx;
+        F(dbeta)[c] = (float)sdy;
+        for (int64_t n = 0; n < N_(x); n++)
+            for (int64_t k = 0; k < hw; k++) {
+                int64_t i = (n * C_(x) + c) * hw + k;
+                double xh = (F(x)[i] - mean) * inv;
+                F(dx)[i] = (float)(F(gamma)[c] * inv * (F(dy)[i] - sdy / m - xh * sdyx / m));
+            }
+    }
+    return TP_OK;
+}
+
+static tp_status nv_relu_forward(void *self, const tp_tensor *x, tp_tensor *y)
+{
+    (void)self;
+    for (int64_t i = 0; i < tp_tensor_count(x); i++)
+        F(y)[i] = F(x)[i] > 0 ? F(x)[i] : 0.0f;
+    return TP_OK;
+}
+
+static tp_status nv_relu_backward(void *self, const tp_tensor *y, const tp_tensor *dy,
+                                  tp_tensor *dx)
+{
+    (void)self;
+    for (int64_t i = 0; i < tp_tensor_count(y); i++)
+        F(dx)[i] = F(y)[i] > 0 ? F(dy)[i] : 0.0f;
+    return TP_OK;
+}
+
+static tp_status nv_add(void *self, const tp_tensor *a, const tp_tensor *b, tp_tensor *y)
+{
+    (void)self;
+    if (tp_tensor_count(a) != tp_tensor_count(b) || tp_tensor_count(a) != tp_tensor_count(y))
+        return TP_ERR_INVALID;
+    for (int64_t i = 0; i < tp_tensor_count(y); i++)
+        F(y)[i] = F(a)[i] + F(b)[i];
+    return TP_OK;
+}
+
+static tp_status nv_pool_forward(void *self, const tp_pool_desc *d, const tp_tensor *x,
+                                 tp_tensor *y)
+{
+    (void)self;
+    for (int64_t n = 0; n < N_(y); n++)
+        for (int64_t c = 0; c < C_(y); c++)
+            for (int64_t oy = 0; oy < H_(y); oy++)
+                for (int64_t ox = 0; ox < W_(y); ox++) {
+                    double best = -DBL_MAX, sum = 0;
+                    int count = 0;
+                    for (int ky = 0; ky < d->kernel_h; ky++)
+                        for (int kx = 0; kx < d->kernel_w; kx++) {
+                            int64_t iy = oy * d->stride_h - d->pad_h + ky;
+                            int64_t ix = ox * d->stride_w - d->pad_w + kx;
+                            if (iy < 0 || ix < 0 || iy >= H_(x) || ix >= W_(x))
+                                continue;
+                            double v = AT(x, n, c, iy, ix);
+                            if (v > best)
+                                best = v;
+                            sum += v;
+                            count++;
+                        }
+                    AT(y, n, c, oy, ox) =
+                        (float)(d->mode == TP_POOL_MAX ? best : sum / (count ? count : 1));
+                }
+    return TP_OK;
+}
+
+static tp_status nv_pool_backward(void *self, const tp_pool_desc *d, const tp_tensor *x,
+                                  const tp_tensor *y, const tp_tensor *dy, tp_tensor *dx)
+{
+    (void)self;
+    (void)y;
+    memset(dx->data, 0, tp_tensor_bytes(dx));
+    for (int64_t n = 0; n < N_(y); n++)
+        for (int64_t c = 0; c < C_(y); c++)
+            for (int64_t oy = 0; oy < H_(y); oy++)
+                for (int64_t ox = 0; ox < W_(y); ox++) {
+                    double best = -DBL_MAX;
+                    int64_t by = -1, bx = -1;
+                    int count = 0;
+                    for (int pass = 0; pass < 2; pass++)
+                        for (int ky = 0; ky < d->kernel_h; ky++)
+                            for (int kx = 0; kx < d->kernel_w; kx++) {
+                                int64_t iy = oy * d->stride_h - d->pad_h + ky;
+                                int64_t ix = ox * d->stride_w - d->pad_w + kx;
+                                if (iy < 0 || ix < 0 || iy >= H_(x) || ix >= W_(x))
+                                    continue;
+                                double v = AT(x, n, c, iy, ix);
+                                if (pass == 0) {
+                                    count++;
+                                    if (v > best) {
+                                        best = v;
+                                        by = iy;
+                                        bx = ix;
+                                    }
+                                } else if (d->mode == TP_POOL_AVG) {
+                                    AT(dx, n, c, iy, ix) += AT(dy, n, c, oy, ox) / count;
+                                }
+                            }
+                    if (d->mode == TP_POOL_MAX && by >= 0)
+                        AT(dx, n, c, by, bx) += AT(dy, n, c, oy, ox);
+                }
+    return TP_OK;
+}
+
+static tp_status nv_gap_forward(void *self, const tp_tensor *x, tp_tensor *y)
+{
+    (void)self;
+    int64_t hw = H_(x) * W_(x);
+    for (int64_t i = 0; i < N_(x) * C_(x); i++) {
+        double s = 0;
+        for (int64_t k = 0; k < hw; k++)
+            s += F(x)[i * hw + k];
+        F(y)[i] = (float)(s / hw);
+    }
+    return TP_OK;
+}
+
+static tp_status nv_gap_backward(void *self, const tp_tensor *dy, tp_tensor *dx)
+{
+    (void)self;
+    int64_t hw = H_(dx) * W_(dx);
+    for (int64_t i = 0; i < N_(dx) * C_(dx); i++)
+        for (int64_t k = 0; k < hw; k++)
+            F(dx)[i * hw + k] = (float)(F(dy)[i] / (double)hw);
+    return TP_OK;
+}
+
+static tp_status nv_linear_forward(void *self, const tp_tensor *x, const tp_tensor *w,
+                                   const tp_tensor *b, tp_tensor *y)
+{
+    (void)self;
+    int64_t n = x->shape[0], k = x->shape[1], m = w->shape[0];
+    if (w->shape[1] != k || y->shape[0] != n || y->shape[1] != m)
+        return TP_ERR_INVALID;
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t j = 0; j < m; j++) {
+            double acc = b ? F(b)[j] : 0;
+            for (int64_t i = 0; i < k; i++)
+                acc += (double)F(x)[r * k + i] * F(w)[j * k + i];
+            F(y)[r * m + j] = (float)acc;
+        }
+    return TP_OK;
+}
+
+static tp_status nv_linear_backward(void *self, const tp_tensor *x, const tp_tensor *w,
+                                    const tp_tensor *dy, tp_tensor *dx, tp_tensor *dw,
+                                    tp_tensor *db)
+{
+    (void)self;
+    int64_t n = x->shape[0], k = x->shape[1], m = w->shape[0];
+    if (dx)
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t i = 0; i < k; i++) {
+                double acc = 0;
+                for (int64_t j = 0; j < m; j++)
+                    acc += (double)F(dy)[r * m + j] * F(w)[j * k + i];
+                F(dx)[r * k + i] = (float)acc;
+            }
+    for (int64_t j = 0; j < m; j++) {
+        for (int64_t i = 0; i < k; i++) {
+            double acc = 0;
+            for (int64_t r = 0; r < n; r++)
+                acc += (double)F(dy)[r * m + j] * F(x)[r * k + i];
+            F(dw)[j * k + i] = (float)acc;
+        }
+        if (db) {
+            double acc = 0;
+            for (int64_t r = 0; r < n; r++)
+                acc += F(dy)[r * m + j];
+            F(db)[j] = (float)acc;
+        }
+    }
+    return TP_OK;
+}
+
+static tp_status nv_softmax_xent(void *self, const tp_tensor *logits, const tp_tensor *labels,
+                                 double s, double grad_scale, tp_tensor *loss,
+                                 tp_tensor *dlogits)
+{
+    (void)self;
+    int64_t n = logits->shape[0], k = logits->shape[1];
+    double total = 0;
+    for (int64_t r = 0; r < n; r++) {
+        const float *z = F(logits) + r * k;
+        int32_t label = ((const int32_t *)labels->data)[r];
+        double mx = z[0], sum = 0;
+        for (int64_t j = 1; j < k; j++)
+            if (z[j] > mx)
+                mx = z[j];
+        for (int64_t j = 0; j < k; j++)
+            sum += exp(z[j] - mx);
+        double lse = mx + log(sum);
+        for (int64_t j = 0; j < k; j++) {
+            double t = (1 - s) * (j == label) + s / k;
+            total -= t * (z[j] - lse);
+            if (dlogits)
+                F(dlogits)[r * k + j] = (float)(grad_scale * (exp(z[j] - lse) - t) / n);
+        }
+    }
+    F(loss)[0] = (float)(total / n);
+    return TP_OK;
+}
+
+static tp_status nv_subpad_forward(void *self, int stride, const tp_tensor *x, tp_tensor *y)
+{
+    (void)self;
+    for (int64_t n = 0; n < N_(y); n++)
+        for (int64_t c = 0; c < C_(y); c++)
+            for (int64_t oy = 0; oy < H_(y); oy++)
+                for (int64_t ox = 0; ox < W_(y); ox++)
+                    AT(y, n, c, oy, ox) = c < C_(x) ? AT(x, n, c, oy * stride, ox * stride) : 0;
+    return TP_OK;
+}
+
+static tp_status nv_subpad_backward(void *self, int stride, const tp_tensor *dy, tp_tensor *dx)
+{
+    (void)self;
+    memset(dx->data, 0, tp_tensor_bytes(dx));
+    for (int64_t n = 0; n < N_(dy); n++)
+        for (int64_t c = 0; c < C_(dx); c++)
+            for (int64_t oy = 0; oy < H_(dy); oy++)
+                for (int64_t ox = 0; ox < W_(dy); ox++)
+                    AT(dx, n, c, oy * stride, ox * stride) = AT(dy, n, c, oy, ox);
+    return TP_OK;
+}
+
+static tp_status nv_axpby(void *self, double alpha, const tp_tensor *x, double beta, tp_tensor *y)
+{
+    (void)self;
+    for (int64_t i = 0; i < tp_tensor_count(y); i++)
+        F(y)[i] = (float)(alpha * F(x)[i] + beta * F(y)[i]);
+    return TP_OK;
+}
+
+static tp_status nv_scale(void *self, double alpha, tp_tensor *y)
+{
+    (void)self;
+    for (int64_t i = 0; i < tp_tensor_count(y); i++)
+        F(y)[i] = (float)(alpha * F(y)[i]);
+    return TP_OK;
+}
+
+static tp_status nv_sum_squares(void *self, const tp_tensor *x, tp_tensor *out)
+{
+    (void)self;
+    double s = 0;
+    for (int64_t i = 0; i < tp_tensor_count(x); i++)
+        s += (double)F(x)[i] * F(x)[i];
+    F(out)[0] = (float)s;
+    return TP_OK;
+}
+
+static tp_status nv_sgd_update(void *self, tp_tensor *p, const tp_tensor *g, tp_tensor *v,
+                               double lr, double m, double wd, int nesterov)
+{
+    (void)self;
+    for (int64_t i = 0; i < tp_tensor_count(p); i++) {
+        double gi = F(g)[i] + wd * F(p)[i];
+        double vi = m * F(v)[i] + gi;
+        F(v)[i] = (float)vi;
+        F(p)[i] = (float)(F(p)[i] - lr * (nesterov ? gi + m * vi : vi));
+    }
+    return TP_OK;
+}
+
+static tp_status nv_adam_update(void *self, tp_tensor *p, const tp_tensor *g, tp_tensor *m,
+                                tp_tensor *v, double lr, double b1, double b2, double eps,
+                                double wd, int decoupled, int64_t step)
+{
+    (void)self;
+    double bc1 = 1 - pow(b1, (double)step), bc2 = 1 - pow(b2, (double)step);
+    for (int64_t i = 0; i < tp_tensor_count(p); i++) {
+        double pi = F(p)[i], gi = F(g)[i];
+        if (decoupled)
+            pi *= 1 - lr * wd;
+        else
+            gi += wd * pi;
+        double mi = b1 * F(m)[i] + (1 - b1) * gi, vi = b2 * F(v)[i] + (1 - b2) * gi * gi;
+        F(m)[i] = (float)mi;
+        F(v)[i] = (float)vi;
+        F(p)[i] = (float)(pi - lr * (mi / bc1) / (sqrt(vi / bc2) + eps));
+    }
+    return TP_OK;
+}
+
+static const tp_backend_ops naive_ops_fused = {
+    .size = sizeof(tp_backend_ops),
+    .info = nv_info,
+    .alloc = nv_alloc,
+    .free = nv_free,
+    .copy = nv_copy,
+    .fill = nv_fill,
+    .sync = nv_sync,
+    .conv_forward = nv_conv_forward,
+    .conv_backward_data = nv_conv_backward_data,
+    .conv_backward_filter = nv_conv_backward_filter,
+    .batchnorm_train = nv_bn_train,
+    .batchnorm_infer = nv_bn_infer,
+    .batchnorm_backward = nv_bn_backward,
+    .relu_forward = nv_relu_forward,
+    .relu_backward = nv_relu_backward,
+    .add = nv_add,
+    .pool_forward = nv_pool_forward,
+    .pool_backward = nv_pool_backward,
+    .global_avgpool_forward = nv_gap_forward,
+    .global_avgpool_backward = nv_gap_backward,
+    .linear_forward = nv_linear_forward,
+    .linear_backward = nv_linear_backward,
+    .softmax_xent = nv_softmax_xent,
+    .subsample_pad_forward = nv_subpad_forward,
+    .subsample_pad_backward = nv_subpad_backward,
+    .axpby = nv_axpby,
+    .scale = nv_scale,
+    .sum_squares = nv_sum_squares,
+    .sgd_update = nv_sgd_update,
+    .adam_update = nv_adam_update,
+};
+
+static tp_backend_ops naive_ops_plain;
+
+tp_backend naive_backend(int fused)
+{
+    if (fused)
+        return (tp_backend){&naive_ops_fused, NULL};
+    naive_ops_plain = naive_ops_fused;
+    naive_ops_plain.sgd_update = NULL;
+    naive_ops_plain.adam_update = NULL;
+    return (tp_backend){&naive_ops_plain, NULL};
+}
+
+/* ------------------------------------------------------------------ test helpers */
+
+tp_status test_load_plugin(registry *r, const char *file)
+{
+    const char *top = getenv("TP_BUILDDIR");
+    char path[4096], dir[256];
+    snprintf(path, sizeof path, "%s/plugins/.libs/%s", top ? top : "..", file);
+    if (access(path, R_OK) != 0) {
+        /* A module built in its own folder (plugins/NAME/.libs/NAME.so). */
+        snprintf(dir, sizeof dir, "%s", file);
+        char *dot = strrchr(dir, '.');
+        if (dot)
+            *dot = 0;
+        snprintf(path, sizeof path, "%s/plugins/%s/.libs/%s", top ? top : "..", dir, file);
+        if (access(path, R_OK) != 0)
+            return TP_ERR_NOT_FOUND;
+    }
+    tp_status st = registry_load_file(r, path);
+    if (st != TP_OK)
+        fprintf(stderr, "cannot load %s: %s\n", path, services_last_error());
+    return st;
+}
+
+int test_instance(registry *r, tp_kind kind, const char *name, const char *const *kv,
+                  instance *out)
+{
+    const registry_entry *e = registry_find(r, kind, name);
+    if (!e) {
+        fprintf(stderr, "component %s not found\n", name);
+        return 0;
+    }
+    if (instance_create(e->component, kv, out) != TP_OK) {
+        fprintf(stderr, "creating %s failed: %s\n", name, services_last_error());
+        return 0;
+    }
+    return 1;
+}
+
+graph *test_build_graph(instance *model, int channels, int height, int width, int classes)
+{
+    tp_model_input in = {sizeof in, channels, height, width, classes};
+    return graph_build(model->component->ops, model->self, &in);
+}
+
+tp_status test_backend_cpu(registry *r, instance *inst, tp_backend *out)
+{
+    if (test_load_plugin(r, "backend-cpu.so") != TP_OK)
+        return TP_ERR_NOT_FOUND;
+    if (!test_instance(r, TP_KIND_BACKEND, "cpu", NULL, inst))
+        return TP_ERR_INVALID;
+    out->ops = inst->component->ops;
+    out->self = inst->self;
+    return TP_OK;
+}
+
+/* A device tensor on `be` filled from host data. */
+tp_status test_upload(const tp_backend *be, tp_tensor *t, const void *host)
+{
+    tp_status st = be->ops->alloc(be->self, t, "test tensor");
+    if (st != TP_OK)
+        return st;
+    tp_tensor h = *t;
+    h.device = TP_DEVICE_HOST;
+    h.data = (void *)host;
+    st = be->ops->copy(be->self, t, &h, TP_STREAM_COMPUTE);
+    return st ? st : be->ops->sync(be->self);
+}
+
+tp_status test_download(const tp_backend *be, const tp_tensor *t, void *host)
+{
+    tp_tensor h = *t;
+    h.device = TP_DEVICE_HOST;
+    h.data = host;
+    tp_status st = be->ops->copy(be->self, &h, t, TP_STREAM_COMPUTE);
+    return st ? st : be->ops->sync(be->self);
+}
+
+double test_loss64(graph *g, const tp_backend *be, const tp_tensor *x, const int32_t *labels)
+{
+    if (graph_forward(g, x, 1) != TP_OK) {
+        fprintf(stderr, "forward: %s\n", services_last_error());
+        return NAN;
+    }
+    const tp_tensor *lt = graph_logits(g);
+    int64_t n = lt->shape[0], k = lt->shape[1];
+    float *z = malloc((size_t)(n * k) * sizeof *z);
+    if (!z || test_download(be, lt, z) != TP_OK) {
+        free(z);
+        return NAN;
+    }
+    double total = 0;
+    for (int64_t r = 0; r < n; r++) {
+        double mx = z[r * k];
+        for (int64_t j = 1; j < k; j++)
+            mx = fmax(mx, z[r * k + j]);
+        double s = 0;
+        for (int64_t j = 0; j < k; j++)
+            s += exp(z[r * k + j] - mx);
+        total += mx + log(s) - z[r * k + labels[r]];
+    }
+    free(z);
+    return total / n;
+}

@@ -1,0 +1,42 @@
+/* A naive, obviously-correct backend for the graph tests: host memory, NCHW only, plain loops
+ * with double accumulators. It lets the graph, model and optimizer tests run without oneDNN
+ * and gives a second opinion next to backend-cpu. */
+#ifndef TRAINPIPE_TEST_GRAPH_BACKEND_H
+#define TRAINPIPE_TEST_GRAPH_BACKEND_H
+
+#include <trainpipe/trainpipe.h>
+
+#include "graph.h"
+#include "params.h"
+#include "registry.h"
+
+/* The naive backend. `fused` selects whether the optional sgd_update / adam_update are
+ * offered (so tests can exercise both optimizer paths). */
+tp_backend naive_backend(int fused);
+
+/* How many tensors are currently allocated (leak check). */
+long naive_backend_live_allocations(void);
+
+/* Loads $TP_BUILDDIR/plugins/.libs/<file> (the build tree's plugins) into r. Returns
+ * TP_ERR_NOT_FOUND without failing when the file does not exist (an optional plugin). */
+tp_status test_load_plugin(registry *r, const char *file);
+
+/* Creates component (kind, name) with "key=value" settings; NULL after printing the error. */
+int test_instance(registry *r, tp_kind kind, const char *name, const char *const *kv,
+                  instance *out);
+
+/* Builds the model instance's graph for data (channels, height, width, classes). */
+graph *test_build_graph(instance *model, int channels, int height, int width, int classes);
+
+/* Creates backend-cpu from the build tree; TP_ERR_NOT_FOUND when it is not built. */
+tp_status test_backend_cpu(registry *r, instance *inst, tp_backend *out);
+
+/* Allocates t on be and fills it from host memory / copies t back to host memory. */
+tp_status test_upload(const tp_backend *be, tp_tensor *t, const void *host);
+tp_status test_download(const tp_backend *be, const tp_tensor *t, void *host);
+
+/* Training-mode forward, then the mean softmax cross-entropy of the logits computed on the
+ * host in double precision (NAN on failure). */
+double test_loss64(graph *g, const tp_backend *be, const tp_tensor *x, const int32_t *labels);
+
+#endif
