@@ -244,7 +244,7 @@ static tp_node nb_conv(tp_netbuilder *nb, const char *name, tp_node x, int out_c
         return -1;
     if (!name || !*name)
         return nb_fail(nb, TP_ERR_INVALID, "conv: a convolution needs a name");
-    if (out_channels < 1 || kernel < 1 || stride < 1 || pad < 0 || pad >= kernel + 64)
+    if (out_channels < 1 || kernel < 1 || stride < 1 || pad < 0)
         return nb_fail(nb, TP_ERR_INVALID,
                        "conv %s: invalid out_channels %d / kernel %d / stride %d / pad %d", name,
                        out_channels, kernel, stride, pad);

@@ -13,6 +13,7 @@
 #include "registry.h"
 #include "services.h"
 #include "stage.h"
+#include "cmd_data.h"
 #include "cmd_plot.h"
 #include "graph.h"
 
@@ -28,6 +29,8 @@ static void usage(FILE *out)
             "  check CONFIG [--set SECTION.KEY=VALUE]...  validate CONFIG and print it resolved\n"
             "  plugins [NAME] [--plugin-path DIRS]         list components, or NAME's parameters\n"
             "  model CONFIG [--set SECTION.KEY=VALUE]...  the model's layers, parameters, FLOPs\n"
+            "  data CONFIG [--split train|val] [--count N] [--dump DIR] [--bench SECONDS]\n"
+            "                                              the data as the network sees it\n"
             "  plot RUN_DIR [-o FILE]                      loss, error and learning-rate curves\n"
             "\n"
             "options:\n"
@@ -255,6 +258,7 @@ static const command commands[] = {
     { "check", cmd_check },
     { "plugins", cmd_plugins },
     { "model", cmd_model },
+    { "data", cmd_data },
     { "plot", cmd_plot },
 };
 

@@ -4,6 +4,7 @@
 #include "stage.h"
 #include "services.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 tp_status stage_create(const pipeline_stage *stage, void **self)
@@ -63,5 +64,28 @@ tp_status stage_model_input(const pipeline *p, tp_model_input *input)
                                .num_classes = info.num_classes };
 done:
     stage_destroy(&p->source_train, source);
+    return st;
+}
+
+tp_status stage_create_backend(const pipeline *p, size_t *which, tp_backend *backend)
+{
+    tp_status st = TP_ERR_NOT_FOUND;
+    char first_error[1024] = "";
+    for (size_t i = 0; i < p->n_backends; i++) {
+        void *self = NULL;
+        st = stage_create(&p->backends[i], &self);
+        if (st == TP_OK) {
+            *which = i;
+            backend->ops = p->backends[i].entry->component->ops;
+            backend->self = self;
+            if (i > 0)
+                services_host()->log(services_host(), TP_LOG_INFO, "backend",
+                                     "using %s (%s)", p->backends[i].entry->component->name,
+                                     first_error);
+            return TP_OK;
+        }
+        if (!first_error[0])
+            snprintf(first_error, sizeof first_error, "%s", services_last_error());
+    }
     return st;
 }
