@@ -94,21 +94,29 @@ static int parse_config_args(int argc, char **argv, const char **config, const c
     return 0;
 }
 
-static int cmd_check(int argc, char **argv)
+/* Parses CONFIG and --set overrides and resolves the pipeline; returns 0 or the exit
+ * status to end with (the error already printed). */
+static int load_pipeline(int argc, char **argv, pipeline *p)
 {
     const char *config;
     const char **sets;
     size_t n_sets;
     int rc = parse_config_args(argc, argv, &config, &sets, &n_sets);
-    if (rc) {
-        free(sets);
-        return rc;
+    if (!rc) {
+        tp_status st = pipeline_load(config, sets, n_sets, p);
+        if (st)
+            rc = report(st);
     }
-    pipeline p;
-    tp_status st = pipeline_load(config, sets, n_sets, &p);
     free(sets);
-    if (st)
-        return report(st);
+    return rc;
+}
+
+static int cmd_check(int argc, char **argv)
+{
+    pipeline p;
+    int rc = load_pipeline(argc, argv, &p);
+    if (rc)
+        return rc;
     pipeline_print(&p, stdout);
     pipeline_free(&p);
     return 0;
@@ -116,19 +124,11 @@ static int cmd_check(int argc, char **argv)
 
 static int cmd_model(int argc, char **argv)
 {
-    const char *config;
-    const char **sets;
-    size_t n_sets;
-    int rc = parse_config_args(argc, argv, &config, &sets, &n_sets);
-    if (rc) {
-        free(sets);
-        return rc;
-    }
     pipeline p;
-    tp_status st = pipeline_load(config, sets, n_sets, &p);
-    free(sets);
-    if (st)
-        return report(st);
+    int rc = load_pipeline(argc, argv, &p);
+    if (rc)
+        return rc;
+    tp_status st;
     tp_model_input input;
     void *model = NULL;
     graph *g = NULL;
