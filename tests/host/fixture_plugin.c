@@ -52,13 +52,13 @@ static void fixture_destroy(void *self) { free(self); }
 
 /* The ops tables are never called by the host's configuration tests; each kind still gets
  * a table of its own type so the descriptor is well-formed. */
-static const tp_backend_ops backend_ops = { sizeof(tp_backend_ops) };
-static const tp_source_ops source_ops = { sizeof(tp_source_ops) };
-static const tp_augment_ops augment_ops = { sizeof(tp_augment_ops) };
-static const tp_model_ops model_ops = { sizeof(tp_model_ops) };
-static const tp_optimizer_ops optimizer_ops = { sizeof(tp_optimizer_ops) };
-static const tp_schedule_ops schedule_ops = { sizeof(tp_schedule_ops) };
-static const tp_logger_ops logger_ops = { sizeof(tp_logger_ops) };
+static const tp_backend_ops backend_ops = { .size = sizeof(tp_backend_ops) };
+static const tp_source_ops source_ops = { .size = sizeof(tp_source_ops) };
+static const tp_augment_ops augment_ops = { .size = sizeof(tp_augment_ops) };
+static const tp_model_ops model_ops = { .size = sizeof(tp_model_ops) };
+static const tp_optimizer_ops optimizer_ops = { .size = sizeof(tp_optimizer_ops) };
+static const tp_schedule_ops schedule_ops = { .size = sizeof(tp_schedule_ops) };
+static const tp_logger_ops logger_ops = { .size = sizeof(tp_logger_ops) };
 
 #define PARAMS(table) table, sizeof table / sizeof table[0], sizeof(fixture_config)
 #define COMPONENT(var, kind, name, table, ops)                                             \
