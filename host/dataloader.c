@@ -213,6 +213,7 @@ static int commit(dataloader *dl, worker *w, int64_t g, int64_t epoch, int64_t p
         } else {
             s->count = dl->fill;
             s->epoch = epoch;
+            s->position_end = pos + 1;
             ring_mark_filled(dl->ring, s);
         }
         dl->fill = 0;
@@ -354,6 +355,9 @@ static tp_status check_config(const dataloader_config *c, size_t *n_sample_augs,
                              c->rank, c->world_size);
     if (c->info.count <= 0)
         return services_fail(TP_ERR_INVALID, "%s: the source has no samples", name);
+    if (c->first_position < 0 || c->first_position > c->info.count)
+        return services_fail(TP_ERR_INVALID, "%s: first_position %lld is outside the epoch",
+                             name, (long long)c->first_position);
     if (c->max_bad_records < 0 || c->epochs < 0 || c->first_epoch < 0)
         return services_fail(TP_ERR_INVALID,
                              "%s: max_bad_records, epochs and first_epoch must be >= 0", name);
@@ -426,6 +430,11 @@ tp_status dataloader_create(const dataloader_config *config, dataloader **out)
                              "drop_last is set: no batch would ever be produced",
                              name, (long long)shard, c->batch_size);
 
+    if (c->epochs > 0 && c->first_position >= c->epochs * shard)
+        return services_fail(TP_ERR_INVALID, "%s: first_position %lld leaves nothing of %lld "
+                             "epochs to read", name, (long long)c->first_position,
+                             (long long)c->epochs);
+
     dataloader *dl = calloc(1, sizeof *dl);
     if (!dl)
         return services_fail(TP_ERR_NOMEM, "%s: out of memory", name);
@@ -435,6 +444,8 @@ tp_status dataloader_create(const dataloader_config *config, dataloader **out)
     dl->shard_size = shard;
     dl->n_sample_augs = n_sample;
     dl->limit = c->epochs > 0 ? c->epochs * shard : -1;
+    /* Resuming mid-epoch: positions count from the start of first_epoch. */
+    dl->next_claim = dl->next_commit = c->first_position;
     dl->perm_epoch = -1;
     pthread_mutex_init(&dl->lock, NULL);
     pthread_cond_init(&dl->cv_turn, NULL);
@@ -508,6 +519,7 @@ tp_status dataloader_next(dataloader *dl, dataloader_batch *batch)
     batch->keys = s->keys;
     batch->count = s->count;
     batch->epoch = s->epoch;
+    batch->position_end = s->position_end;
     batch->sequence = s->sequence;
     batch->wait_seconds = waited;
     batch->ready = s->ready_recorded ? s->ready : NULL;

@@ -58,6 +58,8 @@ typedef struct dataloader_config {
     int rank, world_size;      /* data-parallel shard */
     int64_t max_bad_records;   /* TP_ERR_FORMAT samples tolerated in total */
     int64_t first_epoch;       /* epoch number of the first batch (resuming) */
+    int64_t first_position;    /* positions of first_epoch already consumed (resuming
+                                * mid-epoch: a batch's position_end), 0..shard size */
     int64_t epochs;            /* epochs to produce, then TP_ERR_END; 0: without end */
     const char *name;          /* "train", "val": prefixes messages */
 } dataloader_config;
@@ -70,6 +72,9 @@ typedef struct dataloader_batch {
     const tp_sample_key *keys;   /* count keys, host memory */
     int64_t count;
     int64_t epoch;
+    int64_t position_end;        /* the epoch position after this batch's last sample (the
+                                  * shard size when the batch ends the epoch): resuming with
+                                  * first_position = position_end continues after it */
     int64_t sequence;            /* 0, 1, 2, ... over the loader's life */
     double wait_seconds;         /* how long dataloader_next blocked for this batch */
     tp_event *ready;             /* recorded on the compute stream after the batch

@@ -15,6 +15,7 @@
 #include "stage.h"
 #include "cmd_data.h"
 #include "cmd_plot.h"
+#include "cmd_train.h"
 #include "graph.h"
 
 #define EXIT_RUNTIME 1
@@ -26,6 +27,10 @@ static void usage(FILE *out)
             "usage: trainpipe [-v | -q] COMMAND [ARGS]\n"
             "\n"
             "commands:\n"
+            "  train CONFIG [--resume auto|CHECKPOINT] [--set SECTION.KEY=VALUE]...\n"
+            "                                              train the pipeline's model\n"
+            "  eval CONFIG --checkpoint FILE               validation loss and top-1/top-5 error\n"
+            "  export CHECKPOINT OUT.safetensors           the weights for PyTorch\n"
             "  check CONFIG [--set SECTION.KEY=VALUE]...  validate CONFIG and print it resolved\n"
             "  plugins [NAME] [--plugin-path DIRS]         list components, or NAME's parameters\n"
             "  model CONFIG [--set SECTION.KEY=VALUE]...  the model's layers, parameters, FLOPs\n"
@@ -255,6 +260,9 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
+    { "train", cmd_train },
+    { "eval", cmd_eval },
+    { "export", cmd_export },
     { "check", cmd_check },
     { "plugins", cmd_plugins },
     { "model", cmd_model },

@@ -44,7 +44,7 @@ static const tp_param_def settings_params[] = {
 
 #define CS checkpoint_settings
 static const tp_param_def checkpoint_params[] = {
-    TP_PARAM_DEF_PATH(CS, dir, "dir", "checkpoints", "checkpoint directory (relative to run_dir)"),
+    TP_PARAM_DEF_STRING(CS, dir, "dir", "checkpoints", "checkpoint directory (relative to run_dir)"),
     TP_PARAM_DEF_INT(CS, every_steps, "every_steps", "0", 0, 1e15, "save every N steps (0: off)"),
     TP_PARAM_DEF_INT(CS, every_epochs, "every_epochs", "1", 0, 1e9, "save every N epochs (0: off)"),
     TP_PARAM_DEF_INT(CS, keep_last, "keep_last", "3", 1, 1e6, "checkpoints kept besides the best"),
@@ -158,6 +158,13 @@ static tp_status unknown_plugin(const registry *r, const ini_section *s, const p
                          n ? available : "none found on the plugin path");
 }
 
+/* A value of [model] init that names a file rather than a scheme. */
+static int looks_like_file(const char *v)
+{
+    size_t n = strlen(v);
+    return strchr(v, '/') || (n > 12 && strcmp(v + n - 12, ".safetensors") == 0);
+}
+
 /* Resolves one component section: picks the plugin (key `plugin`, or `default_plugin`),
  * consumes host keys, and validates the rest against the component's table. */
 static tp_status resolve_stage(pipeline *p, ini_section *s, tp_kind kind,
@@ -185,6 +192,7 @@ static tp_status resolve_stage(pipeline *p, ini_section *s, tp_kind kind,
     if (!kvs)
         return services_fail(TP_ERR_NOMEM, "out of memory");
     tp_status st = TP_OK;
+    const param_kv *init_kv = NULL;
     for (size_t i = 0; i < s->n_kvs; i++) {
         const param_kv *kv = &s->kvs[i];
         if (strcmp(kv->key, "plugin") == 0)
@@ -197,12 +205,23 @@ static tp_status resolve_stage(pipeline *p, ini_section *s, tp_kind kind,
                 break;
             continue;
         }
+        /* [model] init = FILE: weights to start from, taken by the host. Other values of
+         * `init` (an initialisation scheme) belong to the model plugin. */
+        if (kind == TP_KIND_MODEL && strcmp(kv->key, "init") == 0 && looks_like_file(kv->value)) {
+            init_kv = kv;
+            continue;
+        }
         kvs[n++] = *kv;
     }
     if (!st) {
         param_kv header = { s->name, "", s->file, s->line };
         st = params_build_at(e->component, s->name, s->line > 0 ? &header : NULL, kvs, n,
                              &stage->config);
+    }
+    if (!st && init_kv) {
+        static const tp_param_def init_def = TP_PARAM_DEF_PATH(
+            pipeline_stage, init_file, "init", NULL, "safetensors file to start from");
+        st = params_set(&stage->config, s->name, &init_def, init_kv, &stage->init_file);
     }
     free(kvs);
     return st;
@@ -288,6 +307,27 @@ static tp_status resolve_backends(pipeline *p)
     return TP_OK;
 }
 
+/* [pipeline] deterministic = true switches on every backend's own `deterministic`
+ * parameter, so one setting covers the whole run. */
+static tp_status request_determinism(pipeline *p)
+{
+    for (size_t i = 0; i < p->n_backends; i++) {
+        pipeline_stage *b = &p->backends[i];
+        const tp_component *c = b->entry->component;
+        for (size_t k = 0; k < c->n_params; k++) {
+            const tp_param_def *d = &c->params[k];
+            if (strcmp(d->name, "deterministic") != 0 || d->type != TP_PARAM_BOOL)
+                continue;
+            param_kv kv = { "deterministic", "true", NULL, 0 };
+            tp_status st = params_set(&b->config, b->section, d, &kv,
+                                      (char *)b->config.data + d->offset);
+            if (st)
+                return st;
+        }
+    }
+    return TP_OK;
+}
+
 static tp_status resolve_required(pipeline *p, const char *name, tp_kind kind,
                                   pipeline_stage *stage, const char *default_plugin)
 {
@@ -368,6 +408,8 @@ tp_status pipeline_load(const char *path, const char *const *overrides, size_t n
         goto fail;
     p->checkpoint = p->checkpoint_config.data;
     if ((st = resolve_backends(p)))
+        goto fail;
+    if (p->settings->deterministic && (st = request_determinism(p)))
         goto fail;
     if ((st = resolve_required(p, "source.train", TP_KIND_SOURCE, &p->source_train, NULL)))
         goto fail;
@@ -467,6 +509,9 @@ static void print_stage(const pipeline *p, FILE *out, const pipeline_stage *st)
     print_params(p, out, st->section, st->entry->component, st->config.data, plugin_line);
     if (st->entry->component->kind == TP_KIND_LOGGER)
         fprintf(out, "required = %s\n", st->required ? "true" : "false");
+    if (st->init_file)
+        fprintf(out, "; init = %s    ; weights loaded by the host after the scheme above\n",
+                st->init_file);
 }
 
 void pipeline_print(const pipeline *p, FILE *out)

@@ -49,6 +49,7 @@ typedef struct pipeline_stage {
     param_config config;
     int required;                 /* loggers: a failure stops the run */
     int implicit;                 /* added by default, not written in the file */
+    const char *init_file;        /* [model] init = FILE: safetensors weights to start from */
 } pipeline_stage;
 
 typedef struct pipeline {

@@ -62,6 +62,7 @@ typedef struct ring_slot {
     /* Filled in by the producer before ring_mark_filled. */
     int count;     /* samples in this batch, 1..capacity */
     int64_t epoch; /* the epoch the samples belong to */
+    int64_t position_end; /* epoch position after the batch's last sample */
 
     /* Events (NULL on a backend without events: it then runs synchronously). */
     tp_event *copied, *ready, *consumed;

@@ -3,6 +3,8 @@
 #include "config.h"
 
 #include "safetensors.h"
+
+#include "atomic_file.h"
 #include "services.h"
 
 #include <errno.h>
@@ -700,12 +702,15 @@ static void sb_json_string(sbuf *b, const char *s)
     sb_put(b, "\"", 1);
 }
 
-tp_status safetensors_write(const char *path, const safetensors_input *tensors, size_t n,
-                            const char *const *metadata)
+tp_status safetensors_serialize(const safetensors_input *tensors, size_t n,
+                                const char *const *metadata, const char *label, uint8_t **out,
+                                size_t *out_size)
 {
     sbuf h = {0};
     char num[64];
     int first = 1;
+    *out = NULL;
+    *out_size = 0;
     sb_str(&h, "{");
     if (metadata && metadata[0]) {
         sb_str(&h, "\"__metadata__\":{");
@@ -724,7 +729,7 @@ tp_status safetensors_write(const char *path, const safetensors_input *tensors, 
         const safetensors_input *t = &tensors[i];
         if (t->ndim < 0 || t->ndim > SAFETENSORS_MAX_DIMS) {
             free(h.p);
-            return services_fail(TP_ERR_INVALID, "%s: tensor %s has %d dimensions", path,
+            return services_fail(TP_ERR_INVALID, "%s: tensor %s has %d dimensions", label,
                                  t->name, t->ndim);
         }
         uint64_t count = 1;
@@ -732,66 +737,58 @@ tp_status safetensors_write(const char *path, const safetensors_input *tensors, 
             sb_str(&h, ",");
         first = 0;
         sb_json_string(&h, t->name);
-        sb_str(&h, ":{\"dtype\":\"F32\",\"shape\":[");
+        sb_str(&h, t->is_i64 ? ":{\"dtype\":\"I64\",\"shape\":[" : ":{\"dtype\":\"F32\",\"shape\":[");
         for (int d = 0; d < t->ndim; d++) {
             snprintf(num, sizeof num, "%s%lld", d ? "," : "", (long long)t->shape[d]);
             sb_str(&h, num);
             count *= (uint64_t)t->shape[d];
         }
+        const uint64_t elem = t->is_i64 ? 8 : 4;
         snprintf(num, sizeof num, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)offset,
-                 (unsigned long long)(offset + 4 * count));
+                 (unsigned long long)(offset + elem * count));
         sb_str(&h, num);
-        offset += 4 * count;
+        offset += elem * count;
     }
     sb_str(&h, "}");
     while (!h.oom && (8 + h.len) % 8)
         sb_str(&h, " "); /* the data starts 8-byte aligned */
-    if (h.oom) {
+    size_t total = 8 + h.len + (size_t)offset;
+    uint8_t *buf = h.oom ? NULL : malloc(total);
+    if (!buf) {
         free(h.p);
-        return services_fail(TP_ERR_NOMEM, "%s: out of memory building the header", path);
+        return services_fail(TP_ERR_NOMEM, "%s: out of memory serialising %zu bytes", label,
+                             total);
     }
-
-    tp_status st = TP_OK;
-    size_t tlen = strlen(path) + 16;
-    char *tmp = malloc(tlen);
-    FILE *fp = NULL;
-    if (!tmp) {
-        free(h.p);
-        return services_fail(TP_ERR_NOMEM, "%s: out of memory", path);
-    }
-    snprintf(tmp, tlen, "%s.tmp%ld", path, (long)getpid());
-    fp = fopen(tmp, "wb");
-    if (!fp) {
-        st = services_fail(TP_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-        goto done;
-    }
-    uint8_t len8[8];
     for (int i = 0; i < 8; i++)
-        len8[i] = (uint8_t)((uint64_t)h.len >> (8 * i));
-    int ok = fwrite(len8, 1, 8, fp) == 8 && fwrite(h.p, 1, h.len, fp) == h.len;
-    for (size_t i = 0; ok && i < n; i++) {
+        buf[i] = (uint8_t)((uint64_t)h.len >> (8 * i));
+    memcpy(buf + 8, h.p, h.len);
+    uint8_t *at = buf + 8 + h.len;
+    for (size_t i = 0; i < n; i++) {
         size_t count = 1;
         for (int d = 0; d < tensors[i].ndim; d++)
             count *= (size_t)tensors[i].shape[d];
-        ok = fwrite(tensors[i].data, sizeof(float), count, fp) == count;
+        size_t bytes = count * (tensors[i].is_i64 ? 8 : 4);
+        if (bytes)
+            memcpy(at, tensors[i].data, bytes); /* little-endian hosts only (configure checks) */
+        at += bytes;
     }
-    if (ok)
-        ok = fflush(fp) == 0 && fsync(fileno(fp)) == 0;
-    if (fclose(fp) != 0)
-        ok = 0;
-    if (!ok) {
-        st = services_fail(TP_ERR_IO, "%s: write error: %s", tmp, strerror(errno));
-        unlink(tmp);
-        goto done;
-    }
-    if (rename(tmp, path) != 0) {
-        st = services_fail(TP_ERR_IO, "%s: cannot rename %s into place: %s", path, tmp,
-                           strerror(errno));
-        unlink(tmp);
-    }
-done:
-    free(tmp);
     free(h.p);
+    *out = buf;
+    *out_size = total;
+    return TP_OK;
+}
+
+tp_status safetensors_write(const char *path, const safetensors_input *tensors, size_t n,
+                            const char *const *metadata)
+{
+    uint8_t *bytes;
+    size_t size;
+    tp_status st = safetensors_serialize(tensors, n, metadata, path, &bytes, &size);
+    if (st)
+        return st;
+    atomic_piece piece = { bytes, size };
+    st = atomic_write_file(path, &piece, 1);
+    free(bytes);
     return st;
 }
 
@@ -816,7 +813,7 @@ tp_status graph_save_safetensors(graph *g, const char *path, const char *const *
             break;
         }
         st = graph_tensor_get(g, i, bufs[i], count);
-        in[i] = (safetensors_input){graph_tensor_name(g, i), d->ndim, d->shape, bufs[i]};
+        in[i] = (safetensors_input){graph_tensor_name(g, i), d->ndim, d->shape, bufs[i], 0};
     }
     if (st == TP_OK)
         st = safetensors_write(path, in, n, metadata);
@@ -840,8 +837,24 @@ tp_status graph_load_safetensors(graph *g, const char *path)
     tp_status st = safetensors_read(path, &f);
     if (st != TP_OK)
         return st;
+    st = graph_load_tensors(g, f, path, NULL);
+    safetensors_free(f);
+    return st;
+}
+
+static int has_prefix(const char *s, const char *prefix)
+{
+    return prefix && strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+tp_status graph_load_tensors(graph *g, const safetensors_file *f, const char *path,
+                             const char *skip_prefix)
+{
+    tp_status st = TP_OK;
     for (size_t i = 0; i < safetensors_count(f); i++) {
         const safetensors_entry *e = safetensors_at(f, i);
+        if (has_prefix(e->name, skip_prefix))
+            continue;
         if (graph_tensor_find(g, e->name) < 0 && !ends_with(e->name, ".num_batches_tracked")) {
             st = services_fail(TP_ERR_INVALID, "%s: tensor %s is not in the model", path,
                                e->name);
@@ -885,6 +898,5 @@ tp_status graph_load_safetensors(graph *g, const char *path)
             goto done;
     }
 done:
-    safetensors_free(f);
     return st;
 }

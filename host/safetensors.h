@@ -26,13 +26,19 @@
 /* The reference implementation's limit on the JSON header. */
 #define SAFETENSORS_MAX_HEADER (100u * 1024u * 1024u)
 
-/* One tensor to write (f32). */
+/* One tensor to write: f32, or i64 when is_i64 (PyTorch's num_batches_tracked). */
 typedef struct safetensors_input {
     const char *name;
-    int ndim;
+    int ndim;              /* 0 for a scalar */
     const int64_t *shape;
-    const float *data;
+    const void *data;      /* float or int64_t values, row-major */
+    int is_i64;
 } safetensors_input;
+
+/* Builds a file image in memory (*out, malloc'd; `label` names it in messages). */
+tp_status safetensors_serialize(const safetensors_input *tensors, size_t n,
+                                const char *const *metadata, const char *label, uint8_t **out,
+                                size_t *out_size);
 
 /* Writes `n` tensors and optional metadata (NULL, or "key", "value", ..., NULL) to path,
  * atomically (a temporary file renamed into place). */
@@ -77,5 +83,10 @@ tp_status graph_save_safetensors(graph *g, const char *path, const char *const *
  * exact shape; a file tensor the graph does not have is an error, except PyTorch's
  * "*.num_batches_tracked" counters, which are skipped. */
 tp_status graph_load_safetensors(graph *g, const char *path);
+
+/* The same from a file already read (`path` for messages); tensors whose names start with
+ * skip_prefix (NULL: none) are ignored, e.g. a checkpoint's "optimizer/" state. */
+tp_status graph_load_tensors(graph *g, const safetensors_file *f, const char *path,
+                             const char *skip_prefix);
 
 #endif

@@ -15,6 +15,7 @@ static _Thread_local char thread_error[ERROR_MESSAGE_MAX];
 static tp_log_level log_threshold = TP_LOG_INFO;
 static const tp_backend *active_backend;
 static volatile sig_atomic_t interrupt_flag;
+static volatile sig_atomic_t interrupt_signal; /* the signal that set the flag */
 
 static const char *level_name(tp_log_level level)
 {
@@ -112,9 +113,11 @@ void services_set_interrupted(int value) { interrupt_flag = value ? 1 : 0; }
 
 static void on_signal(int signo)
 {
-    (void)signo;
+    interrupt_signal = signo;
     interrupt_flag = 1;
 }
+
+int services_interrupt_signal(void) { return interrupt_signal; }
 
 void services_install_signal_handlers(void)
 {

@@ -28,6 +28,8 @@ void services_set_backend(const tp_backend *backend);
  * that tp_host.interrupted() reports. */
 void services_install_signal_handlers(void);
 int services_interrupted(void);
+/* The signal number behind the interruption (SIGINT, SIGTERM), or 0. */
+int services_interrupt_signal(void);
 void services_set_interrupted(int value);
 
 #endif

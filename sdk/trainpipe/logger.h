@@ -67,6 +67,8 @@ typedef struct tp_progress {
     double images_per_sec;
     double loss;        /* latest known training loss, NaN if none yet */
     double error_top1;  /* latest known training error, NaN if none yet */
+    /* API 1.1: appended; read it only when size covers it. */
+    double learning_rate; /* of the step just taken */
 } tp_progress;
 
 typedef enum tp_log_content {

@@ -133,8 +133,8 @@ static void test_names(const char *path)
     const float data[6] = {1, -2, 3.5f, 0, 1e-30f, -7};
     const int64_t scalar_shape[1] = {0};
     const safetensors_input in[] = {
-        {"a \"quoted\" \\ name\t\xc3\xa9", 2, shape, data},
-        {"empty", 1, scalar_shape, data},
+        {"a \"quoted\" \\ name\t\xc3\xa9", 2, shape, data, 0},
+        {"empty", 1, scalar_shape, data, 0},
     };
     CHECK(safetensors_write(path, in, 2, NULL) == TP_OK);
     safetensors_file *f;
@@ -254,12 +254,12 @@ static void test_load_checks(const char *path, const char *path2)
         size_t count = (size_t)tp_tensor_count(d);
         bufs[i] = malloc(count * sizeof(float));
         graph_tensor_get(a, i, bufs[i], count);
-        in[i] = (safetensors_input){graph_tensor_name(a, i), d->ndim, d->shape, bufs[i]};
+        in[i] = (safetensors_input){graph_tensor_name(a, i), d->ndim, d->shape, bufs[i], 0};
     }
-    in[n] = (safetensors_input){"bn1.num_batches_tracked", 1, &one, &zero};
+    in[n] = (safetensors_input){"bn1.num_batches_tracked", 1, &one, &zero, 0};
     CHECK(safetensors_write(path2, in, n + 1, NULL) == TP_OK);
     CHECK(graph_load_safetensors(a, path2) == TP_OK); /* the counter is skipped */
-    in[n] = (safetensors_input){"head.weight", 1, &one, &zero};
+    in[n] = (safetensors_input){"head.weight", 1, &one, &zero, 0};
     CHECK(safetensors_write(path2, in, n + 1, NULL) == TP_OK);
     CHECK(graph_load_safetensors(a, path2) == TP_ERR_INVALID);
     CHECK_CONTAINS(services_last_error(), "head.weight is not in the model");

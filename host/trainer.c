@@ -1,0 +1,1405 @@
+/* The training loop, evaluation and export (see trainer.h). */
+#include "config.h"
+
+#include "trainer.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "dataloader.h"
+#include "graph.h"
+#include "pipeline.h"
+#include "safetensors.h"
+#include "services.h"
+#include "stage.h"
+
+#define CHECKPOINT_FORMAT "trainpipe-checkpoint-1"
+#define BEST_CHECKPOINT "best.ckpt"
+#define TRAINER_PATH_MAX 4096
+
+/* A source with its augmenter chain: one for training, one for validation (separate
+ * instances, because the training loader keeps prefetching while evaluation runs). */
+typedef struct data_side {
+    const pipeline_stage *stage;
+    void *source;
+    tp_source_info info;
+    void **aug_selves;
+    dataloader_augmenter *augs;
+    size_t n_augs;
+} data_side;
+
+typedef struct logger_slot {
+    const pipeline_stage *stage;
+    const tp_logger_ops *ops;
+    void *self;
+    int begun;
+    int detached; /* failed once and is not required: no more calls */
+} logger_slot;
+
+/* Where training stands; all of it goes into checkpoints. */
+typedef struct position {
+    int64_t step;             /* steps taken */
+    int64_t epoch;            /* epoch of the last batch trained (-1: none yet) */
+    int64_t epoch_position;   /* that batch's position_end */
+    int64_t epochs_closed;    /* epochs whose end-of-epoch work (eval, checkpoint) is done */
+    int64_t batches_in_epoch; /* batches trained in `epoch` */
+    double best_val_error;    /* NaN: no evaluation yet */
+    int64_t best_step;
+} position;
+
+typedef struct trainer {
+    pipeline p;
+    int have_pipeline;
+    const pipeline_settings *s;
+    tp_backend backend;
+    size_t backend_index;
+    int have_backend;
+    tp_backend_info binfo;
+    char backend_device[256];
+    tp_layout layout;
+
+    data_side train, val;
+    tp_model_input input;
+    void *model;
+    graph *g;
+    int bound_batch;
+    void *optim;
+    const tp_optimizer_ops *optim_ops;
+    void *sched;
+    const tp_schedule_ops *sched_ops;
+    logger_slot *loggers;
+    size_t n_loggers;
+    dataloader *loader;
+
+    /* Device scalars and the loss gradient (sized for bound_batch). */
+    tp_tensor loss, correct, dlogits;
+    int have_scalars;
+
+    position pos;
+    int64_t shard, steps_per_epoch, total_steps, total_epochs;
+    char run_dir[TRAINER_PATH_MAX];
+    char ckpt_dir[TRAINER_PATH_MAX];
+    char *config_text;
+    int in_loop;      /* errors from here on are runtime failures, not configuration ones */
+} trainer;
+
+static double mono_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double wall_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static const tp_host *host(void) { return services_host(); }
+
+#define LOG_INFO(...) host()->log(host(), TP_LOG_INFO, "train", __VA_ARGS__)
+#define LOG_WARN(...) host()->log(host(), TP_LOG_WARN, "train", __VA_ARGS__)
+
+/* mkdir -p */
+static tp_status make_dirs(const char *path)
+{
+    char buf[TRAINER_PATH_MAX];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return services_fail(TP_ERR_INVALID, "%s: path too long", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = 0;
+        if (mkdir(buf, 0777) && errno != EEXIST)
+            return services_fail(TP_ERR_IO, "%s: cannot create directory: %s", buf,
+                                 strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0777) && errno != EEXIST)
+        return services_fail(TP_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
+    return TP_OK;
+}
+
+/* ------------------------------------------------------------------ setup and teardown */
+
+static void side_release(trainer *t, data_side *d)
+{
+    for (size_t i = 0; i < d->n_augs; i++)
+        stage_destroy(&t->p.augments[i], d->aug_selves[i]);
+    free(d->aug_selves);
+    free(d->augs);
+    if (d->stage)
+        stage_destroy(d->stage, d->source);
+    memset(d, 0, sizeof *d);
+}
+
+static tp_status side_open(trainer *t, const pipeline_stage *stage, data_side *d)
+{
+    tp_status st = stage_create(stage, &d->source);
+    if (st)
+        return st;
+    d->stage = stage;
+    const tp_source_ops *ops = stage->entry->component->ops;
+    tp_source_open_args args = { .size = sizeof args, .rank = 0, .world_size = 1,
+                                 .target_height = t->input.height,
+                                 .target_width = t->input.width };
+    d->info.size = sizeof d->info;
+    if ((st = ops->open(d->source, &args, &d->info)))
+        return st;
+    d->aug_selves = calloc(t->p.n_augments + 1, sizeof *d->aug_selves);
+    d->augs = calloc(t->p.n_augments + 1, sizeof *d->augs);
+    if (!d->aug_selves || !d->augs)
+        return services_fail(TP_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < t->p.n_augments; i++) {
+        if ((st = stage_create(&t->p.augments[i], &d->aug_selves[i])))
+            return st;
+        d->n_augs = i + 1;
+        d->augs[i] = (dataloader_augmenter){ t->p.augments[i].entry->component->ops,
+                                             d->aug_selves[i], t->p.augments[i].section };
+    }
+    return TP_OK;
+}
+
+static tp_status make_loader(trainer *t, data_side *d, int training, int64_t first_epoch,
+                             int64_t first_position, int64_t epochs, dataloader **out)
+{
+    dataloader_config c;
+    dataloader_config_defaults(&c);
+    c.source = d->stage->entry->component->ops;
+    c.source_self = d->source;
+    c.info = d->info;
+    c.augmenters = d->augs;
+    c.n_augmenters = d->n_augs;
+    c.backend = &t->backend;
+    c.layout = t->layout;
+    c.batch_size = (int)t->s->batch_size;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    c.workers = t->s->workers > 0 ? (int)t->s->workers : (int)(cores > 0 ? cores : 1);
+    c.prefetch = (int)t->s->prefetch;
+    c.seed = (uint64_t)t->s->seed;
+    c.shuffle = training;
+    c.drop_last = training ? t->s->drop_last : 0;
+    c.training = training;
+    c.input_scale = t->s->input_scale;
+    c.max_bad_records = t->s->max_bad_records;
+    c.first_epoch = first_epoch;
+    c.first_position = first_position;
+    c.epochs = epochs;
+    c.name = training ? "train" : "val";
+    return dataloader_create(&c, out);
+}
+
+static void free_scalars(trainer *t)
+{
+    if (!t->have_scalars)
+        return;
+    t->backend.ops->free(t->backend.self, &t->loss);
+    t->backend.ops->free(t->backend.self, &t->correct);
+    t->backend.ops->free(t->backend.self, &t->dlogits);
+    t->have_scalars = 0;
+}
+
+/* Binds the graph (and dlogits) for batches of `batch`; a no-op when already so. The last
+ * batch of an evaluation (or of an epoch without drop_last) is smaller: the graph is bound
+ * to it and back, keeping parameters and optimizer state. */
+static tp_status bind_batch(trainer *t, int batch)
+{
+    if (t->bound_batch == batch && t->have_scalars)
+        return TP_OK;
+    tp_status st = graph_bind(t->g, &t->backend, batch, t->layout);
+    if (st)
+        return st;
+    t->bound_batch = batch;
+    const tp_backend_ops *ops = t->backend.ops;
+    if (t->have_scalars) {
+        ops->free(t->backend.self, &t->dlogits);
+    } else {
+        t->loss = tp_tensor_2d(TP_DTYPE_F32, 1, 0);
+        t->correct = tp_tensor_2d(TP_DTYPE_F32, 1, 0);
+        if ((st = ops->alloc(t->backend.self, &t->loss, "loss")))
+            return st;
+        if ((st = ops->alloc(t->backend.self, &t->correct, "correct count"))) {
+            ops->free(t->backend.self, &t->loss);
+            return st;
+        }
+    }
+    t->dlogits = tp_tensor_2d(TP_DTYPE_F32, batch, t->input.num_classes);
+    if ((st = ops->alloc(t->backend.self, &t->dlogits, "loss gradient"))) {
+        ops->free(t->backend.self, &t->loss);
+        ops->free(t->backend.self, &t->correct);
+        t->have_scalars = 0;
+        return st;
+    }
+    t->have_scalars = 1;
+    return TP_OK;
+}
+
+/* Copies device scalars to the host (one synchronisation for all of them). */
+static tp_status read_scalars(trainer *t, const tp_tensor *const *dev, float *out, int n)
+{
+    const tp_backend_ops *ops = t->backend.ops;
+    for (int i = 0; i < n; i++) {
+        tp_tensor h = *dev[i];
+        h.device = TP_DEVICE_HOST;
+        h.data = &out[i];
+        tp_status st = ops->copy(t->backend.self, &h, dev[i], TP_STREAM_COMPUTE);
+        if (st)
+            return st;
+    }
+    return ops->sync(t->backend.self);
+}
+
+static void trainer_release(trainer *t)
+{
+    dataloader_destroy(t->loader);
+    t->loader = NULL;
+    for (size_t i = 0; i < t->n_loggers; i++)
+        stage_destroy(t->loggers[i].stage, t->loggers[i].self);
+    free(t->loggers);
+    if (t->optim)
+        stage_destroy(&t->p.optimizer, t->optim);
+    if (t->sched)
+        stage_destroy(&t->p.schedule, t->sched);
+    if (t->have_backend)
+        free_scalars(t);
+    graph_free(t->g);
+    if (t->model)
+        stage_destroy(&t->p.model, t->model);
+    /* Augmenters and sources may hold backend memory: release them before the backend. */
+    side_release(t, &t->train);
+    side_release(t, &t->val);
+    services_set_backend(NULL);
+    if (t->have_backend)
+        stage_destroy(&t->p.backends[t->backend_index], t->backend.self);
+    free(t->config_text);
+    if (t->have_pipeline)
+        pipeline_free(&t->p);
+}
+
+/* The resolved configuration as text, for the loggers and the checkpoints. */
+static char *config_as_text(const pipeline *p)
+{
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&buf, &size);
+    if (!f)
+        return NULL;
+    pipeline_print(p, f);
+    if (fclose(f)) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+/* Loads the pipeline and builds everything a training or evaluation run needs; with
+ * `for_training` also the optimizer, the schedule and the run directory. */
+static tp_status trainer_setup(trainer *t, const trainer_args *a, int for_training)
+{
+    tp_status st = pipeline_load(a->config, a->sets, a->n_sets, &t->p);
+    if (st)
+        return st;
+    t->have_pipeline = 1;
+    t->s = t->p.settings;
+    if ((st = stage_model_input(&t->p, &t->input)))
+        return st;
+    if (!for_training && !t->p.source_val.entry)
+        return services_fail(TP_ERR_INVALID, "%s: evaluation needs a [source.val] section",
+                             t->p.doc.path);
+
+    if ((st = stage_create_backend(&t->p, &t->backend_index, &t->backend)))
+        return st;
+    t->have_backend = 1;
+    services_set_backend(&t->backend);
+    t->binfo.size = sizeof t->binfo;
+    if ((st = t->backend.ops->info(t->backend.self, &t->binfo)))
+        return st;
+    snprintf(t->backend_device, sizeof t->backend_device, "%s",
+             t->binfo.device_name ? t->binfo.device_name : "?");
+    t->layout = t->s->layout == 1   ? TP_LAYOUT_NCHW
+                : t->s->layout == 2 ? TP_LAYOUT_NHWC
+                                    : t->binfo.preferred_layout;
+
+    if ((st = stage_create(&t->p.model, &t->model)))
+        return st;
+    t->g = graph_build(t->p.model.entry->component->ops, t->model, &t->input);
+    if (!t->g)
+        return TP_ERR_INVALID;
+    if ((st = bind_batch(t, (int)t->s->batch_size)))
+        return st;
+    if ((st = graph_init_params(t->g, (uint64_t)t->s->seed)))
+        return st;
+    if (t->p.model.init_file) {
+        if ((st = graph_load_safetensors(t->g, t->p.model.init_file)))
+            return st;
+        LOG_INFO("weights from %s", t->p.model.init_file);
+    }
+
+    if (for_training && (st = side_open(t, &t->p.source_train, &t->train)))
+        return st;
+    if (t->p.source_val.entry && (st = side_open(t, &t->p.source_val, &t->val)))
+        return st;
+    if (!for_training)
+        return TP_OK;
+
+    if (t->train.info.num_classes != t->input.num_classes)
+        return services_fail(TP_ERR_INVALID, "%s: the training source has %d classes but the "
+                             "model was built for %d", t->p.doc.path,
+                             t->train.info.num_classes, t->input.num_classes);
+    if ((st = stage_create(&t->p.optimizer, &t->optim)))
+        return st;
+    t->optim_ops = t->p.optimizer.entry->component->ops;
+    size_t n_params;
+    const tp_param_ref *params = graph_params(t->g, &n_params);
+    if ((st = t->optim_ops->setup(t->optim, &t->backend, params, n_params)))
+        return st;
+    if ((st = stage_create(&t->p.schedule, &t->sched)))
+        return st;
+    t->sched_ops = t->p.schedule.entry->component->ops;
+
+    /* The length of the run. */
+    int64_t b = t->s->batch_size;
+    t->shard = t->train.info.count;
+    t->steps_per_epoch = t->s->drop_last ? t->shard / b : (t->shard + b - 1) / b;
+    if (t->steps_per_epoch < 1)
+        return services_fail(TP_ERR_INVALID, "%s: batch_size %lld is larger than the %lld "
+                             "training samples and drop_last is set", t->p.doc.path,
+                             (long long)b, (long long)t->shard);
+    if (t->s->steps > 0) {
+        t->total_steps = t->s->steps;
+        t->total_epochs = (t->total_steps + t->steps_per_epoch - 1) / t->steps_per_epoch;
+    } else {
+        t->total_epochs = t->s->epochs;
+        t->total_steps = t->s->epochs * t->steps_per_epoch;
+    }
+
+    /* The run directory and the checkpoint directory (relative to it). */
+    if (snprintf(t->run_dir, sizeof t->run_dir, "%s", t->s->run_dir) >= (int)sizeof t->run_dir)
+        return services_fail(TP_ERR_INVALID, "%s: run_dir is too long", t->p.doc.path);
+    const char *cd = t->p.checkpoint->dir;
+    if (cd[0] == '/')
+        snprintf(t->ckpt_dir, sizeof t->ckpt_dir, "%s", cd);
+    else if (snprintf(t->ckpt_dir, sizeof t->ckpt_dir, "%s/%s", t->run_dir, cd) >=
+             (int)sizeof t->ckpt_dir)
+        return services_fail(TP_ERR_INVALID, "%s: the checkpoint directory path is too long",
+                             t->p.doc.path);
+    if ((st = make_dirs(t->run_dir)) || (st = make_dirs(t->ckpt_dir)))
+        return st;
+    if (!(t->config_text = config_as_text(&t->p)))
+        return services_fail(TP_ERR_NOMEM, "out of memory");
+
+    t->n_loggers = t->p.n_loggers;
+    t->loggers = calloc(t->n_loggers + 1, sizeof *t->loggers);
+    if (!t->loggers)
+        return services_fail(TP_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < t->n_loggers; i++) {
+        t->loggers[i].stage = &t->p.loggers[i];
+        t->loggers[i].ops = t->p.loggers[i].entry->component->ops;
+        if ((st = stage_create(&t->p.loggers[i], &t->loggers[i].self)))
+            return st;
+    }
+    t->pos = (position){ .epoch = -1, .best_val_error = NAN, .best_step = -1 };
+    return TP_OK;
+}
+
+/* ------------------------------------------------------------------ loggers */
+
+/* A logger call's outcome: a required logger's failure stops the run; any other logger is
+ * reported once and detached. */
+static tp_status logger_outcome(logger_slot *l, tp_status st, const char *what)
+{
+    if (!st)
+        return TP_OK;
+    if (l->stage->required)
+        return services_fail(st, "[%s] (required) failed in %s: %s", l->stage->section, what,
+                             services_last_error());
+    LOG_WARN("[%s] failed in %s and is switched off for the rest of the run: %s",
+             l->stage->section, what, services_last_error());
+    l->detached = 1;
+    return TP_OK;
+}
+
+static tp_status loggers_begin(trainer *t, int resumed)
+{
+    tp_run_info run = { .size = sizeof run, .run_dir = t->run_dir,
+                        .start_step = t->pos.step, .resumed = resumed,
+                        .total_steps = t->total_steps, .steps_per_epoch = t->steps_per_epoch,
+                        .rank = 0, .world_size = 1, .seed = (uint64_t)t->s->seed,
+                        .config_text = t->config_text };
+    for (size_t i = 0; i < t->n_loggers; i++) {
+        logger_slot *l = &t->loggers[i];
+        tp_status st = l->ops->begin ? l->ops->begin(l->self, &run) : TP_OK;
+        l->begun = st == TP_OK;
+        if ((st = logger_outcome(l, st, "begin")))
+            return st;
+    }
+    return TP_OK;
+}
+
+static tp_status loggers_scalars(trainer *t, const tp_log_event *ev)
+{
+    for (size_t i = 0; i < t->n_loggers; i++) {
+        logger_slot *l = &t->loggers[i];
+        if (l->detached || !l->ops->scalars)
+            continue;
+        tp_status st = logger_outcome(l, l->ops->scalars(l->self, ev), "scalars");
+        if (st)
+            return st;
+    }
+    return TP_OK;
+}
+
+static tp_status loggers_progress(trainer *t, const tp_progress *pr)
+{
+    for (size_t i = 0; i < t->n_loggers; i++) {
+        logger_slot *l = &t->loggers[i];
+        if (l->detached || !l->ops->progress)
+            continue;
+        tp_status st = logger_outcome(l, l->ops->progress(l->self, pr), "progress");
+        if (st)
+            return st;
+    }
+    return TP_OK;
+}
+
+static tp_status loggers_flush(trainer *t)
+{
+    for (size_t i = 0; i < t->n_loggers; i++) {
+        logger_slot *l = &t->loggers[i];
+        if (l->detached || !l->ops->flush)
+            continue;
+        tp_status st = logger_outcome(l, l->ops->flush(l->self), "flush");
+        if (st)
+            return st;
+    }
+    return TP_OK;
+}
+
+/* Histograms of parameters and gradients for the loggers that want them at this step. */
+static tp_status loggers_histograms(trainer *t, int64_t step)
+{
+    size_t n_params;
+    const tp_param_ref *params = NULL;
+    float *buf = NULL;
+    size_t cap = 0;
+    tp_status st = TP_OK;
+    for (size_t i = 0; i < t->n_loggers && !st; i++) {
+        logger_slot *l = &t->loggers[i];
+        if (l->detached || !l->ops->wants || !l->ops->histogram ||
+            !l->ops->wants(l->self, TP_LOG_HISTOGRAMS, step))
+            continue;
+        if (!params)
+            params = graph_params(t->g, &n_params);
+        for (size_t k = 0; k < n_params && !st && !l->detached; k++) {
+            for (int which = 0; which < 2 && !st && !l->detached; which++) {
+                const tp_tensor *src = which ? params[k].grad : params[k].value;
+                size_t count = (size_t)tp_tensor_count(src);
+                if (count > cap) {
+                    float *nb = realloc(buf, count * sizeof *nb);
+                    if (!nb) {
+                        st = services_fail(TP_ERR_NOMEM, "out of memory for a histogram");
+                        break;
+                    }
+                    buf = nb;
+                    cap = count;
+                }
+                tp_tensor h = *src;
+                h.device = TP_DEVICE_HOST;
+                h.data = buf;
+                if ((st = t->backend.ops->copy(t->backend.self, &h, src, TP_STREAM_COMPUTE)) ||
+                    (st = t->backend.ops->sync(t->backend.self)))
+                    break;
+                char tag[512];
+                snprintf(tag, sizeof tag, "%s/%s", which ? "gradients" : "parameters",
+                         params[k].name);
+                st = logger_outcome(l, l->ops->histogram(l->self, TP_PHASE_TRAIN, step, tag, buf,
+                                                         count), "histogram");
+            }
+        }
+    }
+    free(buf);
+    return st;
+}
+
+static void loggers_end(trainer *t, tp_status run_status)
+{
+    for (size_t i = 0; i < t->n_loggers; i++) {
+        logger_slot *l = &t->loggers[i];
+        if (!l->begun || l->detached)
+            continue;
+        if (l->ops->flush && l->ops->flush(l->self))
+            LOG_WARN("[%s] flush failed: %s", l->stage->section, services_last_error());
+        if (l->ops->end && l->ops->end(l->self, run_status))
+            LOG_WARN("[%s] failed to finish: %s", l->stage->section, services_last_error());
+    }
+}
+
+/* ------------------------------------------------------------------ checkpoints */
+
+typedef struct tensor_list {
+    safetensors_input *in;
+    float **bufs;
+    char **names;
+    size_t n, cap;
+} tensor_list;
+
+static void tensor_list_free(tensor_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->bufs[i]);
+        free(l->names[i]);
+    }
+    free(l->in);
+    free(l->bufs);
+    free(l->names);
+    memset(l, 0, sizeof *l);
+}
+
+/* Appends a host copy of a tensor (takes ownership of buf). */
+static tp_status tensor_list_add(tensor_list *l, const char *name, const tp_tensor *desc,
+                                 float *buf)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 64;
+        safetensors_input *in = realloc(l->in, cap * sizeof *in);
+        if (in)
+            l->in = in;
+        float **bufs = in ? realloc(l->bufs, cap * sizeof *bufs) : NULL;
+        if (bufs)
+            l->bufs = bufs;
+        char **names = bufs ? realloc(l->names, cap * sizeof *names) : NULL;
+        if (!names) {
+            free(buf);
+            return services_fail(TP_ERR_NOMEM, "out of memory");
+        }
+        l->names = names;
+        l->cap = cap;
+    }
+    char *copy = strdup(name);
+    if (!copy) {
+        free(buf);
+        return services_fail(TP_ERR_NOMEM, "out of memory");
+    }
+    l->bufs[l->n] = buf;
+    l->names[l->n] = copy;
+    l->in[l->n] = (safetensors_input){ copy, desc->ndim, desc->shape, buf, 0 };
+    l->n++;
+    return TP_OK;
+}
+
+static tp_status download(trainer *t, const tp_tensor *src, float **out)
+{
+    size_t count = (size_t)tp_tensor_count(src);
+    float *buf = malloc((count ? count : 1) * sizeof *buf);
+    if (!buf)
+        return services_fail(TP_ERR_NOMEM, "out of memory copying a tensor to the host");
+    tp_tensor h = *src;
+    h.device = TP_DEVICE_HOST;
+    h.layout = src->layout;
+    h.data = buf;
+    tp_status st = t->backend.ops->copy(t->backend.self, &h, src, TP_STREAM_COMPUTE);
+    if (!st)
+        st = t->backend.ops->sync(t->backend.self);
+    if (st) {
+        free(buf);
+        return st;
+    }
+    *out = buf;
+    return TP_OK;
+}
+
+/* Everything a resumed run needs, as a safetensors image. */
+static tp_status serialize_state(trainer *t, uint8_t **bytes, size_t *size)
+{
+    tensor_list l = { 0 };
+    tp_status st = TP_OK;
+    for (size_t i = 0; i < graph_tensor_count(t->g) && !st; i++) {
+        const tp_tensor *d = graph_tensor_desc(t->g, i);
+        size_t count = (size_t)tp_tensor_count(d);
+        float *buf = malloc((count ? count : 1) * sizeof *buf);
+        if (!buf)
+            st = services_fail(TP_ERR_NOMEM, "out of memory");
+        else if ((st = graph_tensor_get(t->g, i, buf, count)))
+            free(buf);
+        else
+            st = tensor_list_add(&l, graph_tensor_name(t->g, i), d, buf);
+    }
+    size_t n_state = t->optim_ops->state_count ? t->optim_ops->state_count(t->optim) : 0;
+    for (size_t i = 0; i < n_state && !st; i++) {
+        tp_state_ref ref;
+        float *buf = NULL;
+        char name[512];
+        if ((st = t->optim_ops->state_get(t->optim, i, &ref)) || (st = download(t, ref.value, &buf)))
+            break;
+        snprintf(name, sizeof name, "%s%s", CHECKPOINT_OPTIMIZER_PREFIX, ref.name);
+        st = tensor_list_add(&l, name, ref.value, buf);
+    }
+    char v[14][64];
+    snprintf(v[0], 64, "%" PRId64, t->pos.step);
+    snprintf(v[1], 64, "%" PRId64, t->pos.epoch);
+    snprintf(v[2], 64, "%" PRId64, t->pos.epoch_position);
+    snprintf(v[3], 64, "%" PRId64, t->pos.epochs_closed);
+    snprintf(v[4], 64, "%" PRId64, t->pos.batches_in_epoch);
+    snprintf(v[5], 64, "%.17g", t->pos.best_val_error);
+    snprintf(v[6], 64, "%" PRId64, t->pos.best_step);
+    snprintf(v[7], 64, "%" PRId64, t->s->seed);
+    snprintf(v[8], 64, "%" PRId64, t->s->batch_size);
+    snprintf(v[9], 64, "%" PRId64, t->total_steps);
+    snprintf(v[10], 64, "%dx%dx%d", t->input.channels, t->input.height, t->input.width);
+    snprintf(v[11], 64, "%d", t->input.num_classes);
+    snprintf(v[12], 64, "%" PRId64, t->shard);
+    snprintf(v[13], 64, "%d", 1);
+    const char *meta[] = { "format", CHECKPOINT_FORMAT,
+                           "trainpipe_version", PACKAGE_VERSION,
+                           "step", v[0], "epoch", v[1], "epoch_position", v[2],
+                           "epochs_closed", v[3], "batches_in_epoch", v[4],
+                           "best_val_error", v[5], "best_step", v[6],
+                           "seed", v[7], "batch_size", v[8], "total_steps", v[9],
+                           "input", v[10], "num_classes", v[11], "train_samples", v[12],
+                           "world_size", v[13],
+                           "model", t->p.model.entry->component->name,
+                           "config", t->config_text,
+                           NULL };
+    if (!st)
+        st = safetensors_serialize(l.in, l.n, meta, "checkpoint", bytes, size);
+    tensor_list_free(&l);
+    return st;
+}
+
+/* Parses step-NNNNNNNN.ckpt; -1 for other names. */
+static int64_t checkpoint_step_of(const char *name)
+{
+    int64_t step;
+    int used = 0;
+    if (sscanf(name, "step-%" SCNd64 ".ckpt%n", &step, &used) == 1 && name[used] == '\0' &&
+        step >= 0)
+        return step;
+    return -1;
+}
+
+typedef struct found_checkpoint {
+    int64_t step;
+    char name[256];
+} found_checkpoint;
+
+static int by_step(const void *a, const void *b)
+{
+    int64_t x = ((const found_checkpoint *)a)->step, y = ((const found_checkpoint *)b)->step;
+    return x < y ? -1 : x > y;
+}
+
+/* The step-*.ckpt files of a directory, oldest first. */
+static tp_status list_checkpoints(const char *dir, found_checkpoint **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return errno == ENOENT ? TP_OK
+                               : services_fail(TP_ERR_IO, "%s: cannot list: %s", dir,
+                                               strerror(errno));
+    size_t cap = 0;
+    struct dirent *e;
+    tp_status st = TP_OK;
+    while ((e = readdir(d))) {
+        int64_t step = checkpoint_step_of(e->d_name);
+        if (step < 0 || strlen(e->d_name) >= sizeof((*out)->name))
+            continue;
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 16;
+            found_checkpoint *g = realloc(*out, cap * sizeof *g);
+            if (!g) {
+                st = services_fail(TP_ERR_NOMEM, "out of memory");
+                break;
+            }
+            *out = g;
+        }
+        (*out)[*n].step = step;
+        snprintf((*out)[*n].name, sizeof (*out)[*n].name, "%s", e->d_name);
+        (*n)++;
+    }
+    closedir(d);
+    if (*n)
+        qsort(*out, *n, sizeof **out, by_step);
+    return st;
+}
+
+/* Deletes the oldest step checkpoints beyond keep_last. */
+static void prune_checkpoints(trainer *t)
+{
+    found_checkpoint *all;
+    size_t n;
+    if (list_checkpoints(t->ckpt_dir, &all, &n))
+        return;
+    for (size_t i = 0; i + (size_t)t->p.checkpoint->keep_last < n; i++) {
+        char path[TRAINER_PATH_MAX + 300];
+        snprintf(path, sizeof path, "%s/%s", t->ckpt_dir, all[i].name);
+        if (unlink(path) && errno != ENOENT)
+            LOG_WARN("cannot remove old checkpoint %s: %s", path, strerror(errno));
+    }
+    free(all);
+}
+
+/* Writes step-N.ckpt (and best.ckpt when `best`), then prunes. */
+static tp_status save_checkpoint(trainer *t, int best, const char *why)
+{
+    uint8_t *bytes;
+    size_t size;
+    tp_status st = serialize_state(t, &bytes, &size);
+    if (st)
+        return st;
+    char path[TRAINER_PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/step-%08" PRId64 ".ckpt", t->ckpt_dir, t->pos.step);
+    st = checkpoint_write(path, bytes, size);
+    if (!st)
+        LOG_INFO("checkpoint %s (%s)", path, why);
+    if (!st && best && t->p.checkpoint->keep_best) {
+        char bpath[TRAINER_PATH_MAX + 64];
+        snprintf(bpath, sizeof bpath, "%s/%s", t->ckpt_dir, BEST_CHECKPOINT);
+        st = checkpoint_write(bpath, bytes, size);
+    }
+    free(bytes);
+    if (!st)
+        prune_checkpoints(t);
+    return st;
+}
+
+static tp_status meta_int(const safetensors_file *f, const char *path, const char *key,
+                          int64_t *out)
+{
+    const char *v = safetensors_metadata(f, key);
+    char *end;
+    if (!v)
+        return services_fail(TP_ERR_FORMAT, "%s: the checkpoint has no '%s' entry", path, key);
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end)
+        return services_fail(TP_ERR_FORMAT, "%s: checkpoint entry %s = '%s' is not an integer",
+                             path, key, v);
+    *out = x;
+    return TP_OK;
+}
+
+/* Model tensors of a checkpoint into the graph (the checkpoint's shapes must match). */
+static tp_status load_model_tensors(trainer *t, const safetensors_file *f, const char *path)
+{
+    const char *fmt = safetensors_metadata(f, "format");
+    if (!fmt || strcmp(fmt, CHECKPOINT_FORMAT) != 0)
+        return services_fail(TP_ERR_FORMAT, "%s: not a trainpipe training checkpoint (format "
+                             "'%s')", path, fmt ? fmt : "missing");
+    return graph_load_tensors(t->g, f, path, CHECKPOINT_OPTIMIZER_PREFIX);
+}
+
+/* Restores weights, optimizer state and the position from a checkpoint. */
+static tp_status restore(trainer *t, const char *path)
+{
+    safetensors_file *f;
+    tp_status st = checkpoint_read(path, &f);
+    if (st)
+        return st;
+    if ((st = load_model_tensors(t, f, path)))
+        goto done;
+    size_t n_state = t->optim_ops->state_count ? t->optim_ops->state_count(t->optim) : 0;
+    size_t in_file = 0;
+    for (size_t i = 0; i < safetensors_count(f); i++)
+        in_file += strncmp(safetensors_at(f, i)->name, CHECKPOINT_OPTIMIZER_PREFIX,
+                           strlen(CHECKPOINT_OPTIMIZER_PREFIX)) == 0;
+    if (in_file != n_state) {
+        st = services_fail(TP_ERR_INVALID, "%s: the checkpoint holds %zu optimizer tensors, "
+                           "[optimizer] %s has %zu (was it written with another optimizer?)",
+                           path, in_file, t->p.optimizer.entry->component->name, n_state);
+        goto done;
+    }
+    for (size_t i = 0; i < n_state && !st; i++) {
+        tp_state_ref ref;
+        char name[512];
+        if ((st = t->optim_ops->state_get(t->optim, i, &ref)))
+            break;
+        snprintf(name, sizeof name, "%s%s", CHECKPOINT_OPTIMIZER_PREFIX, ref.name);
+        const safetensors_entry *e = safetensors_find(f, name);
+        if (!e || e->count != tp_tensor_count(ref.value)) {
+            st = services_fail(TP_ERR_INVALID, "%s: optimizer tensor %s is %s", path, name,
+                               e ? "of another size" : "missing");
+            break;
+        }
+        float *buf = malloc((size_t)(e->count ? e->count : 1) * sizeof *buf);
+        if (!buf) {
+            st = services_fail(TP_ERR_NOMEM, "out of memory");
+            break;
+        }
+        tp_tensor h = *ref.value;
+        h.device = TP_DEVICE_HOST;
+        h.data = buf;
+        if (!(st = safetensors_to_f32(e, buf)))
+            st = t->backend.ops->copy(t->backend.self, ref.value, &h, TP_STREAM_COMPUTE);
+        if (!st)
+            st = t->backend.ops->sync(t->backend.self);
+        free(buf);
+    }
+    int64_t seed, batch, shard;
+    if (st || (st = meta_int(f, path, "step", &t->pos.step)) ||
+        (st = meta_int(f, path, "epoch", &t->pos.epoch)) ||
+        (st = meta_int(f, path, "epoch_position", &t->pos.epoch_position)) ||
+        (st = meta_int(f, path, "epochs_closed", &t->pos.epochs_closed)) ||
+        (st = meta_int(f, path, "batches_in_epoch", &t->pos.batches_in_epoch)) ||
+        (st = meta_int(f, path, "best_step", &t->pos.best_step)) ||
+        (st = meta_int(f, path, "seed", &seed)) || (st = meta_int(f, path, "batch_size", &batch)) ||
+        (st = meta_int(f, path, "train_samples", &shard)))
+        goto done;
+    const char *best = safetensors_metadata(f, "best_val_error");
+    t->pos.best_val_error = best ? strtod(best, NULL) : NAN;
+    if (shard != t->shard) {
+        st = services_fail(TP_ERR_INVALID, "%s: written for a training set of %lld samples, "
+                           "[source.train] has %lld: the epoch position cannot carry over",
+                           path, (long long)shard, (long long)t->shard);
+        goto done;
+    }
+    if (seed != t->s->seed || batch != t->s->batch_size)
+        LOG_WARN("%s was written with seed %lld and batch_size %lld; this run uses %lld and "
+                 "%lld, so it will not repeat the original run's batches", path,
+                 (long long)seed, (long long)batch, (long long)t->s->seed,
+                 (long long)t->s->batch_size);
+    if (t->pos.step > t->total_steps) {
+        st = services_fail(TP_ERR_INVALID, "%s: the checkpoint is at step %lld, beyond this "
+                           "run's %lld steps", path, (long long)t->pos.step,
+                           (long long)t->total_steps);
+        goto done;
+    }
+    LOG_INFO("resuming from %s at step %lld (epoch %lld, position %lld of %lld)", path,
+             (long long)t->pos.step, (long long)t->pos.epoch, (long long)t->pos.epoch_position,
+             (long long)t->shard);
+done:
+    safetensors_free(f);
+    return st;
+}
+
+/* --resume auto: the newest step checkpoint, or none. */
+static tp_status find_resume(trainer *t, char *path, size_t size)
+{
+    found_checkpoint *all;
+    size_t n;
+    path[0] = 0;
+    tp_status st = list_checkpoints(t->ckpt_dir, &all, &n);
+    if (st)
+        return st;
+    if (n)
+        snprintf(path, size, "%s/%s", t->ckpt_dir, all[n - 1].name);
+    free(all);
+    return TP_OK;
+}
+
+/* ------------------------------------------------------------------ evaluation */
+
+typedef struct eval_result {
+    int64_t samples;
+    double loss, error_top1, error_top5;
+    double seconds;
+} eval_result;
+
+/* One pass over the validation source in inference mode. */
+static tp_status evaluate(trainer *t, eval_result *r)
+{
+    memset(r, 0, sizeof *r);
+    dataloader *dl;
+    double start = mono_seconds();
+    tp_status st = make_loader(t, &t->val, 0, 0, 0, 1, &dl);
+    if (st)
+        return st;
+    const int train_batch = t->bound_batch;
+    const int k5 = t->input.num_classes >= 5 ? 5 : t->input.num_classes;
+    double loss_sum = 0, correct1 = 0, correct5 = 0;
+    const tp_backend_ops *ops = t->backend.ops;
+    for (;;) {
+        if (services_interrupted()) {
+            st = TP_ERR_INTERRUPTED;
+            break;
+        }
+        dataloader_batch b;
+        st = dataloader_next(dl, &b);
+        if (st == TP_ERR_END) {
+            st = TP_OK;
+            break;
+        }
+        if (st)
+            break;
+        float h[3];
+        const tp_tensor *dev[] = { &t->loss, &t->correct };
+        if (!(st = bind_batch(t, (int)b.count)) && !(st = graph_forward(t->g, &b.images, 0)) &&
+            !(st = ops->softmax_xent(t->backend.self, graph_logits(t->g), &b.labels, 0.0, 1.0,
+                                     &t->loss, NULL)) &&
+            !(st = ops->topk_correct(t->backend.self, graph_logits(t->g), &b.labels, 1,
+                                     &t->correct)) &&
+            !(st = read_scalars(t, dev, h, 2)) &&
+            !(st = ops->topk_correct(t->backend.self, graph_logits(t->g), &b.labels, k5,
+                                     &t->correct)))
+            st = read_scalars(t, dev + 1, h + 2, 1);
+        dataloader_release(dl, &b);
+        if (st)
+            break;
+        loss_sum += (double)h[0] * (double)b.count;
+        correct1 += h[1];
+        correct5 += h[2];
+        r->samples += b.count;
+    }
+    dataloader_destroy(dl);
+    tp_status rst = bind_batch(t, train_batch);
+    if (!st)
+        st = rst;
+    if (!st && r->samples == 0)
+        st = services_fail(TP_ERR_INVALID, "%s: the validation source produced no samples",
+                           t->p.doc.path);
+    if (st)
+        return st;
+    r->loss = loss_sum / (double)r->samples;
+    r->error_top1 = 1.0 - correct1 / (double)r->samples;
+    r->error_top5 = 1.0 - correct5 / (double)r->samples;
+    r->seconds = mono_seconds() - start;
+    return TP_OK;
+}
+
+/* ------------------------------------------------------------------ training */
+
+/* Counters of one logging interval. */
+typedef struct interval {
+    double start;
+    double wait;
+    double loss_sum;
+    double correct;
+    int64_t samples;
+    int64_t steps;
+} interval;
+
+static double fractional_epoch(const trainer *t)
+{
+    if (t->pos.epoch < 0)
+        return 0;
+    return (double)t->pos.epoch + (double)t->pos.epoch_position / (double)t->shard;
+}
+
+static tp_status log_interval(trainer *t, interval *iv, double lr)
+{
+    double now = mono_seconds(), elapsed = now - iv->start;
+    if (iv->samples == 0 || elapsed <= 0)
+        return TP_OK;
+    tp_scalar sc[] = {
+        { TP_TAG_LOSS, iv->loss_sum / (double)iv->samples },
+        { TP_TAG_ERROR_TOP1, 1.0 - iv->correct / (double)iv->samples },
+        { TP_TAG_LEARNING_RATE, lr },
+        { TP_TAG_IMAGES_PER_SEC, (double)iv->samples / elapsed },
+        { TP_TAG_DATA_WAIT, iv->wait / elapsed },
+    };
+    tp_log_event ev = { .size = sizeof ev, .phase = TP_PHASE_TRAIN, .step = t->pos.step,
+                        .epoch = fractional_epoch(t), .wall_time = wall_seconds(),
+                        .scalars = sc, .n_scalars = sizeof sc / sizeof sc[0] };
+    tp_status st = loggers_scalars(t, &ev);
+    if (!st)
+        st = loggers_histograms(t, t->pos.step);
+    *iv = (interval){ .start = now };
+    return st;
+}
+
+/* Evaluates, logs the result and tracks the best error; *improved says whether it is the
+ * best so far. */
+static tp_status eval_and_log(trainer *t, int *improved)
+{
+    eval_result r;
+    *improved = 0;
+    tp_status st = evaluate(t, &r);
+    if (st)
+        return st;
+    tp_scalar sc[] = {
+        { TP_TAG_LOSS, r.loss },
+        { TP_TAG_ERROR_TOP1, r.error_top1 },
+        { TP_TAG_ERROR_TOP5, r.error_top5 },
+    };
+    tp_log_event ev = { .size = sizeof ev, .phase = TP_PHASE_VAL, .step = t->pos.step,
+                        .epoch = fractional_epoch(t), .wall_time = wall_seconds(),
+                        .scalars = sc, .n_scalars = 3 };
+    if (isnan(t->pos.best_val_error) || r.error_top1 < t->pos.best_val_error) {
+        t->pos.best_val_error = r.error_top1;
+        t->pos.best_step = t->pos.step;
+        *improved = 1;
+    }
+    host()->log(host(), TP_LOG_DEBUG, "train", "step %lld: validation loss %.4f, top-1 error %.2f%% (accuracy %.2f%%), top-5 "
+             "error %.2f%% on %lld samples in %.1f s", (long long)t->pos.step, r.loss,
+             100 * r.error_top1, 100 * (1 - r.error_top1), 100 * r.error_top5,
+             (long long)r.samples, r.seconds);
+    if ((st = loggers_scalars(t, &ev)))
+        return st;
+    return loggers_flush(t);
+}
+
+/* Work at the end of an epoch: evaluation and a checkpoint when due. */
+static tp_status close_epoch(trainer *t, int64_t epoch, double epoch_seconds, int64_t *last_eval,
+                             int64_t *last_ckpt)
+{
+    tp_status st = TP_OK;
+    int improved = 0;
+    t->pos.epochs_closed = epoch + 1;
+    LOG_INFO("epoch %lld done at step %lld: %.1f s", (long long)epoch + 1,
+             (long long)t->pos.step, epoch_seconds);
+    if (t->val.stage && t->s->eval_every_epochs > 0 &&
+        (epoch + 1) % t->s->eval_every_epochs == 0 && *last_eval != t->pos.step) {
+        if ((st = eval_and_log(t, &improved)))
+            return st;
+        *last_eval = t->pos.step;
+    }
+    if (t->p.checkpoint->every_epochs > 0 && (epoch + 1) % t->p.checkpoint->every_epochs == 0 &&
+        *last_ckpt != t->pos.step) {
+        if ((st = save_checkpoint(t, improved, "end of epoch")))
+            return st;
+        *last_ckpt = t->pos.step;
+    }
+    return TP_OK;
+}
+
+/* A non-finite loss: keep what came before it and stop. */
+static tp_status stop_on_nonfinite(trainer *t, double loss, const dataloader_batch *b)
+{
+    char saved[TRAINER_PATH_MAX + 64] = "";
+    tp_status st = save_checkpoint(t, 0, "state before the non-finite loss");
+    if (!st)
+        snprintf(saved, sizeof saved, "; the weights before it are in %s/step-%08" PRId64
+                 ".ckpt", t->ckpt_dir, t->pos.step);
+    else
+        snprintf(saved, sizeof saved, "; saving the state before it failed too: %s",
+                 services_last_error());
+    return services_fail(TP_ERR_INVALID, "step %lld (epoch %lld, batch at position %lld): the "
+                         "training loss is %s, stopping before the update%s (lower the learning "
+                         "rate or check the data, then --resume that file)",
+                         (long long)t->pos.step + 1, (long long)b->epoch + 1,
+                         (long long)b->position_end, isnan(loss) ? "NaN" : "infinite", saved);
+}
+
+static tp_status train_loop(trainer *t)
+{
+    const tp_backend_ops *ops = t->backend.ops;
+    const int k1 = 1;
+    /* Where the loader starts: after the last trained batch. */
+    int64_t first_epoch = t->pos.epoch < 0 ? 0 : t->pos.epoch;
+    int64_t first_position = t->pos.epoch < 0 ? 0 : t->pos.epoch_position;
+    if (first_position >= t->shard) {
+        first_epoch++;
+        first_position = 0;
+    }
+    int64_t epochs_left = t->s->steps > 0 ? 0 : t->total_epochs - first_epoch;
+    tp_status st = TP_OK;
+    if (t->pos.step >= t->total_steps || (t->s->steps == 0 && epochs_left <= 0)) {
+        LOG_INFO("nothing left to train: %lld of %lld steps done", (long long)t->pos.step,
+                 (long long)t->total_steps);
+    } else if ((st = make_loader(t, &t->train, 1, first_epoch, first_position, epochs_left,
+                                 &t->loader))) {
+        return st;
+    }
+    interval iv = { .start = mono_seconds() };
+    double run_start = iv.start, epoch_start = iv.start, lr = 0;
+    double last_loss = NAN, last_error = NAN;
+    int64_t last_eval = -1, last_ckpt = t->pos.step, steps_this_run = 0;
+    while (t->loader && t->pos.step < t->total_steps) {
+        if (services_interrupted())
+            return TP_ERR_INTERRUPTED;
+        dataloader_batch b;
+        st = dataloader_next(t->loader, &b);
+        if (st == TP_ERR_END) {
+            st = TP_OK;
+            break;
+        }
+        if (st)
+            return st;
+        /* An epoch ended that the step count did not see (samples skipped as bad). */
+        if (t->pos.epoch >= 0 && b.epoch > t->pos.epoch && t->pos.epochs_closed <= t->pos.epoch) {
+            if ((st = close_epoch(t, t->pos.epoch, mono_seconds() - epoch_start, &last_eval,
+                                  &last_ckpt))) {
+                dataloader_release(t->loader, &b);
+                return st;
+            }
+            epoch_start = mono_seconds();
+        }
+        if (b.epoch != t->pos.epoch)
+            t->pos.batches_in_epoch = 0;
+        iv.wait += b.wait_seconds;
+
+        tp_schedule_pos sp = { .size = sizeof sp, .step = t->pos.step,
+                               .total_steps = t->total_steps,
+                               .steps_per_epoch = t->steps_per_epoch };
+        lr = t->optim_ops->base_lr(t->optim) * t->sched_ops->factor(t->sched, &sp);
+        float h[2];
+        const tp_tensor *dev[] = { &t->loss, &t->correct };
+        if (!(st = bind_batch(t, (int)b.count)) && !(st = graph_forward(t->g, &b.images, 1)) &&
+            !(st = ops->softmax_xent(t->backend.self, graph_logits(t->g), &b.labels,
+                                     t->s->label_smoothing, 1.0, &t->loss, &t->dlogits)) &&
+            !(st = ops->topk_correct(t->backend.self, graph_logits(t->g), &b.labels, k1,
+                                     &t->correct)))
+            st = read_scalars(t, dev, h, 2);
+        if (!st && !isfinite(h[0]))
+            st = stop_on_nonfinite(t, h[0], &b);
+        if (!st && !(st = graph_backward(t->g, &t->dlogits)))
+            st = t->optim_ops->step(t->optim, lr, t->pos.step + 1);
+        tp_status rst = dataloader_release(t->loader, &b);
+        if (!st)
+            st = rst;
+        if (st)
+            return st;
+
+        t->pos.step++;
+        steps_this_run++;
+        t->pos.epoch = b.epoch;
+        t->pos.epoch_position = b.position_end;
+        t->pos.batches_in_epoch++;
+        last_loss = h[0];
+        last_error = 1.0 - (double)h[1] / (double)b.count;
+        iv.loss_sum += (double)h[0] * (double)b.count;
+        iv.correct += h[1];
+        iv.samples += b.count;
+        iv.steps++;
+
+        double now = mono_seconds();
+        tp_progress pr = { .size = sizeof pr, .step = t->pos.step, .total_steps = t->total_steps,
+                           .epoch = b.epoch + 1, .total_epochs = t->total_epochs,
+                           .seconds_elapsed = now - run_start,
+                           .images_per_sec = (double)iv.samples / fmax(now - iv.start, 1e-9),
+                           .loss = last_loss, .error_top1 = last_error, .learning_rate = lr };
+        if ((st = loggers_progress(t, &pr)))
+            return st;
+        if (t->pos.step % t->s->log_every_steps == 0 && (st = log_interval(t, &iv, lr)))
+            return st;
+
+        /* Evaluations and checkpoints below are not training time: keep them out of the
+         * interval's images/s and the epoch's duration. */
+        const double side_start = mono_seconds();
+        int epoch_done = b.position_end >= t->shard ||
+                         t->pos.batches_in_epoch >= t->steps_per_epoch;
+        if (epoch_done && t->pos.epochs_closed <= b.epoch) {
+            if (iv.steps && (st = log_interval(t, &iv, lr)))
+                return st;
+            if ((st = close_epoch(t, b.epoch, now - epoch_start, &last_eval, &last_ckpt)))
+                return st;
+            epoch_start = mono_seconds();
+        }
+        if (t->val.stage && t->s->eval_every_steps > 0 &&
+            t->pos.step % t->s->eval_every_steps == 0 && last_eval != t->pos.step) {
+            int improved;
+            if ((st = eval_and_log(t, &improved)))
+                return st;
+            last_eval = t->pos.step;
+            if (improved && t->p.checkpoint->keep_best &&
+                (st = save_checkpoint(t, 1, "best validation error")))
+                return st;
+            if (improved)
+                last_ckpt = t->pos.step;
+        }
+        if (t->p.checkpoint->every_steps > 0 && t->pos.step % t->p.checkpoint->every_steps == 0 &&
+            last_ckpt != t->pos.step) {
+            if ((st = save_checkpoint(t, 0, "periodic")))
+                return st;
+            last_ckpt = t->pos.step;
+        }
+        const double side = mono_seconds() - side_start;
+        iv.start += side;
+        if (!epoch_done)
+            epoch_start += side;
+    }
+    if (iv.steps && (st = log_interval(t, &iv, lr)))
+        return st;
+    /* The end: a final evaluation and checkpoint unless this very step already had them. */
+    int improved = 0;
+    if (t->val.stage && last_eval != t->pos.step && steps_this_run > 0) {
+        if ((st = eval_and_log(t, &improved)))
+            return st;
+    }
+    if (last_ckpt != t->pos.step && (st = save_checkpoint(t, improved, "end of training")))
+        return st;
+    double total = mono_seconds() - run_start;
+    LOG_INFO("finished: %lld steps in %.1f s (%.1f s per epoch of %lld steps)",
+             (long long)steps_this_run, total,
+             steps_this_run ? total / (double)steps_this_run * (double)t->steps_per_epoch : 0.0,
+             (long long)t->steps_per_epoch);
+    return TP_OK;
+}
+
+/* ------------------------------------------------------------------ commands */
+
+static int exit_status(const trainer *t, tp_status st)
+{
+    if (st == TP_OK)
+        return 0;
+    if (st == TP_ERR_INTERRUPTED) {
+        int sig = services_interrupt_signal();
+        return 128 + (sig ? sig : SIGINT);
+    }
+    if (!t->in_loop && (st == TP_ERR_INVALID || st == TP_ERR_NOT_FOUND))
+        return TRAINER_EXIT_CONFIG;
+    return TRAINER_EXIT_RUNTIME;
+}
+
+int trainer_train(const trainer_args *a)
+{
+    trainer t;
+    memset(&t, 0, sizeof t);
+    services_install_signal_handlers();
+    tp_status st = trainer_setup(&t, a, 1);
+    int resumed = 0;
+    if (!st && a->resume) {
+        char path[TRAINER_PATH_MAX + 300];
+        if (strcmp(a->resume, "auto") == 0) {
+            st = find_resume(&t, path, sizeof path);
+            if (!st && !path[0])
+                LOG_INFO("--resume auto: no checkpoint in %s, starting a new run", t.ckpt_dir);
+        } else {
+            snprintf(path, sizeof path, "%s", a->resume);
+        }
+        if (!st && path[0]) {
+            st = restore(&t, path);
+            resumed = st == TP_OK;
+        }
+    }
+    if (!st) {
+        LOG_INFO("%s on %s (%s): %lld steps of batch %lld (%lld per epoch, %lld epochs), "
+                 "%lld parameters, run directory %s",
+                 t.p.model.entry->component->name, t.backend_device,
+                 t.p.backends[t.backend_index].entry->component->name,
+                 (long long)t.total_steps, (long long)t.s->batch_size,
+                 (long long)t.steps_per_epoch, (long long)t.total_epochs,
+                 (long long)graph_param_count(t.g), t.run_dir);
+        st = loggers_begin(&t, resumed);
+    }
+    if (!st) {
+        t.in_loop = 1;
+        st = train_loop(&t);
+        if (st == TP_ERR_INTERRUPTED) {
+            LOG_WARN("interrupted by signal %d at step %lld: saving a checkpoint",
+                     services_interrupt_signal(), (long long)t.pos.step);
+            tp_status cst = save_checkpoint(&t, 0, "interrupted");
+            if (cst)
+                fprintf(stderr, "trainpipe: error: %s\n", services_last_error());
+            else
+                fprintf(stderr, "trainpipe: interrupted at step %lld; continue with "
+                        "--resume auto\n", (long long)t.pos.step);
+        } else if (st) {
+            fprintf(stderr, "trainpipe: error: %s\n", services_last_error());
+        }
+        loggers_end(&t, st);
+    } else {
+        fprintf(stderr, "trainpipe: error: %s\n", services_last_error());
+    }
+    int rc = exit_status(&t, st);
+    trainer_release(&t);
+    return rc;
+}
+
+int trainer_eval(const trainer_args *a, const char *checkpoint)
+{
+    trainer t;
+    memset(&t, 0, sizeof t);
+    services_install_signal_handlers();
+    tp_status st = trainer_setup(&t, a, 0);
+    safetensors_file *f = NULL;
+    if (!st)
+        st = checkpoint_read(checkpoint, &f);
+    if (!st)
+        st = load_model_tensors(&t, f, checkpoint);
+    eval_result r;
+    if (!st) {
+        t.in_loop = 1;
+        st = evaluate(&t, &r);
+    }
+    if (!st) {
+        const char *step = safetensors_metadata(f, "step");
+        printf("checkpoint %s (step %s)\n", checkpoint, step ? step : "?");
+        printf("validation: %lld samples from [%s] (%s)\n", (long long)r.samples,
+               t.val.stage->section, t.val.stage->entry->component->name);
+        printf("loss %.6f\ntop-1 error %.6f (accuracy %.2f%%)\ntop-5 error %.6f\n", r.loss,
+               r.error_top1, 100 * (1 - r.error_top1), r.error_top5);
+    } else {
+        fprintf(stderr, "trainpipe: error: %s\n", services_last_error());
+    }
+    safetensors_free(f);
+    int rc = exit_status(&t, st);
+    trainer_release(&t);
+    return rc;
+}
+
+int trainer_export(const char *checkpoint, const char *out_path)
+{
+    safetensors_file *f = NULL;
+    tp_status st = checkpoint_read(checkpoint, &f);
+    const char *fmt = f ? safetensors_metadata(f, "format") : NULL;
+    if (!st && (!fmt || strcmp(fmt, CHECKPOINT_FORMAT) != 0))
+        st = services_fail(TP_ERR_FORMAT, "%s: not a trainpipe training checkpoint (format "
+                           "'%s')", checkpoint, fmt ? fmt : "missing");
+    size_t n = f ? safetensors_count(f) : 0, out_n = 0;
+    safetensors_input *in = calloc(2 * n + 1, sizeof *in);
+    float **bufs = calloc(n + 1, sizeof *bufs);
+    char **names = calloc(n + 1, sizeof *names);
+    int64_t *tracked = calloc(n + 1, sizeof *tracked);
+    int64_t step = 0;
+    if (!st && (!in || !bufs || !names || !tracked))
+        st = services_fail(TP_ERR_NOMEM, "out of memory");
+    if (!st)
+        st = meta_int(f, checkpoint, "step", &step);
+    for (size_t i = 0; i < n && !st; i++) {
+        const safetensors_entry *e = safetensors_at(f, i);
+        if (strncmp(e->name, CHECKPOINT_OPTIMIZER_PREFIX, strlen(CHECKPOINT_OPTIMIZER_PREFIX)) == 0)
+            continue;
+        if (!(bufs[i] = malloc((size_t)(e->count ? e->count : 1) * sizeof(float)))) {
+            st = services_fail(TP_ERR_NOMEM, "out of memory");
+            break;
+        }
+        if ((st = safetensors_to_f32(e, bufs[i])))
+            break;
+        in[out_n++] = (safetensors_input){ e->name, e->ndim, e->shape, bufs[i], 0 };
+        /* PyTorch's batch norm counts its updates; torchvision's strict loading wants it. */
+        size_t len = strlen(e->name);
+        const char *suffix = ".running_var";
+        size_t sl = strlen(suffix);
+        if (len > sl && strcmp(e->name + len - sl, suffix) == 0) {
+            if (!(names[i] = malloc(len - sl + sizeof ".num_batches_tracked"))) {
+                st = services_fail(TP_ERR_NOMEM, "out of memory");
+                break;
+            }
+            snprintf(names[i], len - sl + sizeof ".num_batches_tracked", "%.*s.num_batches_tracked",
+                     (int)(len - sl), e->name);
+            tracked[i] = step;
+            in[out_n++] = (safetensors_input){ names[i], 0, NULL, &tracked[i], 1 };
+        }
+    }
+    char stepv[32];
+    snprintf(stepv, sizeof stepv, "%" PRId64, step);
+    const char *model = f ? safetensors_metadata(f, "model") : NULL;
+    const char *meta[] = { "format", "pt", "producer", "trainpipe " PACKAGE_VERSION,
+                           "model", model ? model : "?", "step", stepv, NULL };
+    if (!st)
+        st = safetensors_write(out_path, in, out_n, meta);
+    if (!st)
+        printf("%s: %zu tensors from %s (step %" PRId64 ")\n", out_path, out_n, checkpoint,
+               step);
+    else
+        fprintf(stderr, "trainpipe: error: %s\n", services_last_error());
+    for (size_t i = 0; i < n; i++) {
+        free(bufs ? bufs[i] : NULL);
+        free(names ? names[i] : NULL);
+    }
+    free(bufs);
+    free(names);
+    free(tracked);
+    free(in);
+    safetensors_free(f);
+    if (!st)
+        return 0;
+    return st == TP_ERR_FORMAT || st == TP_ERR_NOT_FOUND || st == TP_ERR_INVALID
+               ? TRAINER_EXIT_CONFIG
+               : TRAINER_EXIT_RUNTIME;
+}
