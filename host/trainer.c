@@ -534,6 +534,61 @@ static tp_status loggers_histograms(trainer *t, int64_t step)
     return st;
 }
 
+/* An augmented training batch as the network sees it, for loggers that want images at this
+ * step: each image scaled to its own min..max as 8-bit HWC. */
+static tp_status loggers_images(trainer *t, const dataloader_batch *b, int64_t step)
+{
+    float *buf = NULL;
+    uint8_t *px = NULL;
+    tp_status st = TP_OK;
+    const int c = (int)b->images.shape[1], h = (int)b->images.shape[2],
+              w = (int)b->images.shape[3];
+    const size_t per = (size_t)c * h * w;
+    for (size_t i = 0; i < t->n_loggers && !st; i++) {
+        logger_slot *l = &t->loggers[i];
+        if (l->detached || !l->ops->wants || !l->ops->images ||
+            !l->ops->wants(l->self, TP_LOG_IMAGES, step))
+            continue;
+        if (!buf) {
+            buf = malloc(per * (size_t)b->count * sizeof *buf);
+            px = malloc(per * (size_t)b->count);
+            if (!buf || !px) {
+                st = services_fail(TP_ERR_NOMEM, "out of memory for an image summary");
+                break;
+            }
+            tp_tensor hostt = b->images;
+            hostt.device = TP_DEVICE_HOST;
+            hostt.layout = TP_LAYOUT_NCHW;
+            hostt.data = buf;
+            if ((b->ready && (st = t->backend.ops->event_sync(t->backend.self, b->ready))) ||
+                (st = t->backend.ops->copy(t->backend.self, &hostt, &b->images,
+                                           TP_STREAM_COMPUTE)) ||
+                (st = t->backend.ops->sync(t->backend.self)))
+                break;
+            for (int64_t n = 0; n < b->count; n++) {
+                const float *img = buf + (size_t)n * per;
+                float lo = img[0], hi = img[0];
+                for (size_t k = 1; k < per; k++) {
+                    lo = img[k] < lo ? img[k] : lo;
+                    hi = img[k] > hi ? img[k] : hi;
+                }
+                float scale = hi > lo ? 255.0f / (hi - lo) : 0.0f;
+                uint8_t *out = px + (size_t)n * per;
+                for (int y = 0; y < h; y++)
+                    for (int x = 0; x < w; x++)
+                        for (int ch = 0; ch < c; ch++)
+                            out[((size_t)y * w + x) * c + ch] =
+                                (uint8_t)lrintf((img[((size_t)ch * h + y) * w + x] - lo) * scale);
+            }
+        }
+        st = logger_outcome(l, l->ops->images(l->self, TP_PHASE_TRAIN, step, "input", px,
+                                              (int)b->count, h, w, c), "images");
+    }
+    free(buf);
+    free(px);
+    return st;
+}
+
 static void loggers_end(trainer *t, tp_status run_status)
 {
     for (size_t i = 0; i < t->n_loggers; i++) {
@@ -1148,6 +1203,8 @@ static tp_status train_loop(trainer *t)
             st = stop_on_nonfinite(t, h[0], &b);
         if (!st && !(st = graph_backward(t->g, &t->dlogits)))
             st = t->optim_ops->step(t->optim, lr, t->pos.step + 1);
+        if (!st)
+            st = loggers_images(t, &b, t->pos.step + 1);
         tp_status rst = dataloader_release(t->loader, &b);
         if (!st)
             st = rst;
