@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <time.h>
@@ -242,7 +243,14 @@ static tp_status console_progress(void *self, const tp_progress *p)
         c->first_elapsed = p->seconds_elapsed;
         c->last_print = p->seconds_elapsed;
     }
-    c->last = *p;
+    /* Copy only what the host's struct has (an older host's is shorter). */
+    size_t n = p->size < sizeof c->last ? p->size : sizeof c->last;
+    memset(&c->last, 0, sizeof c->last);
+    memcpy(&c->last, p, n);
+    c->last.size = sizeof c->last;
+    if (n >= offsetof(tp_progress, learning_rate) + sizeof p->learning_rate &&
+        isfinite(p->learning_rate))
+        c->learning_rate = p->learning_rate; /* every step, not only per logging interval */
     c->have_progress = 1;
     if (c->cfg.quiet)
         goto done;
