@@ -8,6 +8,7 @@
 #include <string.h>
 
 static const char *const layout_choices[] = { "auto", "nchw", "nhwc", NULL };
+static const char *const loss_scaling_choices[] = { "auto", "dynamic", "off", NULL };
 
 #define PS pipeline_settings
 static const tp_param_def settings_params[] = {
@@ -39,6 +40,13 @@ static const tp_param_def settings_params[] = {
     TP_PARAM_DEF_ENUM(PS, layout, "layout", "auto", layout_choices,
                       "activation layout; auto: what the backend prefers"),
     TP_PARAM_DEF_INT(PS, gpus, "gpus", "1", 1, 1024, "local GPUs (one process each)"),
+    TP_PARAM_DEF_ENUM(PS, loss_scaling, "loss_scaling", "auto", loss_scaling_choices,
+                      "dynamic loss scaling: auto (when the backend computes in fp16), "
+                      "dynamic, off"),
+    TP_PARAM_DEF_FLOAT(PS, loss_scale_init, "loss_scale_init", "65536", 1, 3e38,
+                       "initial loss scale (halved after a non-finite gradient)"),
+    TP_PARAM_DEF_INT(PS, loss_scale_interval, "loss_scale_interval", "2000", 1, 1e15,
+                     "steps with finite gradients before the loss scale doubles"),
 };
 #undef PS
 

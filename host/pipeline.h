@@ -31,6 +31,9 @@ typedef struct pipeline_settings {
     int64_t max_bad_records;
     int layout; /* 0 auto, 1 nchw, 2 nhwc */
     int64_t gpus;
+    int loss_scaling;               /* 0 auto, 1 dynamic, 2 off */
+    double loss_scale_init;
+    int64_t loss_scale_interval;    /* finite steps before the scale doubles */
 } pipeline_settings;
 
 /* [checkpoint] */

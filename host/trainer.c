@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +86,14 @@ typedef struct trainer {
     /* Device scalars and the loss gradient (sized for bound_batch). */
     tp_tensor loss, correct, dlogits;
     int have_scalars;
+
+    /* Dynamic loss scaling (fp16): the loss gradient is multiplied by loss_scale, the
+     * gradients are checked for overflow (sum of squares into grad_sumsq) and divided back
+     * before the update; an overflow skips the update and halves the scale. */
+    int scaling;
+    double loss_scale;
+    int64_t scale_good_steps;
+    tp_tensor grad_sumsq, grad_sumsq_part;
 
     position pos;
     int64_t shard, steps_per_epoch, total_steps, total_epochs;
@@ -212,6 +221,51 @@ static void free_scalars(trainer *t)
     t->have_scalars = 0;
 }
 
+static tp_status read_scalars(trainer *t, const tp_tensor *const *dev, float *out, int n);
+
+static tp_status setup_loss_scaling(trainer *t)
+{
+    int backend_asks = t->binfo.size >= offsetof(tp_backend_info, wants_loss_scaling) +
+                                            sizeof(int) && t->binfo.wants_loss_scaling;
+    t->scaling = t->s->loss_scaling == 1 || (t->s->loss_scaling == 0 && backend_asks);
+    t->loss_scale = t->s->loss_scale_init;
+    if (!t->scaling)
+        return TP_OK;
+    t->grad_sumsq = tp_tensor_2d(TP_DTYPE_F32, 1, 0);
+    t->grad_sumsq_part = t->grad_sumsq;
+    tp_status st = t->backend.ops->alloc(t->backend.self, &t->grad_sumsq, "gradient check");
+    if (!st && (st = t->backend.ops->alloc(t->backend.self, &t->grad_sumsq_part,
+                                           "gradient check"))) {
+        t->backend.ops->free(t->backend.self, &t->grad_sumsq);
+        t->grad_sumsq.data = NULL;
+    }
+    if (!st)
+        LOG_INFO("dynamic loss scaling from %g, doubling after %lld finite steps",
+                 t->loss_scale, (long long)t->s->loss_scale_interval);
+    return st;
+}
+
+/* After backward with a scaled loss: are all gradients finite? If so they are divided by
+ * the scale (exact for the powers of two used here) and *finite is set. */
+static tp_status unscale_gradients(trainer *t, int *finite)
+{
+    const tp_backend_ops *ops = t->backend.ops;
+    size_t n;
+    const tp_param_ref *params = graph_params(t->g, &n);
+    tp_status st = ops->fill(t->backend.self, &t->grad_sumsq, 0.0);
+    for (size_t i = 0; i < n && !st; i++)
+        if (!(st = ops->sum_squares(t->backend.self, params[i].grad, &t->grad_sumsq_part)))
+            st = ops->axpby(t->backend.self, 1.0, &t->grad_sumsq_part, 1.0, &t->grad_sumsq);
+    float total = 0;
+    const tp_tensor *dev[] = { &t->grad_sumsq };
+    if (!st)
+        st = read_scalars(t, dev, &total, 1);
+    *finite = !st && isfinite(total);
+    for (size_t i = 0; i < n && !st && *finite; i++)
+        st = ops->scale(t->backend.self, 1.0 / t->loss_scale, params[i].grad);
+    return st;
+}
+
 /* Binds the graph (and dlogits) for batches of `batch`; a no-op when already so. The last
  * batch of an evaluation (or of an epoch without drop_last) is smaller: the graph is bound
  * to it and back, keeping parameters and optimizer state. */
@@ -273,8 +327,13 @@ static void trainer_release(trainer *t)
         stage_destroy(&t->p.optimizer, t->optim);
     if (t->sched)
         stage_destroy(&t->p.schedule, t->sched);
-    if (t->have_backend)
+    if (t->have_backend) {
         free_scalars(t);
+        if (t->grad_sumsq.data)
+            t->backend.ops->free(t->backend.self, &t->grad_sumsq);
+        if (t->grad_sumsq_part.data)
+            t->backend.ops->free(t->backend.self, &t->grad_sumsq_part);
+    }
     graph_free(t->g);
     if (t->model)
         stage_destroy(&t->p.model, t->model);
@@ -369,6 +428,8 @@ static tp_status trainer_setup(trainer *t, const trainer_args *a, int for_traini
     if ((st = stage_create(&t->p.schedule, &t->sched)))
         return st;
     t->sched_ops = t->p.schedule.entry->component->ops;
+    if ((st = setup_loss_scaling(t)))
+        return st;
 
     /* The length of the run. */
     int64_t b = t->s->batch_size;
@@ -702,7 +763,7 @@ static tp_status serialize_state(trainer *t, uint8_t **bytes, size_t *size)
         snprintf(name, sizeof name, "%s%s", CHECKPOINT_OPTIMIZER_PREFIX, ref.name);
         st = tensor_list_add(&l, name, ref.value, buf);
     }
-    char v[14][64];
+    char v[16][64];
     snprintf(v[0], 64, "%" PRId64, t->pos.step);
     snprintf(v[1], 64, "%" PRId64, t->pos.epoch);
     snprintf(v[2], 64, "%" PRId64, t->pos.epoch_position);
@@ -717,6 +778,8 @@ static tp_status serialize_state(trainer *t, uint8_t **bytes, size_t *size)
     snprintf(v[11], 64, "%d", t->input.num_classes);
     snprintf(v[12], 64, "%" PRId64, t->shard);
     snprintf(v[13], 64, "%d", 1);
+    snprintf(v[14], 64, "%.17g", t->loss_scale);
+    snprintf(v[15], 64, "%" PRId64, t->scale_good_steps);
     const char *meta[] = { "format", CHECKPOINT_FORMAT,
                            "trainpipe_version", PACKAGE_VERSION,
                            "step", v[0], "epoch", v[1], "epoch_position", v[2],
@@ -725,6 +788,7 @@ static tp_status serialize_state(trainer *t, uint8_t **bytes, size_t *size)
                            "seed", v[7], "batch_size", v[8], "total_steps", v[9],
                            "input", v[10], "num_classes", v[11], "train_samples", v[12],
                            "world_size", v[13],
+                           "loss_scale", v[14], "loss_scale_good_steps", v[15],
                            "model", t->p.model.entry->component->name,
                            "config", t->config_text,
                            NULL };
@@ -916,6 +980,12 @@ static tp_status restore(trainer *t, const char *path)
         goto done;
     const char *best = safetensors_metadata(f, "best_val_error");
     t->pos.best_val_error = best ? strtod(best, NULL) : NAN;
+    const char *scale = safetensors_metadata(f, "loss_scale");
+    if (t->scaling && scale && strtod(scale, NULL) >= 1) {
+        t->loss_scale = strtod(scale, NULL);
+        if ((st = meta_int(f, path, "loss_scale_good_steps", &t->scale_good_steps)))
+            goto done;
+    }
     if (shard != t->shard) {
         st = services_fail(TP_ERR_INVALID, "%s: written for a training set of %lld samples, "
                            "[source.train] has %lld: the epoch position cannot carry over",
@@ -1195,14 +1265,31 @@ static tp_status train_loop(trainer *t)
         const tp_tensor *dev[] = { &t->loss, &t->correct };
         if (!(st = bind_batch(t, (int)b.count)) && !(st = graph_forward(t->g, &b.images, 1)) &&
             !(st = ops->softmax_xent(t->backend.self, graph_logits(t->g), &b.labels,
-                                     t->s->label_smoothing, 1.0, &t->loss, &t->dlogits)) &&
+                                     t->s->label_smoothing, t->scaling ? t->loss_scale : 1.0,
+                                     &t->loss, &t->dlogits)) &&
             !(st = ops->topk_correct(t->backend.self, graph_logits(t->g), &b.labels, k1,
                                      &t->correct)))
             st = read_scalars(t, dev, h, 2);
         if (!st && !isfinite(h[0]))
             st = stop_on_nonfinite(t, h[0], &b);
-        if (!st && !(st = graph_backward(t->g, &t->dlogits)))
+        int finite = 1;
+        if (!st)
+            st = graph_backward(t->g, &t->dlogits);
+        if (!st && t->scaling)
+            st = unscale_gradients(t, &finite);
+        if (!st && finite) {
             st = t->optim_ops->step(t->optim, lr, t->pos.step + 1);
+            if (t->scaling && ++t->scale_good_steps >= t->s->loss_scale_interval) {
+                t->loss_scale *= 2;
+                t->scale_good_steps = 0;
+            }
+        } else if (!st) {
+            /* fp16 overflow: this update is skipped (the step still counts). */
+            t->loss_scale = fmax(t->loss_scale / 2, 1.0);
+            t->scale_good_steps = 0;
+            LOG_INFO("step %lld: gradients overflowed; update skipped, loss scale now %g",
+                     (long long)t->pos.step + 1, t->loss_scale);
+        }
         if (!st)
             st = loggers_images(t, &b, t->pos.step + 1);
         tp_status rst = dataloader_release(t->loader, &b);

@@ -162,6 +162,7 @@ static tp_status op_info(void *self, tp_backend_info *out)
         b->precision == CUDA_PRECISION_FP32 ? TP_LAYOUT_NCHW : TP_LAYOUT_NHWC;
     out->has_device_memory = 1;
     out->threads = 0;
+    out->wants_loss_scaling = b->precision == CUDA_PRECISION_FP16;
     return TP_OK;
 }
 

@@ -41,6 +41,9 @@ typedef struct tp_backend_info {
     tp_layout preferred_layout;
     int has_device_memory;   /* 0 when "device" memory is host memory (no copy needed) */
     int threads;             /* CPU threads used, or 0 */
+    /* API 1.1: appended; read it only when size covers it. Non-zero when the backend computes
+     * in fp16 and the trainer should apply dynamic loss scaling. */
+    int wants_loss_scaling;
 } tp_backend_info;
 
 typedef struct tp_conv_desc {

@@ -8,7 +8,8 @@ set -eu
 packages="build-essential autoconf automake libtool autoconf-archive pkg-config
   libinih-dev liblz4-dev zlib1g-dev libdnnl-dev libjpeg62-turbo-dev libturbojpeg0-dev
   libprotobuf-c-dev protobuf-c-compiler dataset-fashion-mnist gnuplot-nox
-  python3 python3-numpy python3-pip tmux"
+  python3 python3-numpy python3-pip tmux
+  openmpi-bin libopenmpi-dev"
 if [ "${1:-}" = "--dev" ]; then
     packages="$packages clang libclang-rt-14-dev llvm"
 fi
