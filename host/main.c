@@ -16,6 +16,7 @@
 #include "cmd_data.h"
 #include "cmd_plot.h"
 #include "cmd_train.h"
+#include "trainer.h"
 #include "graph.h"
 
 #define EXIT_RUNTIME 1
@@ -272,6 +273,7 @@ static const command commands[] = {
 
 int main(int argc, char **argv)
 {
+    trainer_set_command_line(argc, argv);
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0)

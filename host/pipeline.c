@@ -9,6 +9,7 @@
 
 static const char *const layout_choices[] = { "auto", "nchw", "nhwc", NULL };
 static const char *const loss_scaling_choices[] = { "auto", "dynamic", "off", NULL };
+static const char *const lr_scaling_choices[] = { "none", "linear", NULL };
 
 #define PS pipeline_settings
 static const tp_param_def settings_params[] = {
@@ -47,6 +48,10 @@ static const tp_param_def settings_params[] = {
                        "initial loss scale (halved after a non-finite gradient)"),
     TP_PARAM_DEF_INT(PS, loss_scale_interval, "loss_scale_interval", "2000", 1, 1e15,
                      "steps with finite gradients before the loss scale doubles"),
+    TP_PARAM_DEF_ENUM(PS, lr_scaling, "lr_scaling", "none", lr_scaling_choices,
+                      "data-parallel learning rate: none (as written) or linear (x ranks)"),
+    TP_PARAM_DEF_FLOAT(PS, comm_timeout, "comm_timeout", "300", 1, 86400,
+                       "seconds a collective may wait for the other ranks before the job ends"),
 };
 #undef PS
 

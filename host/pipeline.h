@@ -34,6 +34,8 @@ typedef struct pipeline_settings {
     int loss_scaling;               /* 0 auto, 1 dynamic, 2 off */
     double loss_scale_init;
     int64_t loss_scale_interval;    /* finite steps before the scale doubles */
+    int lr_scaling;                 /* 0 none, 1 linear in the number of ranks */
+    double comm_timeout;            /* seconds a collective may take */
 } pipeline_settings;
 
 /* [checkpoint] */

@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "comm.h"
+#include "comm_launch.h"
 #include "dataloader.h"
 #include "graph.h"
 #include "pipeline.h"
@@ -101,7 +103,23 @@ typedef struct trainer {
     char ckpt_dir[TRAINER_PATH_MAX];
     char *config_text;
     int in_loop;      /* errors from here on are runtime failures, not configuration ones */
+
+    /* Data parallelism (distributed.md): this process is rank `rank` of `world`; only rank
+     * 0 logs and writes checkpoints. */
+    comm *comm;
+    int rank, world;
+    int launch;       /* [pipeline] gpus > 1 outside a launched job: start the ranks instead */
+    int stop_requested;
 } trainer;
+
+static int saved_argc;
+static char **saved_argv;
+
+void trainer_set_command_line(int argc, char **argv)
+{
+    saved_argc = argc;
+    saved_argv = argv;
+}
 
 static double mono_seconds(void)
 {
@@ -162,7 +180,8 @@ static tp_status side_open(trainer *t, const pipeline_stage *stage, data_side *d
         return st;
     d->stage = stage;
     const tp_source_ops *ops = stage->entry->component->ops;
-    tp_source_open_args args = { .size = sizeof args, .rank = 0, .world_size = 1,
+    tp_source_open_args args = { .size = sizeof args, .rank = t->rank,
+                                 .world_size = t->world > 0 ? t->world : 1,
                                  .target_height = t->input.height,
                                  .target_width = t->input.width };
     d->info.size = sizeof d->info;
@@ -204,6 +223,8 @@ static tp_status make_loader(trainer *t, data_side *d, int training, int64_t fir
     c.training = training;
     c.input_scale = t->s->input_scale;
     c.max_bad_records = t->s->max_bad_records;
+    c.rank = t->rank;
+    c.world_size = t->world > 0 ? t->world : 1;
     c.first_epoch = first_epoch;
     c.first_position = first_position;
     c.epochs = epochs;
@@ -346,6 +367,8 @@ static void trainer_release(trainer *t)
     free(t->config_text);
     if (t->have_pipeline)
         pipeline_free(&t->p);
+    comm_free(t->comm);
+    t->comm = NULL;
 }
 
 /* The resolved configuration as text, for the loggers and the checkpoints. */
@@ -364,6 +387,27 @@ static char *config_as_text(const pipeline *p)
     return buf;
 }
 
+/* Several ranks on one machine each running OpenMP on every core slow each other down by
+ * orders of magnitude: a backend `threads` left at 0 (all cores) becomes cores / ranks. */
+static void share_cpu_threads(trainer *t)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int64_t share = cores > t->world ? cores / t->world : 1;
+    for (size_t i = 0; i < t->p.n_backends; i++) {
+        pipeline_stage *b = &t->p.backends[i];
+        const tp_component *c = b->entry->component;
+        for (size_t k = 0; k < c->n_params; k++) {
+            const tp_param_def *d = &c->params[k];
+            int64_t *slot = (int64_t *)((char *)b->config.data + d->offset);
+            if (strcmp(d->name, "threads") == 0 && d->type == TP_PARAM_INT && *slot == 0) {
+                *slot = share;
+                LOG_INFO("rank %d of %d: [%s] threads = %lld", t->rank, t->world, b->section,
+                         (long long)share);
+            }
+        }
+    }
+}
+
 /* Loads the pipeline and builds everything a training or evaluation run needs; with
  * `for_training` also the optimizer, the schedule and the run directory. */
 static tp_status trainer_setup(trainer *t, const trainer_args *a, int for_training)
@@ -373,6 +417,23 @@ static tp_status trainer_setup(trainer *t, const trainer_args *a, int for_traini
         return st;
     t->have_pipeline = 1;
     t->s = t->p.settings;
+    t->world = 1;
+    if (for_training && comm_launch_wanted((int)t->s->gpus)) {
+        t->launch = 1; /* the launched ranks do the work */
+        return TP_OK;
+    }
+    if (for_training) {
+        if ((st = comm_create(t->s->comm_timeout, &t->comm)))
+            return st;
+        t->rank = comm_rank(t->comm);
+        t->world = comm_size(t->comm);
+        if (t->world > 1)
+            share_cpu_threads(t);
+        if (t->world > 1 && !t->s->drop_last)
+            return services_fail(TP_ERR_INVALID, "%s: data-parallel training (%d ranks) needs "
+                                 "drop_last = true so every rank takes the same steps",
+                                 t->p.doc.path, t->world);
+    }
     if ((st = stage_model_input(&t->p, &t->input)))
         return st;
     if (!for_training && !t->p.source_val.entry)
@@ -433,8 +494,11 @@ static tp_status trainer_setup(trainer *t, const trainer_args *a, int for_traini
 
     /* The length of the run. */
     int64_t b = t->s->batch_size;
-    t->shard = t->train.info.count;
-    t->steps_per_epoch = t->s->drop_last ? t->shard / b : (t->shard + b - 1) / b;
+    /* This rank's share of an epoch; every rank takes as many steps as the smallest share
+     * allows (the larger shares' surplus batch is skipped). */
+    t->shard = (t->train.info.count - t->rank + t->world - 1) / t->world;
+    const int64_t smallest = t->train.info.count / t->world;
+    t->steps_per_epoch = t->s->drop_last ? smallest / b : (smallest + b - 1) / b;
     if (t->steps_per_epoch < 1)
         return services_fail(TP_ERR_INVALID, "%s: batch_size %lld is larger than the %lld "
                              "training samples and drop_last is set", t->p.doc.path,
@@ -457,12 +521,12 @@ static tp_status trainer_setup(trainer *t, const trainer_args *a, int for_traini
              (int)sizeof t->ckpt_dir)
         return services_fail(TP_ERR_INVALID, "%s: the checkpoint directory path is too long",
                              t->p.doc.path);
-    if ((st = make_dirs(t->run_dir)) || (st = make_dirs(t->ckpt_dir)))
+    if (t->rank == 0 && ((st = make_dirs(t->run_dir)) || (st = make_dirs(t->ckpt_dir))))
         return st;
     if (!(t->config_text = config_as_text(&t->p)))
         return services_fail(TP_ERR_NOMEM, "out of memory");
 
-    t->n_loggers = t->p.n_loggers;
+    t->n_loggers = t->rank == 0 ? t->p.n_loggers : 0;
     t->loggers = calloc(t->n_loggers + 1, sizeof *t->loggers);
     if (!t->loggers)
         return services_fail(TP_ERR_NOMEM, "out of memory");
@@ -776,8 +840,8 @@ static tp_status serialize_state(trainer *t, uint8_t **bytes, size_t *size)
     snprintf(v[9], 64, "%" PRId64, t->total_steps);
     snprintf(v[10], 64, "%dx%dx%d", t->input.channels, t->input.height, t->input.width);
     snprintf(v[11], 64, "%d", t->input.num_classes);
-    snprintf(v[12], 64, "%" PRId64, t->shard);
-    snprintf(v[13], 64, "%d", 1);
+    snprintf(v[12], 64, "%" PRId64, t->train.info.count);
+    snprintf(v[13], 64, "%d", t->world);
     snprintf(v[14], 64, "%.17g", t->loss_scale);
     snprintf(v[15], 64, "%" PRId64, t->scale_good_steps);
     const char *meta[] = { "format", CHECKPOINT_FORMAT,
@@ -875,6 +939,8 @@ static void prune_checkpoints(trainer *t)
 /* Writes step-N.ckpt (and best.ckpt when `best`), then prunes. */
 static tp_status save_checkpoint(trainer *t, int best, const char *why)
 {
+    if (t->rank != 0)
+        return TP_OK;
     uint8_t *bytes;
     size_t size;
     tp_status st = serialize_state(t, &bytes, &size);
@@ -986,10 +1052,10 @@ static tp_status restore(trainer *t, const char *path)
         if ((st = meta_int(f, path, "loss_scale_good_steps", &t->scale_good_steps)))
             goto done;
     }
-    if (shard != t->shard) {
+    if (shard != t->train.info.count) {
         st = services_fail(TP_ERR_INVALID, "%s: written for a training set of %lld samples, "
                            "[source.train] has %lld: the epoch position cannot carry over",
-                           path, (long long)shard, (long long)t->shard);
+                           path, (long long)shard, (long long)t->train.info.count);
         goto done;
     }
     if (seed != t->s->seed || batch != t->s->batch_size)
@@ -1083,6 +1149,15 @@ static tp_status evaluate(trainer *t, eval_result *r)
     tp_status rst = bind_batch(t, train_batch);
     if (!st)
         st = rst;
+    if (!st && t->world > 1) {
+        double sums[4] = { loss_sum, correct1, correct5, (double)r->samples };
+        if (!(st = comm_allreduce_host(t->comm, sums, 4))) {
+            loss_sum = sums[0];
+            correct1 = sums[1];
+            correct5 = sums[2];
+            r->samples = (int64_t)sums[3];
+        }
+    }
     if (!st && r->samples == 0)
         st = services_fail(TP_ERR_INVALID, "%s: the validation source produced no samples",
                            t->p.doc.path);
@@ -1191,6 +1266,21 @@ static tp_status close_epoch(trainer *t, int64_t epoch, double epoch_seconds, in
     return TP_OK;
 }
 
+/* The mean of every rank's gradients, in place (the same order on every rank). */
+static tp_status allreduce_gradients(trainer *t)
+{
+    size_t n;
+    const tp_param_ref *params = graph_params(t->g, &n);
+    tp_tensor **grads = malloc((n ? n : 1) * sizeof *grads);
+    if (!grads)
+        return services_fail(TP_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        grads[i] = params[i].grad;
+    tp_status st = comm_allreduce_tensors(t->comm, &t->backend, grads, n, 1.0 / t->world);
+    free(grads);
+    return st;
+}
+
 /* A non-finite loss: keep what came before it and stop. */
 static tp_status stop_on_nonfinite(trainer *t, double loss, const dataloader_batch *b)
 {
@@ -1234,7 +1324,9 @@ static tp_status train_loop(trainer *t)
     double last_loss = NAN, last_error = NAN;
     int64_t last_eval = -1, last_ckpt = t->pos.step, steps_this_run = 0;
     while (t->loader && t->pos.step < t->total_steps) {
-        if (services_interrupted())
+        /* Alone, a signal stops at once; in a job, every rank stops at the same step (the
+         * flags are summed with the step's metrics). */
+        if (t->world > 1 ? t->stop_requested : services_interrupted())
             return TP_ERR_INTERRUPTED;
         dataloader_batch b;
         st = dataloader_next(t->loader, &b);
@@ -1253,6 +1345,12 @@ static tp_status train_loop(trainer *t)
             }
             epoch_start = mono_seconds();
         }
+        if (b.epoch == t->pos.epoch && t->pos.batches_in_epoch >= t->steps_per_epoch) {
+            /* A larger shard's surplus batch: the other ranks have none. */
+            if ((st = dataloader_release(t->loader, &b)))
+                return st;
+            continue;
+        }
         if (b.epoch != t->pos.epoch)
             t->pos.batches_in_epoch = 0;
         iv.wait += b.wait_seconds;
@@ -1260,7 +1358,8 @@ static tp_status train_loop(trainer *t)
         tp_schedule_pos sp = { .size = sizeof sp, .step = t->pos.step,
                                .total_steps = t->total_steps,
                                .steps_per_epoch = t->steps_per_epoch };
-        lr = t->optim_ops->base_lr(t->optim) * t->sched_ops->factor(t->sched, &sp);
+        lr = t->optim_ops->base_lr(t->optim) * t->sched_ops->factor(t->sched, &sp) *
+             (t->s->lr_scaling == 1 ? (double)t->world : 1.0);
         float h[2];
         const tp_tensor *dev[] = { &t->loss, &t->correct };
         if (!(st = bind_batch(t, (int)b.count)) && !(st = graph_forward(t->g, &b.images, 1)) &&
@@ -1270,11 +1369,24 @@ static tp_status train_loop(trainer *t)
             !(st = ops->topk_correct(t->backend.self, graph_logits(t->g), &b.labels, k1,
                                      &t->correct)))
             st = read_scalars(t, dev, h, 2);
+        double count = (double)b.count;
+        if (!st && t->world > 1) {
+            /* The job's mean loss and correct count (a NaN anywhere stops every rank). */
+            double sums[4] = { h[0] * count, h[1], count, services_interrupted() ? 1 : 0 };
+            if (!(st = comm_allreduce_host(t->comm, sums, 4))) {
+                h[0] = (float)(sums[0] / sums[2]);
+                h[1] = (float)sums[1];
+                count = sums[2];
+                t->stop_requested = sums[3] > 0;
+            }
+        }
         if (!st && !isfinite(h[0]))
             st = stop_on_nonfinite(t, h[0], &b);
         int finite = 1;
         if (!st)
             st = graph_backward(t->g, &t->dlogits);
+        if (!st && t->world > 1)
+            st = allreduce_gradients(t);
         if (!st && t->scaling)
             st = unscale_gradients(t, &finite);
         if (!st && finite) {
@@ -1304,10 +1416,10 @@ static tp_status train_loop(trainer *t)
         t->pos.epoch_position = b.position_end;
         t->pos.batches_in_epoch++;
         last_loss = h[0];
-        last_error = 1.0 - (double)h[1] / (double)b.count;
-        iv.loss_sum += (double)h[0] * (double)b.count;
+        last_error = 1.0 - (double)h[1] / count;
+        iv.loss_sum += (double)h[0] * count;
         iv.correct += h[1];
-        iv.samples += b.count;
+        iv.samples += (int64_t)count;
         iv.steps++;
 
         double now = mono_seconds();
@@ -1395,11 +1507,22 @@ int trainer_train(const trainer_args *a)
     memset(&t, 0, sizeof t);
     services_install_signal_handlers();
     tp_status st = trainer_setup(&t, a, 1);
+    if (!st && t.launch) {
+        int gpus = (int)t.s->gpus;
+        trainer_release(&t);
+        if (!saved_argv)
+            return TRAINER_EXIT_RUNTIME;
+        (void)saved_argc;
+        return comm_launch_run(gpus, saved_argv);
+    }
     int resumed = 0;
     if (!st && a->resume) {
         char path[TRAINER_PATH_MAX + 300];
         if (strcmp(a->resume, "auto") == 0) {
-            st = find_resume(&t, path, sizeof path);
+            /* Rank 0 decides which file; every rank loads that one. */
+            st = t.rank == 0 ? find_resume(&t, path, sizeof path) : TP_OK;
+            if (!st && t.world > 1)
+                st = comm_broadcast_host(t.comm, path, sizeof path, 0);
             if (!st && !path[0])
                 LOG_INFO("--resume auto: no checkpoint in %s, starting a new run", t.ckpt_dir);
         } else {
@@ -1423,6 +1546,12 @@ int trainer_train(const trainer_args *a)
     if (!st) {
         t.in_loop = 1;
         st = train_loop(&t);
+        if (st && st != TP_ERR_INTERRUPTED && t.world > 1) {
+            char reason[1200];
+            snprintf(reason, sizeof reason, "%s", services_last_error());
+            loggers_end(&t, st);
+            comm_abort(t.comm, exit_status(&t, st), reason); /* ends every rank */
+        }
         if (st == TP_ERR_INTERRUPTED) {
             LOG_WARN("interrupted by signal %d at step %lld: saving a checkpoint",
                      services_interrupt_signal(), (long long)t.pos.step);
@@ -1438,6 +1567,8 @@ int trainer_train(const trainer_args *a)
         loggers_end(&t, st);
     } else {
         fprintf(stderr, "trainpipe: error: %s\n", services_last_error());
+        if (t.world > 1)
+            comm_abort(t.comm, exit_status(&t, st), services_last_error());
     }
     int rc = exit_status(&t, st);
     trainer_release(&t);

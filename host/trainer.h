@@ -37,6 +37,9 @@ typedef struct trainer_args {
                                       * otherwise a checkpoint file */
 } trainer_args;
 
+/* The process's own argv, for re-executing it as the ranks of `[pipeline] gpus = N`. */
+void trainer_set_command_line(int argc, char **argv);
+
 /* Trains. Returns the process exit status: 0 when the run finished, 1 for a runtime
  * failure (including a non-finite loss), 2 for a configuration error, 128 + the signal
  * number after SIGINT/SIGTERM (a checkpoint was written first). Errors are printed. */
