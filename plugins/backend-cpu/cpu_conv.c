@@ -105,13 +105,18 @@ static const dnnl_memory_desc_t *conv_dst_md(const conv_geom *g)
 }
 
 /* Whether pd runs an optimised kernel: the plain-layout attempt is kept only then, since a
- * gemm or reference fallback on NCHW/NHWC is slower than reordering to a blocked layout. */
+ * gemm or reference fallback on NCHW/NHWC is slower than reordering to a blocked layout.
+ * "brgconv" (oneDNN's brgemm-based convolution, its fastest kernel for channels-last on
+ * AVX-512) is direct, not a gemm fallback: rejecting it cost two activation reorders per
+ * forward convolution. */
 static int pd_is_fast(const_dnnl_primitive_desc_t pd)
 {
     const char *impl = NULL;
     if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success ||
         !impl)
         return 0;
+    if (strncmp(impl, "brgconv", 7) == 0)
+        return 1;
     return strstr(impl, "jit") && !strstr(impl, "gemm") && !strstr(impl, "ref");
 }
 

@@ -62,6 +62,62 @@ static void copy_relayout(tp_tensor *dst, const tp_tensor *src)
                            s + (size_t)cpu_offset4(src, n, c, h, w) * es, es);
 }
 
+/* Below this many elements a plain memcpy beats starting oneDNN's threads. */
+#define CPU_COPY_PARALLEL_MIN 65536
+
+static void prim_free(void *payload)
+{
+    cpu_prim_destroy(payload);
+    free(payload);
+}
+
+/* f32 copies, layout conversions included, on a cached oneDNN reorder: it runs on every
+ * thread, where memcpy runs on one and the element-wise conversion loop is slower still.
+ * The graph executor copies gradients at every residual addition, so this is on the
+ * training step's path. */
+static tp_status copy_reorder(cpu_backend *be, tp_tensor *dst, const tp_tensor *src)
+{
+    tp_status st = TP_OK;
+    cpu_key key;
+    dnnl_primitive_desc_t rpd = NULL;
+    dnnl_memory_desc_t src_md, dst_md;
+    cpu_key_init(&key, CPU_OP_COPY);
+    cpu_key_add_tensor(&key, src);
+    cpu_key_add_tensor(&key, dst);
+    pthread_mutex_lock(&be->lock);
+    cpu_apply_threads(be);
+    cpu_prim *p = cpu_cache_find(&be->cache, &key);
+    if (!p) {
+        cpu_md_for_tensor(src, &src_md);
+        cpu_md_for_tensor(dst, &dst_md);
+        p = calloc(1, sizeof *p);
+        if (!p) {
+            st = be->host->fail(be->host, TP_ERR_NOMEM, "backend-cpu copy: out of memory");
+            goto fail;
+        }
+        CPU_DNNL(be, dnnl_reorder_primitive_desc_create, &rpd, &src_md, be->engine, &dst_md,
+                 be->engine, NULL);
+        if ((st = cpu_prim_create(be, p, rpd)) ||
+            (st = cpu_prim_bind(be, p, DNNL_ARG_FROM, CPU_ARG_IN, &src_md, &src_md)) ||
+            (st = cpu_prim_bind(be, p, DNNL_ARG_TO, CPU_ARG_OUT, &dst_md, &dst_md)))
+            goto fail;
+        dnnl_primitive_desc_destroy(rpd);
+        rpd = NULL;
+        cpu_cache_put(&be->cache, &key, p, prim_free);
+    }
+    void *h[2] = { src->data, dst->data };
+    st = cpu_prim_run(be, p, h);
+    pthread_mutex_unlock(&be->lock);
+    return st;
+fail:
+    if (rpd)
+        dnnl_primitive_desc_destroy(rpd);
+    if (p)
+        prim_free(p);
+    pthread_mutex_unlock(&be->lock);
+    return st;
+}
+
 tp_status cpu_copy(void *self, tp_tensor *dst, const tp_tensor *src, tp_stream stream)
 {
     cpu_backend *be = self;
@@ -76,6 +132,12 @@ tp_status cpu_copy(void *self, tp_tensor *dst, const tp_tensor *src, tp_stream s
     tp_status st = cpu_check_same_shape(be, "copy", "dst", dst, "src", src);
     if (st)
         return st;
+    if (dst->data == src->data && (dst->ndim != 4 || dst->layout == src->layout))
+        return TP_OK;
+    if (src->dtype == TP_DTYPE_F32 && src->ndim == 4 && dst->data != src->data &&
+        cpu_count(src) > 0 &&
+        (dst->layout != src->layout || cpu_count(src) >= CPU_COPY_PARALLEL_MIN))
+        return copy_reorder(be, dst, src);
     if (dst->ndim == 4 && dst->layout != src->layout) {
         copy_relayout(dst, src);
     } else if (dst->data != src->data) {

@@ -6,20 +6,34 @@
 #include "cpu_backend.h"
 #include "cpu_primitive_cache.h"
 
+/* FNV-1a style mixing of one 64-bit value into the running key hash. */
+static uint64_t hash_step(uint64_t h, int64_t v)
+{
+    uint64_t x = (uint64_t)v;
+    for (int i = 0; i < 8; i++) {
+        h ^= (x >> (8 * i)) & 0xff;
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
 void cpu_key_init(cpu_key *k, int op)
 {
-    memset(k, 0, sizeof *k);
     k->op = op;
+    k->n = 0;
+    k->hash = hash_step(0xcbf29ce484222325ULL, op);
 }
 
 void cpu_key_add(cpu_key *k, int64_t v)
 {
     /* Keys are built from a fixed, small number of fields per operation; the bound is a
      * programming error caught by the overflow marker rather than a silent collision. */
-    if (k->n < CPU_KEY_MAX)
+    if (k->n < CPU_KEY_MAX) {
         k->v[k->n++] = v;
-    else
+        k->hash = hash_step(k->hash, v);
+    } else {
         k->op = -1;
+    }
 }
 
 void cpu_key_add_tensor(cpu_key *k, const tp_tensor *t)
@@ -35,7 +49,7 @@ void cpu_key_add_tensor(cpu_key *k, const tp_tensor *t)
 
 static int key_equal(const cpu_key *a, const cpu_key *b)
 {
-    return a->op == b->op && a->n == b->n &&
+    return a->hash == b->hash && a->op == b->op && a->n == b->n &&
            memcmp(a->v, b->v, (size_t)a->n * sizeof a->v[0]) == 0;
 }
 

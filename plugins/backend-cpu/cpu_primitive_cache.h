@@ -24,6 +24,7 @@ struct cpu_backend;
 typedef struct cpu_key {
     int op;  /* CPU_OP_* */
     int n;   /* values used */
+    uint64_t hash; /* of op and v[0..n), kept up to date by cpu_key_init/add */
     int64_t v[CPU_KEY_MAX];
 } cpu_key;
 
@@ -40,7 +41,8 @@ enum {
     CPU_OP_POOL_FWD,
     CPU_OP_POOL_BWD,
     CPU_OP_LINEAR_FWD,
-    CPU_OP_LINEAR_BWD
+    CPU_OP_LINEAR_BWD,
+    CPU_OP_COPY
 };
 
 void cpu_key_init(cpu_key *k, int op);
@@ -48,7 +50,11 @@ void cpu_key_add(cpu_key *k, int64_t v);
 /* Adds ndim, layout and shape (or a marker for a NULL tensor). */
 void cpu_key_add_tensor(cpu_key *k, const tp_tensor *t);
 
-#define CPU_CACHE_CAPACITY 96
+/* Room for every shape of a large network: ResNet-50 training uses about 190 primitives
+ * (convolutions in three directions, batch norm, ReLU, additions, pooling). At the former 96
+ * entries the LRU evicted each one before its next use, so every step re-created ~190
+ * primitive descriptors. Lookups compare the key hash first, so the size costs little. */
+#define CPU_CACHE_CAPACITY 1024
 
 typedef struct cpu_cache_entry {
     cpu_key key;

@@ -1,12 +1,26 @@
-/* bench_backend [BACKEND] [--batch N] [--steps S] [--layout nchw|nhwc] [--threads T]
+/* bench_backend [BACKEND] [--model resnet20|resnet50] [--mode train|infer] [--batch N]
+ *               [--steps S] [--warmup W] [--layout nchw|nhwc] [--threads T] [--json]
  *
- * Times a ResNet-20 (CIFAR-10, 32x32x3 inputs, 10 classes) training step composed directly
- * from a backend's operations, issued in the order a forward + backward + SGD step issues
- * them: conv/bn/relu, basic blocks with shortcut A (subsample_pad + add), global average
- * pooling, linear, softmax cross-entropy, then the backward pass in reverse and one
+ * Two ways to time a backend:
+ *
+ * Without --model: a ResNet-20 (CIFAR-10, 32x32x3 inputs, 10 classes) training step composed
+ * directly from the backend's operations, issued in the order a forward + backward + SGD step
+ * issues them: conv/bn/relu, basic blocks with shortcut A (subsample_pad + add), global
+ * average pooling, linear, softmax cross-entropy, then the backward pass in reverse and one
  * sgd_update per parameter tensor. Every call is timed and grouped by operation and shape,
  * so the table shows where a step's time goes; the last line is the throughput in images/s.
- * A benchmark, not a test: built by `make bench`, never run by `make check`. */
+ *
+ * With --model: the network trainpipe itself runs, i.e. model-resnet built by the graph
+ * executor (host/graph.c) and bound to the backend, timed per step as `trainpipe train` runs
+ * it: training (graph_forward, softmax_xent, graph_backward, Nesterov sgd_update of every
+ * parameter) or inference (graph_forward in inference mode). resnet20 is the CIFAR network
+ * with shortcut A on 3x32x32 inputs and 10 classes, resnet50 torchvision's v1.5 network on
+ * 3x224x224 inputs and 1000 classes; their parameter counts are printed and checked.
+ *
+ * --profile (with --model) times every backend call the graph makes and prints the table.
+ * --json prints one machine-readable line instead of the human summary (the harness in
+ * tests/bench/cpu reads it). A benchmark, not a test: built by `make bench`, never run by
+ * `make check`. */
 #include "config.h"
 
 #include <math.h>
@@ -16,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "graph.h"
 #include "params.h"
 #include "registry.h"
 #include "services.h"
@@ -379,24 +394,54 @@ static void train_step(bench *b, resnet *m)
     sgd(b, &m->fc_w), sgd(b, &m->fc_b);
 }
 
-/* ------------------------------------------------------------------ main */
+/* ------------------------------------------------------------------ plugins and options */
 
-static int find_plugin(const char *name, char *path, size_t size)
+/* Finds plugin file `file` (e.g. "backend-cpu.so"): $TP_PLUGIN_DIR, the build tree's
+ * plugins/.libs, then plugins/<stem>/.libs (a plugin built in its own folder). */
+static int find_plugin(const char *file, char *path, size_t size)
 {
-    const char *dirs[3] = { getenv("TP_PLUGIN_DIR"), NULL, NULL };
-    char a[2048], c[2048];
+    char stem[256], a[2048], c[2048];
+    snprintf(stem, sizeof stem, "%s", file);
+    char *dot = strrchr(stem, '.');
+    if (dot)
+        *dot = '\0';
     snprintf(a, sizeof a, "%s/plugins/.libs", TP_BENCH_BUILDDIR);
-    snprintf(c, sizeof c, "%s/plugins/backend-%s/.libs", TP_BENCH_BUILDDIR, name);
-    dirs[1] = a, dirs[2] = c;
+    snprintf(c, sizeof c, "%s/plugins/%s/.libs", TP_BENCH_BUILDDIR, stem);
+    const char *dirs[3] = { getenv("TP_PLUGIN_DIR"), a, c };
     for (int i = 0; i < 3; i++) {
         if (!dirs[i])
             continue;
-        snprintf(path, size, "%s/backend-%s.so", dirs[i], name);
+        snprintf(path, size, "%s/%s", dirs[i], file);
         if (access(path, R_OK) == 0)
             return 1;
     }
     return 0;
 }
+
+static tp_status load_plugin(registry *r, const char *file)
+{
+    char path[4096];
+    if (!find_plugin(file, path, sizeof path)) {
+        fprintf(stderr, "bench_backend: %s not found (set TP_PLUGIN_DIR)\n", file);
+        return TP_ERR_NOT_FOUND;
+    }
+    tp_status st = registry_load_file(r, path);
+    if (st)
+        fprintf(stderr, "bench_backend: %s: %s\n", path, services_last_error());
+    return st;
+}
+
+typedef struct options {
+    const char *backend;
+    const char *model; /* NULL: the per-operation table */
+    int training;
+    int batch, steps, warmup;
+    const char *threads;
+    int layout_given;
+    tp_layout layout;
+    int json;
+    int profile; /* with --model: time every backend call */
+} options;
 
 static int cmp_rows(const void *pa, const void *pb)
 {
@@ -404,116 +449,556 @@ static int cmp_rows(const void *pa, const void *pb)
     return a->seconds < b->seconds ? 1 : a->seconds > b->seconds ? -1 : 0;
 }
 
-int main(int argc, char **argv)
+static int cmp_double(const void *pa, const void *pb)
 {
-    const char *name = "cpu";
-    int batch = 128, steps = 3;
-    const char *threads = NULL;
-    bench b;
-    memset(&b, 0, sizeof b);
-    b.layout = TP_LAYOUT_NHWC;
-    int layout_given = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--batch") && i + 1 < argc)
-            batch = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--steps") && i + 1 < argc)
-            steps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
-            threads = argv[++i];
-        else if (!strcmp(argv[i], "--layout") && i + 1 < argc) {
-            const char *l = argv[++i];
-            b.layout = !strcmp(l, "nchw") ? TP_LAYOUT_NCHW : TP_LAYOUT_NHWC;
-            layout_given = 1;
-        } else if (argv[i][0] != '-')
-            name = argv[i];
-        else {
-            fprintf(stderr, "usage: %s [BACKEND] [--batch N] [--steps S] [--layout nchw|nhwc] "
-                            "[--threads T]\n", argv[0]);
-            return 2;
-        }
+    const double a = *(const double *)pa, b = *(const double *)pb;
+    return a < b ? -1 : a > b;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void print_json(const options *o, const tp_backend_info *info, const char *model,
+                       int64_t params, double med, double best, double warm)
+{
+    printf("{\"impl\": \"trainpipe\", \"backend\": \"%s\", \"model\": \"%s\", \"mode\": \"%s\", "
+           "\"batch\": %d, \"layout\": \"%s\", \"threads\": %d, \"params\": %lld, "
+           "\"steps\": %d, \"median_step_s\": %.6f, \"best_step_s\": %.6f, "
+           "\"first_step_s\": %.6f, \"images_per_s\": %.3f}\n",
+           info->name, model, o->training ? "train" : "infer", o->batch,
+           o->layout == TP_LAYOUT_NHWC ? "nhwc" : "nchw", info->threads, (long long)params,
+           o->steps, med, best, warm, o->batch / med);
+}
+
+/* ------------------------------------------------------------------ per-operation table */
+
+static int run_ops(const options *o, bench *b, const tp_backend_info *info)
+{
+    resnet m;
+    double *times = calloc((size_t)o->steps, sizeof *times);
+    if (!times)
+        return 1;
+    resnet_init(b, &m);
+    /* Warm-up steps: create and cache every primitive; not timed. */
+    double t0 = now(), warm = 0;
+    for (int s = 0; s < o->warmup && !b->failed; s++) {
+        train_step(b, &m);
+        if (s == 0)
+            warm = now() - t0;
     }
-    if (batch < 1 || steps < 1) {
-        fprintf(stderr, "%s: --batch and --steps must be >= 1\n", argv[0]);
+    b->recording = 1;
+    double total = 0;
+    for (int s = 0; s < o->steps && !b->failed; s++) {
+        t0 = now();
+        train_step(b, &m);
+        times[s] = now() - t0;
+        total += times[s];
+    }
+    int rc = 0;
+    if (b->failed) {
+        rc = 1;
+    } else if (o->json) {
+        double best = times[0];
+        for (int s = 1; s < o->steps; s++)
+            best = times[s] < best ? times[s] : best;
+        print_json(o, info, "resnet20-ops", 269722, median(times, o->steps), best, warm);
+    } else {
+        double per_step = total / o->steps, ops_sum = 0;
+        for (int i = 0; i < b->n_rows; i++)
+            ops_sum += b->rows[i].seconds;
+        qsort(b->rows, (size_t)b->n_rows, sizeof b->rows[0], cmp_rows);
+        printf("ResNet-20 CIFAR-10 training step on backend \"%s\" (%s, %d threads), batch %d, "
+               "%s, %d timed steps\n\n", info->name, info->device_name, info->threads, o->batch,
+               b->layout == TP_LAYOUT_NHWC ? "NHWC" : "NCHW", o->steps);
+        printf("%-44s %9s %12s %12s %7s\n", "operation and shape", "calls/step", "ms/call",
+               "ms/step", "share");
+        for (int i = 0; i < b->n_rows; i++) {
+            const timing *t = &b->rows[i];
+            double calls = (double)t->calls / o->steps;
+            printf("%-44s %9.0f %12.3f %12.3f %6.1f%%\n", t->label, calls,
+                   1e3 * t->seconds / t->calls, 1e3 * t->seconds / o->steps,
+                   100.0 * t->seconds / ops_sum);
+        }
+        double med = median(times, o->steps);
+        printf("\nfirst (warm-up) step, creating primitives: %.1f ms\n", 1e3 * warm);
+        printf("step time: mean %.1f ms, median %.1f ms, best %.1f ms (operations %.1f ms)\n",
+               1e3 * per_step, 1e3 * med, 1e3 * times[0], 1e3 * ops_sum / o->steps);
+        printf("throughput: %.1f images/s (median step), %.1f images/s (best step)\n",
+               o->batch / med, o->batch / times[0]);
+    }
+    resnet_free(b, &m);
+    free(times);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ --profile */
+
+/* With --profile the graph runs on a copy of the backend's operation table whose entries time
+ * each call (synchronised) and book it by operation and output shape, as the per-operation
+ * table does; the graph executor's own calls (copies and additions that sum gradients)
+ * show up as well. One table at a time, hence the file-level state. */
+static bench prof;
+static const tp_backend_ops *prof_real;
+
+static void prof_label(char *out, size_t size, const char *op, const tp_tensor *t)
+{
+    if (t && t->ndim == 4)
+        snprintf(out, size, "%-22s %lld ch %lldx%lld", op, (long long)t->shape[1],
+                 (long long)t->shape[2], (long long)t->shape[3]);
+    else if (t)
+        snprintf(out, size, "%-22s %lld values", op, (long long)tp_tensor_count(t));
+    else
+        snprintf(out, size, "%s", op);
+}
+
+/* Times `call` (an expression on prof_real) and books it under op and shape tensor t. */
+#define PROF(op, t, call)                                                                  \
+    do {                                                                                   \
+        char lab_[80];                                                                     \
+        double t0_ = now();                                                                \
+        tp_status st_ = (call);                                                            \
+        if (!st_)                                                                          \
+            st_ = prof_real->sync(self);                                                   \
+        prof_label(lab_, sizeof lab_, (op), (t));                                          \
+        record(&prof, lab_, now() - t0_);                                                  \
+        return st_;                                                                        \
+    } while (0)
+
+static tp_status p_copy(void *self, tp_tensor *dst, const tp_tensor *src, tp_stream s)
+{
+    PROF("copy", dst, prof_real->copy(self, dst, src, s));
+}
+static tp_status p_fill(void *self, tp_tensor *t, double v)
+{
+    PROF("fill", t, prof_real->fill(self, t, v));
+}
+static tp_status p_conv_fwd(void *self, const tp_conv_desc *d, const tp_tensor *x,
+                            const tp_tensor *w, const tp_tensor *b, tp_tensor *y)
+{
+    PROF("conv_forward", y, prof_real->conv_forward(self, d, x, w, b, y));
+}
+static tp_status p_conv_bwd_data(void *self, const tp_conv_desc *d, const tp_tensor *dy,
+                                 const tp_tensor *w, tp_tensor *dx)
+{
+    PROF("conv_backward_data", dy, prof_real->conv_backward_data(self, d, dy, w, dx));
+}
+static tp_status p_conv_bwd_filter(void *self, const tp_conv_desc *d, const tp_tensor *x,
+                                   const tp_tensor *dy, tp_tensor *dw, tp_tensor *db)
+{
+    PROF("conv_backward_filter", dy, prof_real->conv_backward_filter(self, d, x, dy, dw, db));
+}
+static tp_status p_bn_train(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                            const tp_tensor *g, const tp_tensor *b, tp_tensor *y, tp_tensor *rm,
+                            tp_tensor *rv, tp_tensor *sm, tp_tensor *si)
+{
+    PROF("batchnorm_train", y, prof_real->batchnorm_train(self, d, x, g, b, y, rm, rv, sm, si));
+}
+static tp_status p_bn_infer(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                            const tp_tensor *g, const tp_tensor *b, const tp_tensor *rm,
+                            const tp_tensor *rv, tp_tensor *y)
+{
+    PROF("batchnorm_infer", y, prof_real->batchnorm_infer(self, d, x, g, b, rm, rv, y));
+}
+static tp_status p_bn_bwd(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                          const tp_tensor *dy, const tp_tensor *g, const tp_tensor *sm,
+                          const tp_tensor *si, tp_tensor *dx, tp_tensor *dg, tp_tensor *db)
+{
+    PROF("batchnorm_backward", dx,
+         prof_real->batchnorm_backward(self, d, x, dy, g, sm, si, dx, dg, db));
+}
+static tp_status p_relu_fwd(void *self, const tp_tensor *x, tp_tensor *y)
+{
+    PROF("relu_forward", y, prof_real->relu_forward(self, x, y));
+}
+static tp_status p_relu_bwd(void *self, const tp_tensor *y, const tp_tensor *dy, tp_tensor *dx)
+{
+    PROF("relu_backward", dx, prof_real->relu_backward(self, y, dy, dx));
+}
+static tp_status p_add(void *self, const tp_tensor *a, const tp_tensor *b, tp_tensor *y)
+{
+    PROF("add", y, prof_real->add(self, a, b, y));
+}
+static tp_status p_pool_fwd(void *self, const tp_pool_desc *d, const tp_tensor *x, tp_tensor *y)
+{
+    PROF("pool_forward", y, prof_real->pool_forward(self, d, x, y));
+}
+static tp_status p_pool_bwd(void *self, const tp_pool_desc *d, const tp_tensor *x,
+                            const tp_tensor *y, const tp_tensor *dy, tp_tensor *dx)
+{
+    PROF("pool_backward", dx, prof_real->pool_backward(self, d, x, y, dy, dx));
+}
+static tp_status p_gap_fwd(void *self, const tp_tensor *x, tp_tensor *y)
+{
+    PROF("global_avgpool_fwd", x, prof_real->global_avgpool_forward(self, x, y));
+}
+static tp_status p_gap_bwd(void *self, const tp_tensor *dy, tp_tensor *dx)
+{
+    PROF("global_avgpool_bwd", dx, prof_real->global_avgpool_backward(self, dy, dx));
+}
+static tp_status p_linear_fwd(void *self, const tp_tensor *x, const tp_tensor *w,
+                              const tp_tensor *b, tp_tensor *y)
+{
+    PROF("linear_forward", w, prof_real->linear_forward(self, x, w, b, y));
+}
+static tp_status p_linear_bwd(void *self, const tp_tensor *x, const tp_tensor *w,
+                              const tp_tensor *dy, tp_tensor *dx, tp_tensor *dw, tp_tensor *db)
+{
+    PROF("linear_backward", w, prof_real->linear_backward(self, x, w, dy, dx, dw, db));
+}
+static tp_status p_xent(void *self, const tp_tensor *l, const tp_tensor *lab, double s,
+                        double gs, tp_tensor *loss, tp_tensor *dl)
+{
+    PROF("softmax_xent", l, prof_real->softmax_xent(self, l, lab, s, gs, loss, dl));
+}
+static tp_status p_subpad_fwd(void *self, int stride, const tp_tensor *x, tp_tensor *y)
+{
+    PROF("subsample_pad_fwd", y, prof_real->subsample_pad_forward(self, stride, x, y));
+}
+static tp_status p_subpad_bwd(void *self, int stride, const tp_tensor *dy, tp_tensor *dx)
+{
+    PROF("subsample_pad_bwd", dy, prof_real->subsample_pad_backward(self, stride, dy, dx));
+}
+static tp_status p_sgd(void *self, tp_tensor *p, const tp_tensor *g, tp_tensor *v, double lr,
+                       double mu, double wd, int nesterov)
+{
+    PROF("sgd_update", NULL, prof_real->sgd_update(self, p, g, v, lr, mu, wd, nesterov));
+}
+
+/* A table that times every operation the graph uses and forwards it to `real`. */
+static tp_backend_ops profiled_ops(const tp_backend_ops *real)
+{
+    tp_backend_ops o = *real;
+    prof_real = real;
+    o.copy = p_copy, o.fill = p_fill;
+    o.conv_forward = p_conv_fwd, o.conv_backward_data = p_conv_bwd_data;
+    o.conv_backward_filter = p_conv_bwd_filter;
+    o.batchnorm_train = p_bn_train, o.batchnorm_infer = p_bn_infer;
+    o.batchnorm_backward = p_bn_bwd;
+    o.relu_forward = p_relu_fwd, o.relu_backward = p_relu_bwd, o.add = p_add;
+    o.pool_forward = real->pool_forward ? p_pool_fwd : NULL;
+    o.pool_backward = real->pool_backward ? p_pool_bwd : NULL;
+    o.global_avgpool_forward = p_gap_fwd, o.global_avgpool_backward = p_gap_bwd;
+    o.linear_forward = p_linear_fwd, o.linear_backward = p_linear_bwd;
+    o.softmax_xent = p_xent;
+    o.subsample_pad_forward = real->subsample_pad_forward ? p_subpad_fwd : NULL;
+    o.subsample_pad_backward = real->subsample_pad_backward ? p_subpad_bwd : NULL;
+    o.sgd_update = real->sgd_update ? p_sgd : NULL;
+    return o;
+}
+
+static void print_profile(int steps)
+{
+    double sum = 0;
+    for (int i = 0; i < prof.n_rows; i++)
+        sum += prof.rows[i].seconds;
+    qsort(prof.rows, (size_t)prof.n_rows, sizeof prof.rows[0], cmp_rows);
+    printf("\n%-44s %9s %12s %12s %7s\n", "operation and output shape", "calls/step",
+           "ms/call", "ms/step", "share");
+    for (int i = 0; i < prof.n_rows; i++) {
+        const timing *t = &prof.rows[i];
+        printf("%-44s %9.1f %12.3f %12.3f %6.1f%%\n", t->label, (double)t->calls / steps,
+               1e3 * t->seconds / t->calls, 1e3 * t->seconds / steps,
+               100.0 * t->seconds / sum);
+    }
+    printf("operations: %.1f ms/step\n", 1e3 * sum / steps);
+}
+
+/* ------------------------------------------------------------------ the graph executor */
+
+typedef struct model_spec {
+    const char *name;
+    const char *kv[6];
+    int channels, size, classes;
+    int64_t params; /* what the network must have (torchvision / He et al.) */
+} model_spec;
+
+static const model_spec models[] = {
+    { "resnet20", { "family=cifar", "depth=20", "shortcut=A", "num_classes=10", NULL },
+      3, 32, 10, 269722 },
+    { "resnet50", { "family=imagenet", "depth=50", "num_classes=1000", NULL },
+      3, 224, 1000, 25557032 },
+};
+
+typedef struct graph_bench {
+    const tp_backend *be;
+    graph *g;
+    tp_tensor input, labels, loss, dlogits;
+    tp_tensor *velocity; /* one per parameter */
+    size_t n_params;
+    int training;
+} graph_bench;
+
+/* Uploads n values from host memory into the freshly allocated t. */
+static tp_status upload(const tp_backend *be, tp_tensor *t, const void *host)
+{
+    tp_status st = be->ops->alloc(be->self, t, "benchmark input");
+    if (st)
+        return st;
+    tp_tensor h = *t;
+    h.device = TP_DEVICE_HOST;
+    h.data = (void *)host;
+    if (h.ndim == 4)
+        h.layout = TP_LAYOUT_NCHW;
+    st = be->ops->copy(be->self, t, &h, TP_STREAM_COMPUTE);
+    return st ? st : be->ops->sync(be->self);
+}
+
+/* One step as the trainer runs it (the data already on the backend). */
+static tp_status graph_step(graph_bench *gb)
+{
+    const tp_backend *be = gb->be;
+    tp_status st = graph_forward(gb->g, &gb->input, gb->training);
+    if (!st && gb->training)
+        st = be->ops->softmax_xent(be->self, graph_logits(gb->g), &gb->labels, 0.0, 1.0,
+                                   &gb->loss, &gb->dlogits);
+    if (!st && gb->training)
+        st = graph_backward(gb->g, &gb->dlogits);
+    if (!st && gb->training) {
+        /* conf/default.ini's optimizer: Nesterov SGD, lr 0.1, momentum 0.9, wd 5e-4 */
+        size_t n;
+        const tp_param_ref *p = graph_params(gb->g, &n);
+        for (size_t i = 0; !st && i < n; i++)
+            st = be->ops->sgd_update(be->self, p[i].value, p[i].grad, &gb->velocity[i], 0.1,
+                                     0.9, 5e-4, 1);
+    }
+    return st ? st : be->ops->sync(be->self);
+}
+
+static int run_graph(const options *o, registry *r, const tp_backend *be,
+                     const tp_backend_info *info)
+{
+    const model_spec *spec = NULL;
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
+        if (!strcmp(models[i].name, o->model))
+            spec = &models[i];
+    if (!spec) {
+        fprintf(stderr, "bench_backend: unknown model %s (resnet20, resnet50)\n", o->model);
         return 2;
     }
-    char path[4096], thread_kv[64];
-    if (!find_plugin(name, path, sizeof path)) {
-        fprintf(stderr, "%s: backend-%s.so not found (set TP_PLUGIN_DIR)\n", argv[0], name);
+    if (load_plugin(r, "model-resnet.so"))
+        return 1;
+    const registry_entry *e = registry_find(r, TP_KIND_MODEL, "resnet");
+    instance model;
+    if (!e || instance_create(e->component, spec->kv, &model)) {
+        fprintf(stderr, "bench_backend: cannot create model resnet: %s\n",
+                services_last_error());
         return 1;
     }
+    graph_bench gb;
+    memset(&gb, 0, sizeof gb);
+    gb.be = be;
+    gb.training = o->training;
+    int rc = 1;
+    tp_status st = TP_OK;
+    float *xh = NULL;
+    int32_t *yh = NULL;
+    double *times = calloc((size_t)o->steps, sizeof *times);
+    tp_model_input in = { sizeof in, spec->channels, spec->size, spec->size, spec->classes };
+    gb.g = graph_build(model.component->ops, model.self, &in);
+    if (!gb.g || !times)
+        goto done;
+    int64_t params = graph_param_count(gb.g);
+    if (params != spec->params) {
+        fprintf(stderr, "bench_backend: %s has %lld parameters, expected %lld\n", spec->name,
+                (long long)params, (long long)spec->params);
+        goto done;
+    }
+    if ((st = graph_bind(gb.g, be, o->batch, o->layout)) || (st = graph_init_params(gb.g, 1)))
+        goto done;
+    /* Inputs uniform in [0, 1) like scaled pixels, labels spread over the classes. */
+    const size_t nx = (size_t)o->batch * spec->channels * spec->size * spec->size;
+    xh = malloc(nx * sizeof *xh);
+    yh = malloc((size_t)o->batch * sizeof *yh);
+    if (!xh || !yh)
+        goto done;
+    tp_rng rng = tp_rng_make(1, 2, 3);
+    for (size_t i = 0; i < nx; i++)
+        xh[i] = (float)tp_rng_uniform(&rng);
+    for (int i = 0; i < o->batch; i++)
+        yh[i] = (int32_t)((i * 7) % spec->classes);
+    gb.input = tp_tensor_4d(TP_DTYPE_F32, o->layout, o->batch, spec->channels, spec->size,
+                            spec->size);
+    gb.labels = tp_tensor_2d(TP_DTYPE_I32, o->batch, 0);
+    gb.loss = tp_tensor_2d(TP_DTYPE_F32, 1, 0);
+    gb.dlogits = tp_tensor_2d(TP_DTYPE_F32, o->batch, spec->classes);
+    if ((st = upload(be, &gb.input, xh)) || (st = upload(be, &gb.labels, yh)) ||
+        (st = be->ops->alloc(be->self, &gb.loss, "loss")) ||
+        (st = be->ops->alloc(be->self, &gb.dlogits, "dlogits")))
+        goto done;
+    const tp_param_ref *p = graph_params(gb.g, &gb.n_params);
+    gb.velocity = calloc(gb.n_params, sizeof *gb.velocity);
+    if (!gb.velocity)
+        goto done;
+    for (size_t i = 0; i < gb.n_params; i++) {
+        gb.velocity[i] = *p[i].value;
+        gb.velocity[i].data = NULL;
+        if ((st = be->ops->alloc(be->self, &gb.velocity[i], "velocity")) ||
+            (st = be->ops->fill(be->self, &gb.velocity[i], 0.0)))
+            goto done;
+    }
+    double t0 = now(), warm = 0;
+    for (int s = 0; s < o->warmup && !st; s++) {
+        st = graph_step(&gb);
+        if (s == 0)
+            warm = now() - t0;
+    }
+    double best = INFINITY, total = 0;
+    prof.recording = 1;
+    for (int s = 0; s < o->steps && !st; s++) {
+        t0 = now();
+        st = graph_step(&gb);
+        times[s] = now() - t0;
+        total += times[s];
+        best = times[s] < best ? times[s] : best;
+    }
+    if (st)
+        goto done;
+    double med = median(times, o->steps);
+    if (o->json) {
+        print_json(o, info, spec->name, params, med, best, warm);
+    } else {
+        printf("%s (%lld parameters, %dx%dx%d, %d classes) %s on backend \"%s\" (%s, %d "
+               "threads), batch %d, %s\n", spec->name, (long long)params, spec->channels,
+               spec->size, spec->size, spec->classes,
+               o->training ? "training step" : "inference", info->name, info->device_name,
+               info->threads, o->batch, o->layout == TP_LAYOUT_NHWC ? "NHWC" : "NCHW");
+        printf("first step %.1f ms; %d timed steps: mean %.1f ms, median %.1f ms, best %.1f "
+               "ms\n", 1e3 * warm, o->steps, 1e3 * total / o->steps, 1e3 * med, 1e3 * best);
+        printf("throughput: %.1f images/s (median step), %.1f images/s (best step)\n",
+               o->batch / med, o->batch / best);
+        if (o->profile)
+            print_profile(o->steps);
+    }
+    rc = 0;
+done:
+    if (rc && st)
+        fprintf(stderr, "bench_backend: %s: %s\n", spec->name, services_last_error());
+    else if (rc && !gb.g)
+        fprintf(stderr, "bench_backend: graph_build: %s\n", services_last_error());
+    for (size_t i = 0; gb.velocity && i < gb.n_params; i++)
+        if (gb.velocity[i].data)
+            be->ops->free(be->self, &gb.velocity[i]);
+    free(gb.velocity);
+    tp_tensor *owned[4] = { &gb.input, &gb.labels, &gb.loss, &gb.dlogits };
+    for (int i = 0; i < 4; i++)
+        if (owned[i]->data)
+            be->ops->free(be->self, owned[i]);
+    graph_free(gb.g);
+    instance_destroy(&model);
+    free(times);
+    free(xh);
+    free(yh);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ main */
+
+static int usage(const char *argv0)
+{
+    fprintf(stderr, "usage: %s [BACKEND] [--model resnet20|resnet50] [--mode train|infer] "
+                    "[--batch N] [--steps S] [--warmup W] [--layout nchw|nhwc] [--threads T] "
+                    "[--json] [--profile]\n", argv0);
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    options o = { .backend = "cpu", .training = 1, .batch = 0, .steps = 0, .warmup = 0 };
+    int batch_given = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const int has = i + 1 < argc;
+        if (!strcmp(a, "--batch") && has)
+            o.batch = atoi(argv[++i]), batch_given = 1;
+        else if (!strcmp(a, "--steps") && has)
+            o.steps = atoi(argv[++i]);
+        else if (!strcmp(a, "--warmup") && has)
+            o.warmup = atoi(argv[++i]);
+        else if (!strcmp(a, "--threads") && has)
+            o.threads = argv[++i];
+        else if (!strcmp(a, "--model") && has)
+            o.model = argv[++i];
+        else if (!strcmp(a, "--mode") && has) {
+            const char *m = argv[++i];
+            if (strcmp(m, "train") && strcmp(m, "infer"))
+                return usage(argv[0]);
+            o.training = !strcmp(m, "train");
+        } else if (!strcmp(a, "--layout") && has) {
+            const char *l = argv[++i];
+            if (strcmp(l, "nchw") && strcmp(l, "nhwc"))
+                return usage(argv[0]);
+            o.layout = !strcmp(l, "nchw") ? TP_LAYOUT_NCHW : TP_LAYOUT_NHWC;
+            o.layout_given = 1;
+        } else if (!strcmp(a, "--json"))
+            o.json = 1;
+        else if (!strcmp(a, "--profile"))
+            o.profile = 1;
+        else if (a[0] != '-')
+            o.backend = a;
+        else
+            return usage(argv[0]);
+    }
+    if (!o.model && !o.training) {
+        fprintf(stderr, "%s: the per-operation table times training only; use --model for "
+                        "inference\n", argv[0]);
+        return 2;
+    }
+    if (!batch_given) /* the issue's shapes: ResNet-50 batch 16, ResNet-20 inference 256 */
+        o.batch = o.model && !strcmp(o.model, "resnet50") ? 16 : o.training ? 128 : 256;
+    if (!o.steps)
+        o.steps = o.model && !strcmp(o.model, "resnet50") ? 5 : 10;
+    if (!o.warmup)
+        o.warmup = 2;
+    if (o.batch < 1 || o.steps < 1 || o.warmup < 1) {
+        fprintf(stderr, "%s: --batch, --steps and --warmup must be >= 1\n", argv[0]);
+        return 2;
+    }
+    char file[256], thread_kv[64];
+    snprintf(file, sizeof file, "backend-%s.so", o.backend);
     registry *r = registry_new();
-    if (!r || registry_load_file(r, path)) {
-        fprintf(stderr, "%s: %s\n", argv[0], services_last_error());
+    if (!r || load_plugin(r, file)) {
         registry_free(r);
         return 1;
     }
-    const registry_entry *e = registry_find(r, TP_KIND_BACKEND, name);
+    const registry_entry *e = registry_find(r, TP_KIND_BACKEND, o.backend);
     instance inst;
     const char *kvs[2] = { NULL, NULL };
-    if (threads) {
-        snprintf(thread_kv, sizeof thread_kv, "threads=%s", threads);
+    if (o.threads) {
+        snprintf(thread_kv, sizeof thread_kv, "threads=%s", o.threads);
         kvs[0] = thread_kv;
     }
-    if (!e || instance_create(e->component, threads ? kvs : NULL, &inst)) {
-        fprintf(stderr, "%s: cannot create backend %s: %s\n", argv[0], name,
+    if (!e || instance_create(e->component, o.threads ? kvs : NULL, &inst)) {
+        fprintf(stderr, "%s: cannot create backend %s: %s\n", argv[0], o.backend,
                 services_last_error());
         registry_free(r);
         return 1;
     }
-    b.ops = e->component->ops;
-    b.be = inst.self;
-    b.batch = batch;
+    tp_backend be = { e->component->ops, inst.self };
     tp_backend_info info;
     memset(&info, 0, sizeof info);
-    b.ops->info(b.be, &info);
-    if (!layout_given)
-        b.layout = info.preferred_layout;
-
-    resnet m;
-    resnet_init(&b, &m);
-    /* Warm-up step: creates and caches every primitive; not timed. */
-    double t0 = now();
-    if (!b.failed)
-        train_step(&b, &m);
-    double warm = now() - t0;
-    b.recording = 1;
-    double total = 0, best = INFINITY;
-    for (int s = 0; s < steps && !b.failed; s++) {
-        /* Best of the steps as well as the mean: on a shared machine the mean is noisy. */
-        t0 = now();
-        train_step(&b, &m);
-        double dt = now() - t0;
-        total += dt;
-        if (dt < best)
-            best = dt;
+    be.ops->info(be.self, &info);
+    if (!o.layout_given)
+        o.layout = info.preferred_layout;
+    int rc;
+    tp_backend_ops timed_ops;
+    if (o.model && o.profile) {
+        timed_ops = profiled_ops(be.ops);
+        be.ops = &timed_ops;
     }
-    int rc = 0;
-    if (b.failed) {
-        rc = 1;
+    if (o.model) {
+        rc = run_graph(&o, r, &be, &info);
     } else {
-        double per_step = total / steps, ops_sum = 0;
-        for (int i = 0; i < b.n_rows; i++)
-            ops_sum += b.rows[i].seconds;
-        qsort(b.rows, (size_t)b.n_rows, sizeof b.rows[0], cmp_rows);
-        printf("ResNet-20 CIFAR-10 training step on backend \"%s\" (%s, %d threads), batch %d, "
-               "%s, %d timed steps\n\n", info.name, info.device_name, info.threads, batch,
-               b.layout == TP_LAYOUT_NHWC ? "NHWC" : "NCHW", steps);
-        printf("%-44s %9s %12s %12s %7s\n", "operation and shape", "calls/step", "ms/call",
-               "ms/step", "share");
-        for (int i = 0; i < b.n_rows; i++) {
-            const timing *t = &b.rows[i];
-            double calls = (double)t->calls / steps;
-            printf("%-44s %9.0f %12.3f %12.3f %6.1f%%\n", t->label, calls,
-                   1e3 * t->seconds / t->calls, 1e3 * t->seconds / steps,
-                   100.0 * t->seconds / ops_sum);
-        }
-        printf("\nfirst (warm-up) step, creating primitives: %.1f ms\n", 1e3 * warm);
-        printf("step time: mean %.1f ms, best %.1f ms (operations %.1f ms)\n", 1e3 * per_step,
-               1e3 * best, 1e3 * ops_sum / steps);
-        printf("throughput: %.1f images/s (mean step), %.1f images/s (best step)\n",
-               batch / per_step, batch / best);
+        bench b;
+        memset(&b, 0, sizeof b);
+        b.ops = be.ops;
+        b.be = be.self;
+        b.layout = o.layout;
+        b.batch = o.batch;
+        rc = run_ops(&o, &b, &info);
     }
-    resnet_free(&b, &m);
     instance_destroy(&inst);
     registry_free(r);
     return rc;
