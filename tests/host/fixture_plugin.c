@@ -91,7 +91,7 @@ static const tp_plugin_info info = {
 #if defined(FIXTURE_OTHER_ABI)
     TP_ABI_MAJOR + 1, TP_API_MINOR, sizeof(tp_plugin_info),
 #elif defined(FIXTURE_NEWER_API)
-    TP_ABI_MAJOR, TP_API_MINOR + 7, sizeof(tp_plugin_info),
+    TP_ABI_MAJOR, 99 /* far beyond this host */, sizeof(tp_plugin_info),
 #else
     TP_PLUGIN_INFO_HEADER,
 #endif

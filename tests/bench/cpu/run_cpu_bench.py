@@ -166,7 +166,9 @@ def torch_fmnist(args, layout):
 # --------------------------------------------------------------------------- main
 
 def fmt_rate(v):
-    return "%.0f" % v if v is not None else "n/a"
+    if v is None:
+        return "n/a"
+    return "%.0f" % v if v >= 100 else "%.2f" % v
 
 
 def main():
@@ -203,6 +205,7 @@ def main():
 
     wanted = [r for r in ROWS if r[0] in args.rows.split(",")]
     results = {r[0]: {i: [] for i in IMPLS} for r in wanted}
+    bests = {r[0]: {i: [] for i in IMPLS} for r in wanted}  # per run: batch / best step
     for key, label, tp_args, torch_args in wanted:
         for rnd in range(args.rounds):
             # alternate: trainpipe, torch NCHW, torch channels-last, then again
@@ -216,6 +219,7 @@ def main():
                 res = run_json(cmd)
                 if res is not None:
                     results[key][impl].append(res["images_per_s"])
+                    bests[key][impl].append(res["batch"] / res["best_step_s"])
                     log("  %-10s round %d %-10s %8.1f images/s" % (key, rnd + 1, impl,
                                                                   res["images_per_s"]))
 
@@ -259,6 +263,16 @@ def main():
         print("%-58s %10s %11s %10s %8s %8s" % (label, fmt_rate(tp), fmt_rate(med["torch NCHW"]),
                                                 fmt_rate(med["torch CL"]), ratio(med["torch NCHW"]),
                                                 ratio(med["torch CL"])))
+        best = {i: max(v) if v else None for i, v in bests[key].items()}
+        btp = best["trainpipe"]
+
+        def ratio_b(other):
+            return "%.2fx" % (btp / other) if btp and other else "n/a"
+        print("%-58s %10s %11s %10s %8s %8s" % ("  (best single step)", fmt_rate(btp),
+                                                fmt_rate(best["torch NCHW"]),
+                                                fmt_rate(best["torch CL"]),
+                                                ratio_b(best["torch NCHW"]),
+                                                ratio_b(best["torch CL"])))
     label = "Fashion-MNIST, time to %.0f%% test accuracy (s)" % (100 * args.fmnist_target)
     if fm is None:
         print("%-58s %s" % (label, "not run (set TP_BENCH_FMNIST=1 or pass --fmnist)"))
@@ -286,7 +300,8 @@ def main():
                                                     speedup(cols[0][0]), speedup(cols[1][0])))
     print()
     print("ratios: trainpipe's throughput over PyTorch's (time rows: PyTorch's time over "
-          "trainpipe's); above 1 means trainpipe is faster")
+          "trainpipe's); above 1 means trainpipe is faster. 'best single step' rows: the "
+          "fastest step seen in any round, which a loaded machine disturbs least")
 
 
 if __name__ == "__main__":
