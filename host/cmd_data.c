@@ -38,21 +38,10 @@ typedef struct data_run {
     int have_pipeline;
     tp_backend backend;
     size_t backend_index;
-    const pipeline_stage *source_stage;
-    void *source;
-    tp_source_info info;
-    void **augment_selves;
-    dataloader_augmenter *augmenters;
-    size_t n_augmenters;
+    stage_data data;
     dataloader *loader;
 } data_run;
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static int usage_error(const char *what)
 {
@@ -115,12 +104,8 @@ static void run_release(data_run *r)
 {
     dataloader_destroy(r->loader);
     /* Augmenters hold scratch tensors on the backend: release them before it. */
-    for (size_t i = 0; i < r->n_augmenters; i++)
-        stage_destroy(&r->p.augments[i], r->augment_selves[i]);
-    free(r->augment_selves);
-    free(r->augmenters);
-    if (r->source_stage)
-        stage_destroy(r->source_stage, r->source);
+    if (r->have_pipeline)
+        stage_data_close(&r->p, &r->data);
     services_set_backend(NULL);
     if (r->backend.self)
         stage_destroy(&r->p.backends[r->backend_index], r->backend.self);
@@ -131,57 +116,22 @@ static void run_release(data_run *r)
 /* Builds backend, source, augmenters and the loader for one pass over the split. */
 static tp_status run_setup(data_run *r, const data_args *a, int64_t epochs)
 {
-    const pipeline_settings *s = r->p.settings;
     tp_status st = stage_create_backend(&r->p, &r->backend_index, &r->backend);
     if (st)
         return st;
     services_set_backend(&r->backend);
-    r->source_stage = a->validation ? &r->p.source_val : &r->p.source_train;
-    if (!r->source_stage->entry) {
-        r->source_stage = NULL;
+    const pipeline_stage *source = a->validation ? &r->p.source_val : &r->p.source_train;
+    if (!source->entry)
         return services_fail(TP_ERR_INVALID, "%s: --split val needs a [source.val] section",
                              r->p.doc.path);
-    }
-    if ((st = stage_create(r->source_stage, &r->source)))
-        return st;
-    const tp_source_ops *sops = r->source_stage->entry->component->ops;
     tp_source_open_args open_args = { .size = sizeof open_args, .rank = 0, .world_size = 1 };
-    r->info.size = sizeof r->info;
-    if ((st = sops->open(r->source, &open_args, &r->info)))
+    if ((st = stage_data_open(&r->p, source, &open_args, &r->data)))
         return st;
-    r->augment_selves = calloc(r->p.n_augments + 1, sizeof *r->augment_selves);
-    r->augmenters = calloc(r->p.n_augments + 1, sizeof *r->augmenters);
-    if (!r->augment_selves || !r->augmenters)
-        return services_fail(TP_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < r->p.n_augments; i++) {
-        if ((st = stage_create(&r->p.augments[i], &r->augment_selves[i])))
-            return st;
-        r->n_augmenters = i + 1;
-        r->augmenters[i] = (dataloader_augmenter){ r->p.augments[i].entry->component->ops,
-                                                   r->augment_selves[i],
-                                                   r->p.augments[i].section };
-    }
     dataloader_config c;
-    dataloader_config_defaults(&c);
-    c.source = sops;
-    c.source_self = r->source;
-    c.info = r->info;
-    c.augmenters = r->augmenters;
-    c.n_augmenters = r->n_augmenters;
-    c.backend = &r->backend;
-    c.layout = TP_LAYOUT_NCHW; /* the statistics below read NCHW */
-    c.batch_size = (int)s->batch_size;
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    c.workers = s->workers > 0 ? (int)s->workers : (int)(cores > 0 ? cores : 1);
-    c.prefetch = (int)s->prefetch;
-    c.seed = (uint64_t)s->seed;
-    c.shuffle = !a->validation;
-    c.drop_last = 0;
-    c.training = !a->validation;
-    c.input_scale = s->input_scale;
-    c.max_bad_records = s->max_bad_records;
+    /* NCHW: the statistics below read it. */
+    stage_loader_config(&r->p, &r->data, &r->backend, TP_LAYOUT_NCHW, !a->validation, &c);
+    c.drop_last = 0; /* every sample counts in the statistics */
     c.epochs = epochs;
-    c.name = a->validation ? "val" : "train";
     return dataloader_create(&c, &r->loader);
 }
 
@@ -236,7 +186,7 @@ static tp_status write_sheet(const data_args *a, const float *images, int n, int
 /* One pass: count, label histogram, per-channel mean/std, first samples for the sheet. */
 static tp_status inspect(data_run *r, const data_args *a)
 {
-    const int nc = r->info.num_classes > 0 ? r->info.num_classes : 1;
+    const int nc = r->data.info.num_classes > 0 ? r->data.info.num_classes : 1;
     int64_t *histogram = calloc((size_t)nc + 1, sizeof *histogram);
     float *host = NULL, *sheet = NULL;
     int32_t *labels = NULL;
@@ -244,7 +194,7 @@ static tp_status inspect(data_run *r, const data_args *a)
     int64_t seen = 0, per_channel = 0, sheet_n = 0, out_of_range = 0;
     int c = 0, h = 0, w = 0;
     tp_status st = histogram ? TP_OK : services_fail(TP_ERR_NOMEM, "out of memory");
-    double start = now_seconds();
+    double start = services_monotonic_seconds();
     while (!st && (!a->count || seen < a->count)) {
         dataloader_batch b;
         st = dataloader_next(r->loader, &b);
@@ -304,18 +254,18 @@ static tp_status inspect(data_run *r, const data_args *a)
         per_channel += take * h * w;
         st = dataloader_release(r->loader, &b);
     }
-    double elapsed = now_seconds() - start;
+    double elapsed = services_monotonic_seconds() - start;
     if (!st) {
-        const pipeline_stage *src = r->source_stage;
+        const pipeline_stage *src = r->data.stage;
         printf("%s: %s (%s), %lld samples read of %lld, %dx%dx%d each as the network sees "
                "them, %.1f s\n", a->validation ? "val" : "train", src->section,
-               src->entry->component->name, (long long)seen, (long long)r->info.count, c, h, w,
+               src->entry->component->name, (long long)seen, (long long)r->data.info.count, c, h, w,
                elapsed);
         printf("bad records skipped: %lld\n", (long long)dataloader_bad_records(r->loader));
         printf("\nlabel histogram:\n");
         for (int k = 0; k < nc; k++)
             printf("  %3d %-16s %8lld  %5.2f%%\n", k,
-                   r->info.class_names ? r->info.class_names[k] : "",
+                   r->data.info.class_names ? r->data.info.class_names[k] : "",
                    (long long)histogram[k], seen ? 100.0 * histogram[k] / seen : 0.0);
         if (out_of_range)
             printf("  labels outside [0, %d): %lld\n", nc, (long long)out_of_range);
@@ -347,7 +297,7 @@ static tp_status bench(data_run *r, const data_args *a)
         return st;
     dataloader_release(r->loader, &b);
     int64_t samples = 0, bytes = 0;
-    double wait = 0, start = now_seconds(), elapsed = 0;
+    double wait = 0, start = services_monotonic_seconds(), elapsed = 0;
     while (elapsed < a->bench_seconds) {
         if ((st = dataloader_next(r->loader, &b)))
             return st;
@@ -356,11 +306,11 @@ static tp_status bench(data_run *r, const data_args *a)
         wait += b.wait_seconds;
         if ((st = dataloader_release(r->loader, &b)))
             return st;
-        elapsed = now_seconds() - start;
+        elapsed = services_monotonic_seconds() - start;
     }
     if (r->backend.ops->sync)
         r->backend.ops->sync(r->backend.self);
-    elapsed = now_seconds() - start;
+    elapsed = services_monotonic_seconds() - start;
     printf("%s: %lld samples in %.2f s: %.1f samples/s, %.2f MB/s of uint8 pixels, "
            "consumer waited %.0f%% of the time\n", a->validation ? "val" : "train",
            (long long)samples, elapsed, samples / elapsed, bytes / elapsed / 1e6,

@@ -62,12 +62,6 @@ struct dataloader {
     int64_t next_sequence;
 };
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 void dataloader_config_defaults(dataloader_config *c)
 {
@@ -501,9 +495,9 @@ tp_status dataloader_next(dataloader *dl, dataloader_batch *batch)
 {
     memset(batch, 0, sizeof *batch);
     ring_slot *s;
-    const double t0 = now_seconds();
+    const double t0 = services_monotonic_seconds();
     tp_status st = ring_wait_ready(dl->ring, dl->next_sequence, &s);
-    const double waited = now_seconds() - t0;
+    const double waited = services_monotonic_seconds() - t0;
     if (st) {
         char msg[DL_MESSAGE_MAX + 128];
         ring_end_status(dl->ring, msg, sizeof msg);

@@ -322,23 +322,23 @@ static tp_status resolve_backends(pipeline *p)
 
 /* [pipeline] deterministic = true switches on every backend's own `deterministic`
  * parameter, so one setting covers the whole run. */
-static tp_status request_determinism(pipeline *p)
+static void request_determinism(pipeline *p)
 {
     for (size_t i = 0; i < p->n_backends; i++) {
-        pipeline_stage *b = &p->backends[i];
-        const tp_component *c = b->entry->component;
-        for (size_t k = 0; k < c->n_params; k++) {
-            const tp_param_def *d = &c->params[k];
-            if (strcmp(d->name, "deterministic") != 0 || d->type != TP_PARAM_BOOL)
-                continue;
-            param_kv kv = { "deterministic", "true", NULL, 0 };
-            tp_status st = params_set(&b->config, b->section, d, &kv,
-                                      (char *)b->config.data + d->offset);
-            if (st)
-                return st;
-        }
+        int *deterministic = pipeline_stage_param(&p->backends[i], "deterministic",
+                                                  TP_PARAM_BOOL);
+        if (deterministic)
+            *deterministic = 1;
     }
-    return TP_OK;
+}
+
+void *pipeline_stage_param(const pipeline_stage *stage, const char *name, tp_param_type type)
+{
+    const tp_component *c = stage->entry->component;
+    for (size_t k = 0; k < c->n_params; k++)
+        if (strcmp(c->params[k].name, name) == 0 && c->params[k].type == type)
+            return (char *)stage->config.data + c->params[k].offset;
+    return NULL;
 }
 
 static tp_status resolve_required(pipeline *p, const char *name, tp_kind kind,
@@ -422,8 +422,8 @@ tp_status pipeline_load(const char *path, const char *const *overrides, size_t n
     p->checkpoint = p->checkpoint_config.data;
     if ((st = resolve_backends(p)))
         goto fail;
-    if (p->settings->deterministic && (st = request_determinism(p)))
-        goto fail;
+    if (p->settings->deterministic)
+        request_determinism(p);
     if ((st = resolve_required(p, "source.train", TP_KIND_SOURCE, &p->source_train, NULL)))
         goto fail;
     ini_section *val = ini_find_section(&p->doc, "source.val");

@@ -87,6 +87,10 @@ tp_status pipeline_load(const char *path, const char *const *overrides, size_t n
                         pipeline *p);
 void pipeline_free(pipeline *p);
 
+/* The slot of a stage's parameter `name` of `type` in its validated config, or NULL when its
+ * component has no such parameter (used to adjust backend settings the host derives). */
+void *pipeline_stage_param(const pipeline_stage *stage, const char *name, tp_param_type type);
+
 /* Writes the resolved configuration in INI syntax, defaults filled in and marked. */
 void pipeline_print(const pipeline *p, FILE *out);
 

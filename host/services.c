@@ -4,6 +4,7 @@
 #include "services.h"
 
 #include <signal.h>
+#include <time.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,6 +119,13 @@ static void on_signal(int signo)
 }
 
 int services_interrupt_signal(void) { return interrupt_signal; }
+
+double services_monotonic_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 void services_install_signal_handlers(void)
 {

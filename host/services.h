@@ -30,6 +30,9 @@ void services_install_signal_handlers(void);
 int services_interrupted(void);
 /* The signal number behind the interruption (SIGINT, SIGTERM), or 0. */
 int services_interrupt_signal(void);
+
+/* Seconds on the monotonic clock, for durations. */
+double services_monotonic_seconds(void);
 void services_set_interrupted(int value);
 
 #endif

@@ -6,6 +6,8 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 tp_status stage_create(const pipeline_stage *stage, void **self)
 {
@@ -65,6 +67,68 @@ tp_status stage_model_input(const pipeline *p, tp_model_input *input)
 done:
     stage_destroy(&p->source_train, source);
     return st;
+}
+
+tp_status stage_data_open(const pipeline *p, const pipeline_stage *source,
+                          const tp_source_open_args *args, stage_data *d)
+{
+    memset(d, 0, sizeof *d);
+    tp_status st = stage_create(source, &d->source);
+    if (st)
+        return st;
+    d->stage = source;
+    d->info.size = sizeof d->info;
+    const tp_source_ops *ops = source->entry->component->ops;
+    if ((st = ops->open(d->source, args, &d->info)))
+        return st;
+    d->aug_selves = calloc(p->n_augments + 1, sizeof *d->aug_selves);
+    d->augs = calloc(p->n_augments + 1, sizeof *d->augs);
+    if (!d->aug_selves || !d->augs)
+        return services_fail(TP_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < p->n_augments; i++) {
+        if ((st = stage_create(&p->augments[i], &d->aug_selves[i])))
+            return st;
+        d->n_augs = i + 1;
+        d->augs[i] = (dataloader_augmenter){ p->augments[i].entry->component->ops,
+                                             d->aug_selves[i], p->augments[i].section };
+    }
+    return TP_OK;
+}
+
+void stage_data_close(const pipeline *p, stage_data *d)
+{
+    for (size_t i = 0; i < d->n_augs; i++)
+        stage_destroy(&p->augments[i], d->aug_selves[i]);
+    free(d->aug_selves);
+    free(d->augs);
+    if (d->stage)
+        stage_destroy(d->stage, d->source);
+    memset(d, 0, sizeof *d);
+}
+
+void stage_loader_config(const pipeline *p, const stage_data *d, const tp_backend *backend,
+                         tp_layout layout, int training, dataloader_config *c)
+{
+    const pipeline_settings *s = p->settings;
+    dataloader_config_defaults(c);
+    c->source = d->stage->entry->component->ops;
+    c->source_self = d->source;
+    c->info = d->info;
+    c->augmenters = d->augs;
+    c->n_augmenters = d->n_augs;
+    c->backend = backend;
+    c->layout = layout;
+    c->batch_size = (int)s->batch_size;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    c->workers = s->workers > 0 ? (int)s->workers : (int)(cores > 0 ? cores : 1);
+    c->prefetch = (int)s->prefetch;
+    c->seed = (uint64_t)s->seed;
+    c->shuffle = training;
+    c->drop_last = training ? s->drop_last : 0;
+    c->training = training;
+    c->input_scale = s->input_scale;
+    c->max_bad_records = s->max_bad_records;
+    c->name = training ? "train" : "val";
 }
 
 tp_status stage_create_backend(const pipeline *p, size_t *which, tp_backend *backend)

@@ -31,17 +31,6 @@
 #define BEST_CHECKPOINT "best.ckpt"
 #define TRAINER_PATH_MAX 4096
 
-/* A source with its augmenter chain: one for training, one for validation (separate
- * instances, because the training loader keeps prefetching while evaluation runs). */
-typedef struct data_side {
-    const pipeline_stage *stage;
-    void *source;
-    tp_source_info info;
-    void **aug_selves;
-    dataloader_augmenter *augs;
-    size_t n_augs;
-} data_side;
-
 typedef struct logger_slot {
     const pipeline_stage *stage;
     const tp_logger_ops *ops;
@@ -72,7 +61,8 @@ typedef struct trainer {
     char backend_device[256];
     tp_layout layout;
 
-    data_side train, val;
+    /* Separate instances: the training loader keeps prefetching while evaluation runs. */
+    stage_data train, val;
     tp_model_input input;
     void *model;
     graph *g;
@@ -121,12 +111,6 @@ void trainer_set_command_line(int argc, char **argv)
     saved_argv = argv;
 }
 
-static double mono_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static double wall_seconds(void)
 {
@@ -162,73 +146,16 @@ static tp_status make_dirs(const char *path)
 
 /* ------------------------------------------------------------------ setup and teardown */
 
-static void side_release(trainer *t, data_side *d)
-{
-    for (size_t i = 0; i < d->n_augs; i++)
-        stage_destroy(&t->p.augments[i], d->aug_selves[i]);
-    free(d->aug_selves);
-    free(d->augs);
-    if (d->stage)
-        stage_destroy(d->stage, d->source);
-    memset(d, 0, sizeof *d);
-}
-
-static tp_status side_open(trainer *t, const pipeline_stage *stage, data_side *d)
-{
-    tp_status st = stage_create(stage, &d->source);
-    if (st)
-        return st;
-    d->stage = stage;
-    const tp_source_ops *ops = stage->entry->component->ops;
-    tp_source_open_args args = { .size = sizeof args, .rank = t->rank,
-                                 .world_size = t->world > 0 ? t->world : 1,
-                                 .target_height = t->input.height,
-                                 .target_width = t->input.width };
-    d->info.size = sizeof d->info;
-    if ((st = ops->open(d->source, &args, &d->info)))
-        return st;
-    d->aug_selves = calloc(t->p.n_augments + 1, sizeof *d->aug_selves);
-    d->augs = calloc(t->p.n_augments + 1, sizeof *d->augs);
-    if (!d->aug_selves || !d->augs)
-        return services_fail(TP_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < t->p.n_augments; i++) {
-        if ((st = stage_create(&t->p.augments[i], &d->aug_selves[i])))
-            return st;
-        d->n_augs = i + 1;
-        d->augs[i] = (dataloader_augmenter){ t->p.augments[i].entry->component->ops,
-                                             d->aug_selves[i], t->p.augments[i].section };
-    }
-    return TP_OK;
-}
-
-static tp_status make_loader(trainer *t, data_side *d, int training, int64_t first_epoch,
+static tp_status make_loader(trainer *t, stage_data *d, int training, int64_t first_epoch,
                              int64_t first_position, int64_t epochs, dataloader **out)
 {
     dataloader_config c;
-    dataloader_config_defaults(&c);
-    c.source = d->stage->entry->component->ops;
-    c.source_self = d->source;
-    c.info = d->info;
-    c.augmenters = d->augs;
-    c.n_augmenters = d->n_augs;
-    c.backend = &t->backend;
-    c.layout = t->layout;
-    c.batch_size = (int)t->s->batch_size;
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    c.workers = t->s->workers > 0 ? (int)t->s->workers : (int)(cores > 0 ? cores : 1);
-    c.prefetch = (int)t->s->prefetch;
-    c.seed = (uint64_t)t->s->seed;
-    c.shuffle = training;
-    c.drop_last = training ? t->s->drop_last : 0;
-    c.training = training;
-    c.input_scale = t->s->input_scale;
-    c.max_bad_records = t->s->max_bad_records;
+    stage_loader_config(&t->p, d, &t->backend, t->layout, training, &c);
     c.rank = t->rank;
-    c.world_size = t->world > 0 ? t->world : 1;
+    c.world_size = t->world;
     c.first_epoch = first_epoch;
     c.first_position = first_position;
     c.epochs = epochs;
-    c.name = training ? "train" : "val";
     return dataloader_create(&c, out);
 }
 
@@ -359,8 +286,8 @@ static void trainer_release(trainer *t)
     if (t->model)
         stage_destroy(&t->p.model, t->model);
     /* Augmenters and sources may hold backend memory: release them before the backend. */
-    side_release(t, &t->train);
-    side_release(t, &t->val);
+    stage_data_close(&t->p, &t->train);
+    stage_data_close(&t->p, &t->val);
     services_set_backend(NULL);
     if (t->have_backend)
         stage_destroy(&t->p.backends[t->backend_index], t->backend.self);
@@ -394,16 +321,11 @@ static void share_cpu_threads(trainer *t)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int64_t share = cores > t->world ? cores / t->world : 1;
     for (size_t i = 0; i < t->p.n_backends; i++) {
-        pipeline_stage *b = &t->p.backends[i];
-        const tp_component *c = b->entry->component;
-        for (size_t k = 0; k < c->n_params; k++) {
-            const tp_param_def *d = &c->params[k];
-            int64_t *slot = (int64_t *)((char *)b->config.data + d->offset);
-            if (strcmp(d->name, "threads") == 0 && d->type == TP_PARAM_INT && *slot == 0) {
-                *slot = share;
-                LOG_INFO("rank %d of %d: [%s] threads = %lld", t->rank, t->world, b->section,
-                         (long long)share);
-            }
+        int64_t *threads = pipeline_stage_param(&t->p.backends[i], "threads", TP_PARAM_INT);
+        if (threads && *threads == 0) {
+            *threads = share;
+            LOG_INFO("rank %d of %d: [%s] threads = %lld", t->rank, t->world,
+                     t->p.backends[i].section, (long long)share);
         }
     }
 }
@@ -468,9 +390,13 @@ static tp_status trainer_setup(trainer *t, const trainer_args *a, int for_traini
         LOG_INFO("weights from %s", t->p.model.init_file);
     }
 
-    if (for_training && (st = side_open(t, &t->p.source_train, &t->train)))
+    tp_source_open_args open_args = { .size = sizeof open_args, .rank = t->rank,
+                                      .world_size = t->world, .target_height = t->input.height,
+                                      .target_width = t->input.width };
+    if (for_training && (st = stage_data_open(&t->p, &t->p.source_train, &open_args, &t->train)))
         return st;
-    if (t->p.source_val.entry && (st = side_open(t, &t->p.source_val, &t->val)))
+    if (t->p.source_val.entry &&
+        (st = stage_data_open(&t->p, &t->p.source_val, &open_args, &t->val)))
         return st;
     if (!for_training)
         return TP_OK;
@@ -1105,7 +1031,7 @@ static tp_status evaluate(trainer *t, eval_result *r)
 {
     memset(r, 0, sizeof *r);
     dataloader *dl;
-    double start = mono_seconds();
+    double start = services_monotonic_seconds();
     tp_status st = make_loader(t, &t->val, 0, 0, 0, 1, &dl);
     if (st)
         return st;
@@ -1166,7 +1092,7 @@ static tp_status evaluate(trainer *t, eval_result *r)
     r->loss = loss_sum / (double)r->samples;
     r->error_top1 = 1.0 - correct1 / (double)r->samples;
     r->error_top5 = 1.0 - correct5 / (double)r->samples;
-    r->seconds = mono_seconds() - start;
+    r->seconds = services_monotonic_seconds() - start;
     return TP_OK;
 }
 
@@ -1191,7 +1117,7 @@ static double fractional_epoch(const trainer *t)
 
 static tp_status log_interval(trainer *t, interval *iv, double lr)
 {
-    double now = mono_seconds(), elapsed = now - iv->start;
+    double now = services_monotonic_seconds(), elapsed = now - iv->start;
     if (iv->samples == 0 || elapsed <= 0)
         return TP_OK;
     tp_scalar sc[] = {
@@ -1319,7 +1245,7 @@ static tp_status train_loop(trainer *t)
                                  &t->loader))) {
         return st;
     }
-    interval iv = { .start = mono_seconds() };
+    interval iv = { .start = services_monotonic_seconds() };
     double run_start = iv.start, epoch_start = iv.start, lr = 0;
     double last_loss = NAN, last_error = NAN;
     int64_t last_eval = -1, last_ckpt = t->pos.step, steps_this_run = 0;
@@ -1338,12 +1264,12 @@ static tp_status train_loop(trainer *t)
             return st;
         /* An epoch ended that the step count did not see (samples skipped as bad). */
         if (t->pos.epoch >= 0 && b.epoch > t->pos.epoch && t->pos.epochs_closed <= t->pos.epoch) {
-            if ((st = close_epoch(t, t->pos.epoch, mono_seconds() - epoch_start, &last_eval,
+            if ((st = close_epoch(t, t->pos.epoch, services_monotonic_seconds() - epoch_start, &last_eval,
                                   &last_ckpt))) {
                 dataloader_release(t->loader, &b);
                 return st;
             }
-            epoch_start = mono_seconds();
+            epoch_start = services_monotonic_seconds();
         }
         if (b.epoch == t->pos.epoch && t->pos.batches_in_epoch >= t->steps_per_epoch) {
             /* A larger shard's surplus batch: the other ranks have none. */
@@ -1422,7 +1348,7 @@ static tp_status train_loop(trainer *t)
         iv.samples += (int64_t)count;
         iv.steps++;
 
-        double now = mono_seconds();
+        double now = services_monotonic_seconds();
         tp_progress pr = { .size = sizeof pr, .step = t->pos.step, .total_steps = t->total_steps,
                            .epoch = b.epoch + 1, .total_epochs = t->total_epochs,
                            .seconds_elapsed = now - run_start,
@@ -1435,7 +1361,7 @@ static tp_status train_loop(trainer *t)
 
         /* Evaluations and checkpoints below are not training time: keep them out of the
          * interval's images/s and the epoch's duration. */
-        const double side_start = mono_seconds();
+        const double side_start = services_monotonic_seconds();
         int epoch_done = b.position_end >= t->shard ||
                          t->pos.batches_in_epoch >= t->steps_per_epoch;
         if (epoch_done && t->pos.epochs_closed <= b.epoch) {
@@ -1443,7 +1369,7 @@ static tp_status train_loop(trainer *t)
                 return st;
             if ((st = close_epoch(t, b.epoch, now - epoch_start, &last_eval, &last_ckpt)))
                 return st;
-            epoch_start = mono_seconds();
+            epoch_start = services_monotonic_seconds();
         }
         if (t->val.stage && t->s->eval_every_steps > 0 &&
             t->pos.step % t->s->eval_every_steps == 0 && last_eval != t->pos.step) {
@@ -1463,7 +1389,7 @@ static tp_status train_loop(trainer *t)
                 return st;
             last_ckpt = t->pos.step;
         }
-        const double side = mono_seconds() - side_start;
+        const double side = services_monotonic_seconds() - side_start;
         iv.start += side;
         if (!epoch_done)
             epoch_start += side;
@@ -1478,7 +1404,7 @@ static tp_status train_loop(trainer *t)
     }
     if (last_ckpt != t->pos.step && (st = save_checkpoint(t, improved, "end of training")))
         return st;
-    double total = mono_seconds() - run_start;
+    double total = services_monotonic_seconds() - run_start;
     LOG_INFO("finished: %lld steps in %.1f s (%.1f s per epoch of %lld steps)",
              (long long)steps_this_run, total,
              steps_this_run ? total / (double)steps_this_run * (double)t->steps_per_epoch : 0.0,

@@ -211,8 +211,9 @@ def decode_png(data):
     return w, h, ch, out.reshape(h, w, ch)
 
 
-def check_phase(run_dir, phase, resume, cells):
-    d = os.path.join(run_dir, "tensorboard", phase)
+def check_event_files(d, phase, resume):
+    """Framing, CRCs, TensorFlow's file names, the first record, SessionLog START in a
+    resumed run's new file, and no tag twice at one step (after TensorBoard's purge)."""
     files = sorted(f for f in os.listdir(d) if "tfevents" in f)
     want_files = 2 if resume else 1
     if len(files) != want_files:
@@ -251,7 +252,11 @@ def check_phase(run_dir, phase, resume, cells):
                 steps.add(ev.step)
     print(f"{phase}: {len(files)} file(s), {n_records} records, CRCs checked")
 
-    # What TensorBoard shows.
+
+def check_scalars_equal_csv(d, phase, resume, cells):
+    """Every scalar TensorBoard shows equals the CSV cell at its step, and every CSV cell is
+    in TensorBoard (except at the resume step, which SessionLog START hides). Returns the
+    accumulator and the number of scalars compared."""
     acc = event_accumulator.EventAccumulator(
         d, size_guidance={event_accumulator.SCALARS: 0, event_accumulator.HISTOGRAMS: 0,
                           event_accumulator.IMAGES: 0})
@@ -281,6 +286,14 @@ def check_phase(run_dir, phase, resume, cells):
             if p == phase and c == col and step not in shown and step != resume:
                 fail(f"{d}: CSV {c} at step {step} is missing from TensorBoard")
     print(f"{phase}: {n} scalars compared with the CSV, max |diff| = {max_diff:.3g}")
+    return acc, n
+
+
+def check_phase(run_dir, phase, resume, cells):
+    d = os.path.join(run_dir, "tensorboard", phase)
+    check_event_files(d, phase, resume)
+    acc, _ = check_scalars_equal_csv(d, phase, resume, cells)
+    tags = acc.Tags()
     if phase != "train":
         return
 

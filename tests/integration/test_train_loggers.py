@@ -3,13 +3,15 @@
 
 usage: test_train_loggers.py RUN_DIR RESUME_STEP   (RESUME_STEP 0: not resumed)
 
-- every event file: framing and both CRC32Cs (CRC32C written in test_loggers_check.py, not
-  TensorBoard's), TensorBoard's loader reads the same records, first record brain.Event:2;
-- resumed: a second file per phase whose first event after the version is SessionLog START
-  at the resume step; the CSV has no (phase, step) twice and the rows after the resume step
-  come from the resumed run only (one header, steps increasing per phase);
+- every event file (test_loggers_check.check_event_files): framing and both CRC32Cs,
+  TensorBoard's loader reads the same records, TensorFlow's file names, first record
+  brain.Event:2, no tag twice at one step; resumed: a second file per phase whose first
+  event after the version is SessionLog START at the resume step;
+- the CSV has no (phase, step) twice and the rows after the resume step come from the
+  resumed run only (one header, steps increasing per phase);
 - every scalar TensorBoard shows equals the CSV's value at that step (as float32), and every
-  CSV value is in TensorBoard (except at the resume step, which START hides);
+  CSV value is in TensorBoard, except at the resume step, which START hides
+  (test_loggers_check.check_scalars_equal_csv);
 - the training scalars are the trainer's: loss finite, errors in [0, 1], learning rate as
   the cosine schedule gives, data-wait fraction in [0, 1], images/s positive;
 - histograms of parameters and gradients, and images of the input batch, are present.
@@ -20,10 +22,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_loggers_check import COLUMN, HEADER, close32, fail, failures, read_records  # noqa: E402
-
-from tensorboard.backend.event_processing import event_accumulator, event_file_loader  # noqa: E402
-from tensorboard.compat.proto import event_pb2  # noqa: E402
+from test_loggers_check import (COLUMN, HEADER, check_event_files,  # noqa: E402
+                                check_scalars_equal_csv, fail, failures)
 
 
 def read_csv(run_dir):
@@ -70,56 +70,12 @@ def check_values(cells, lr0, total, warmup):
 
 def check_phase(run_dir, phase, resume, cells):
     d = os.path.join(run_dir, "tensorboard", phase)
-    files = sorted(f for f in os.listdir(d) if "tfevents" in f)
-    if len(files) != (2 if resume else 1):
-        fail(f"{d}: {len(files)} event files")
-    for i, f in enumerate(files):
-        path = os.path.join(d, f)
-        records = read_records(path)
-        loaded = list(event_file_loader.LegacyEventFileLoader(path).Load())
-        if len(loaded) != len(records):
-            fail(f"{path}: TensorBoard read {len(loaded)} records, framing has {len(records)}")
-        events = [event_pb2.Event.FromString(r) for r in records]
-        if not events or events[0].file_version != "brain.Event:2":
-            fail(f"{path}: first record is not file_version brain.Event:2")
-        if resume and i == 1:
-            if len(events) < 2 or events[1].session_log.status != event_pb2.SessionLog.START \
-                    or events[1].step != resume:
-                fail(f"{path}: no SessionLog START at step {resume}")
-            else:
-                print(f"{phase}: {f}: SessionLog START at step {resume}")
-        print(f"{phase}: {f}: {len(records)} records, CRCs valid")
-    acc = event_accumulator.EventAccumulator(
-        d, size_guidance={event_accumulator.SCALARS: 0, event_accumulator.HISTOGRAMS: 0,
-                          event_accumulator.IMAGES: 0})
-    acc.Reload()
-    tags = acc.Tags()
-    want = sorted(t for (p, t) in COLUMN if p == phase)
-    if sorted(tags["scalars"]) != want:
-        fail(f"{d}: scalar tags {sorted(tags['scalars'])}, expected {want}")
-    n, worst = 0, 0.0
-    for tag in tags["scalars"]:
-        col = COLUMN[(phase, tag)]
-        shown = {}
-        for e in acc.Scalars(tag):
-            if e.step in shown:
-                fail(f"{d}: {tag} twice at step {e.step}")
-            shown[e.step] = e.value
-            v = cells.get((phase, e.step, col))
-            if v is None:
-                fail(f"{d}: {tag} at step {e.step} is not in the CSV")
-                continue
-            n += 1
-            worst = max(worst, abs(v - e.value) / max(1.0, abs(v)))
-            if not close32(v, e.value):
-                fail(f"{d}: {tag} at step {e.step}: TensorBoard {e.value}, CSV {v}")
-        for (p, step, c) in cells:
-            if p == phase and c == col and step not in shown and step != resume:
-                fail(f"{d}: CSV {c} at step {step} is not in TensorBoard")
-    print(f"{phase}: {n} scalars equal the CSV's (max rel. diff {worst:.2g})")
+    check_event_files(d, phase, resume)
+    acc, n = check_scalars_equal_csv(d, phase, resume, cells)
     if n == 0:
         fail(f"{d}: no scalars")
     if phase == "train":
+        tags = acc.Tags()
         if not any(t.startswith("parameters/") for t in tags["histograms"]) or \
                 not any(t.startswith("gradients/") for t in tags["histograms"]):
             fail(f"{d}: parameter and gradient histograms missing ({tags['histograms'][:3]})")
