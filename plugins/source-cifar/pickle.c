@@ -468,9 +468,13 @@ static int pk_parse_descr(pk_machine *m, const pk_value *d, pk_value *dt)
     for (; *p >= '0' && *p <= '9' && size < 100; p++)
         size = size * 10 + (*p - '0');
     if (*p || (type != 'b' && type != 'i' && type != 'u' && type != 'f') ||
-        !(size == 1 || size == 2 || size == 4 || size == 8) || (type == 'b' && size != 1))
+        !(size == 1 || size == 2 || size == 4 || size == 8) || (type == 'b' && size != 1)) {
+        /* The descriptor comes from the file: show it printable, on one line. */
+        char shown[16];
+        pk_printable(d->u.bytes.data, d->u.bytes.len, shown, sizeof(shown));
         return pk_fail(m, "numpy.dtype '%s' is not supported (only bool, ints and floats)",
-                       text);
+                       shown);
+    }
     dt->u.dtype.type = type;
     dt->u.dtype.itemsize = size;
     dt->u.dtype.byteorder = size == 1 ? '|' : order;

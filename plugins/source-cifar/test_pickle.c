@@ -212,6 +212,8 @@ static void refusals(void)
     run("calling ndarray", ("cnumpy\nndarray\n)R."), NULL, "cannot be called directly");
     run("REDUCE on an int", ("K%01)R"), NULL, "REDUCE on a int");
     run("dtype object", ("cnumpy\ndtype\nU%02O8%85R."), NULL, "numpy.dtype 'O8' is not");
+    /* Found by fuzz_pickle: a descriptor with a newline must still give a one-line error. */
+    run("dtype with a newline", ("cnumpy\ndtype\nU%02u\n%85R."), NULL, "numpy.dtype 'u?' is not");
     run("short array data", ("cnumpy.core.numeric\n_frombuffer\n(C%03" "abc"
                               "cnumpy\ndtype\nU%02u1%85RK%04%85U%01" "CtR."),
         NULL, "array data holds 3 bytes but its shape and dtype need 4");
