@@ -87,6 +87,11 @@ struct graph {
     int *grad_ready;
     tp_tensor logits;  /* 2-D view of the output node */
     int forward_done;  /* 0 none, 1 inference, 2 training */
+    /* Synchronised batch norm (data parallel): set before binding, created by graph_bind. */
+    bn_sync_allreduce_fn bn_allreduce;
+    void *bn_allreduce_ctx;
+    int bn_world;
+    bn_sync *bn_sync;
 };
 
 struct tp_netbuilder {
@@ -681,6 +686,8 @@ static void unbind_activations(graph *g)
     g->bufs = NULL;
     g->n_bufs = 0;
     be_free(g, &g->scratch);
+    bn_sync_free(g->bn_sync);
+    g->bn_sync = NULL;
     g->bound = 0;
     g->forward_done = 0;
 }
@@ -919,6 +926,15 @@ tp_status graph_bind(graph *g, const tp_backend *backend, int batch_size, tp_lay
     g->scratch = tp_tensor_2d(TP_DTYPE_F32, max_count, 0);
     if ((st = be_alloc(g, &g->scratch, "gradient scratch")) != TP_OK)
         goto fail;
+    if (g->bn_allreduce && g->bn_world > 1) {
+        int max_channels = 1;
+        for (size_t i = 0; i < g->n_nodes; i++)
+            if (g->nodes[i].op == OP_BN && g->nodes[i].c > max_channels)
+                max_channels = g->nodes[i].c;
+        if ((st = bn_sync_create(&g->backend, g->bn_allreduce, g->bn_allreduce_ctx, g->bn_world,
+                                 max_channels, max_count, &g->bn_sync)) != TP_OK)
+            goto fail;
+    }
     g->logits = view_2d(&g->nodes[g->output_node].out);
     g->bound = 1;
     return TP_OK;
@@ -1009,6 +1025,14 @@ static tp_status host_copy(graph *g, size_t i, float *host, size_t count, int to
     return st;
 }
 
+void graph_set_batchnorm_sync(graph *g, bn_sync_allreduce_fn allreduce, void *ctx,
+                              int world_size)
+{
+    g->bn_allreduce = allreduce;
+    g->bn_allreduce_ctx = ctx;
+    g->bn_world = world_size;
+}
+
 tp_status graph_tensor_get(graph *g, size_t i, float *host, size_t count)
 {
     return host_copy(g, i, host, count, 0);
@@ -1045,6 +1069,11 @@ static tp_status forward_node(graph *g, node *n, int training)
     }
     case OP_BN: {
         tp_bn_desc d = {n->eps, n->momentum};
+        if (training && g->bn_sync)
+            return bn_sync_forward(g->bn_sync, &d, &a->out, tensor_of(g, n->weight),
+                                   tensor_of(g, n->bias), &n->out,
+                                   tensor_of(g, n->running_mean), tensor_of(g, n->running_var),
+                                   &n->save_mean, &n->save_invstd);
         if (training)
             return OPS->batchnorm_train(BE, &d, &a->out, tensor_of(g, n->weight),
                                         tensor_of(g, n->bias), &n->out,
@@ -1171,9 +1200,14 @@ static tp_status backward_node(graph *g, int j)
             sv = node_tensor(g, a, g->scratch.data);
             dx = &sv;
         }
-        TRY(OPS->batchnorm_backward(BE, &d, &a->out, dy, tensor_of(g, n->weight),
-                                    &n->save_mean, &n->save_invstd, dx, grad_of(g, n->weight),
-                                    grad_of(g, n->bias)));
+        if (g->bn_sync)
+            TRY(bn_sync_backward(g->bn_sync, &d, &a->out, dy, tensor_of(g, n->weight),
+                                 &n->save_mean, &n->save_invstd, dx, grad_of(g, n->weight),
+                                 grad_of(g, n->bias), a->op != OP_INPUT));
+        else
+            TRY(OPS->batchnorm_backward(BE, &d, &a->out, dy, tensor_of(g, n->weight),
+                                        &n->save_mean, &n->save_invstd, dx,
+                                        grad_of(g, n->weight), grad_of(g, n->bias)));
         return a->op == OP_INPUT ? TP_OK : grad_commit(g, ia, dx, acc);
     }
     case OP_RELU:

@@ -31,6 +31,8 @@
 
 #include <trainpipe/trainpipe.h>
 
+#include "batchnorm_sync.h"
+
 typedef struct graph graph;
 
 /* Builds the graph of model component `ops` / instance `self` for data shaped as `input`.
@@ -52,6 +54,12 @@ int graph_num_outputs(const graph *g);
 
 /* A table of layers: index, name, type, output shape per sample, parameter count. */
 void graph_print_table(const graph *g, FILE *out);
+
+/* Data parallel: batch norms in training use the statistics of all `world_size` ranks,
+ * combined through `allreduce` (see batchnorm_sync.h). Takes effect at the next
+ * graph_bind(); world_size <= 1 or allreduce == NULL turns it off. */
+void graph_set_batchnorm_sync(graph *g, bn_sync_allreduce_fn allreduce, void *ctx,
+                              int world_size);
 
 /* Allocates everything on `backend` for batches of `batch_size` in `layout`. May be called
  * again (e.g. another batch size for evaluation): activations are reallocated, and parameters,

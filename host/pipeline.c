@@ -50,6 +50,9 @@ static const tp_param_def settings_params[] = {
                      "steps with finite gradients before the loss scale doubles"),
     TP_PARAM_DEF_ENUM(PS, lr_scaling, "lr_scaling", "none", lr_scaling_choices,
                       "data-parallel learning rate: none (as written) or linear (x ranks)"),
+    TP_PARAM_DEF_BOOL(PS, sync_batchnorm, "sync_batchnorm", "false",
+                      "data parallel: batch norm uses the statistics of all ranks' batches "
+                      "together (false: each rank's own, as PyTorch's default)"),
     TP_PARAM_DEF_FLOAT(PS, comm_timeout, "comm_timeout", "300", 1, 86400,
                        "seconds a collective may wait for the other ranks before the job ends"),
 };

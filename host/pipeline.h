@@ -36,6 +36,7 @@ typedef struct pipeline_settings {
     int64_t loss_scale_interval;    /* finite steps before the scale doubles */
     int lr_scaling;                 /* 0 none, 1 linear in the number of ranks */
     double comm_timeout;            /* seconds a collective may take */
+    int sync_batchnorm;             /* batch-norm statistics over all ranks */
 } pipeline_settings;
 
 /* [checkpoint] */

@@ -330,6 +330,12 @@ static void share_cpu_threads(trainer *t)
     }
 }
 
+/* Synchronised batch norm's reduction: a sum over ranks on the job's communicator. */
+static tp_status allreduce_for_batchnorm(void *ctx, double *values, size_t count)
+{
+    return comm_allreduce_host(ctx, values, count);
+}
+
 /* Loads the pipeline and builds everything a training or evaluation run needs; with
  * `for_training` also the optimizer, the schedule and the run directory. */
 static tp_status trainer_setup(trainer *t, const trainer_args *a, int for_training)
@@ -380,6 +386,8 @@ static tp_status trainer_setup(trainer *t, const trainer_args *a, int for_traini
     t->g = graph_build(t->p.model.entry->component->ops, t->model, &t->input);
     if (!t->g)
         return TP_ERR_INVALID;
+    if (t->world > 1 && t->s->sync_batchnorm)
+        graph_set_batchnorm_sync(t->g, allreduce_for_batchnorm, t->comm, t->world);
     if ((st = bind_batch(t, (int)t->s->batch_size)))
         return st;
     if ((st = graph_init_params(t->g, (uint64_t)t->s->seed)))
