@@ -1,6 +1,9 @@
 /* bench_backend [BACKEND] [--model resnet20|resnet50] [--mode train|infer] [--batch N]
- *               [--steps S] [--warmup W] [--layout nchw|nhwc] [--threads T] [--json]
+ *               [--steps S] [--warmup W] [--layout nchw|nhwc] [--threads T]
+ *               [--set KEY=VALUE]... [--json] [--profile]
  *
+ * --set passes a parameter to the backend (e.g. --set precision=bf16 for backend-cuda);
+ * --threads T is short for --set threads=T.
  * Two ways to time a backend:
  *
  * Without --model: a ResNet-20 (CIFAR-10, 32x32x3 inputs, 10 classes) training step composed
@@ -437,6 +440,8 @@ typedef struct options {
     int training;
     int batch, steps, warmup;
     const char *threads;
+    const char *settings[16]; /* --set KEY=VALUE for the backend */
+    int n_settings;
     int layout_given;
     tp_layout layout;
     int json;
@@ -467,10 +472,13 @@ static void print_json(const options *o, const tp_backend_info *info, const char
     printf("{\"impl\": \"trainpipe\", \"backend\": \"%s\", \"model\": \"%s\", \"mode\": \"%s\", "
            "\"batch\": %d, \"layout\": \"%s\", \"threads\": %d, \"params\": %lld, "
            "\"steps\": %d, \"median_step_s\": %.6f, \"best_step_s\": %.6f, "
-           "\"first_step_s\": %.6f, \"images_per_s\": %.3f}\n",
+           "\"first_step_s\": %.6f, \"images_per_s\": %.3f, \"settings\": \"",
            info->name, model, o->training ? "train" : "infer", o->batch,
            o->layout == TP_LAYOUT_NHWC ? "nhwc" : "nchw", info->threads, (long long)params,
            o->steps, med, best, warm, o->batch / med);
+    for (int i = 0; i < o->n_settings; i++)
+        printf("%s%s", i ? " " : "", o->settings[i]);
+    printf("\"}\n");
 }
 
 /* ------------------------------------------------------------------ per-operation table */
@@ -900,7 +908,7 @@ static int usage(const char *argv0)
 {
     fprintf(stderr, "usage: %s [BACKEND] [--model resnet20|resnet50] [--mode train|infer] "
                     "[--batch N] [--steps S] [--warmup W] [--layout nchw|nhwc] [--threads T] "
-                    "[--json] [--profile]\n", argv0);
+                    "[--set KEY=VALUE]... [--json] [--profile]\n", argv0);
     return 2;
 }
 
@@ -919,6 +927,12 @@ int main(int argc, char **argv)
             o.warmup = atoi(argv[++i]);
         else if (!strcmp(a, "--threads") && has)
             o.threads = argv[++i];
+        else if (!strcmp(a, "--set") && has) {
+            if (o.n_settings == (int)(sizeof o.settings / sizeof o.settings[0]) - 2 ||
+                !strchr(argv[i + 1], '='))
+                return usage(argv[0]);
+            o.settings[o.n_settings++] = argv[++i];
+        }
         else if (!strcmp(a, "--model") && has)
             o.model = argv[++i];
         else if (!strcmp(a, "--mode") && has) {
@@ -957,6 +971,10 @@ int main(int argc, char **argv)
         return 2;
     }
     char file[256], thread_kv[64];
+    if (o.threads) {
+        snprintf(thread_kv, sizeof thread_kv, "threads=%s", o.threads);
+        o.settings[o.n_settings++] = thread_kv;
+    }
     snprintf(file, sizeof file, "backend-%s.so", o.backend);
     registry *r = registry_new();
     if (!r || load_plugin(r, file)) {
@@ -965,12 +983,11 @@ int main(int argc, char **argv)
     }
     const registry_entry *e = registry_find(r, TP_KIND_BACKEND, o.backend);
     instance inst;
-    const char *kvs[2] = { NULL, NULL };
-    if (o.threads) {
-        snprintf(thread_kv, sizeof thread_kv, "threads=%s", o.threads);
-        kvs[0] = thread_kv;
-    }
-    if (!e || instance_create(e->component, o.threads ? kvs : NULL, &inst)) {
+    const char *kvs[sizeof o.settings / sizeof o.settings[0]];
+    for (int i = 0; i < o.n_settings; i++)
+        kvs[i] = o.settings[i];
+    kvs[o.n_settings] = NULL;
+    if (!e || instance_create(e->component, o.n_settings ? kvs : NULL, &inst)) {
         fprintf(stderr, "%s: cannot create backend %s: %s\n", argv[0], o.backend,
                 services_last_error());
         registry_free(r);
