@@ -108,6 +108,11 @@ const tp_host *services_host(void) { return &host_table; }
 const char *services_last_error(void) { return thread_error; }
 void services_clear_error(void) { thread_error[0] = '\0'; }
 void services_set_log_level(tp_log_level level) { log_threshold = level; }
+void services_limit_log_level(tp_log_level level)
+{
+    if (log_threshold != TP_LOG_DEBUG && level < log_threshold)
+        log_threshold = level;
+}
 void services_set_backend(const tp_backend *backend) { active_backend = backend; }
 int services_interrupted(void) { return interrupt_flag != 0; }
 void services_set_interrupted(int value) { interrupt_flag = value ? 1 : 0; }

@@ -20,6 +20,9 @@ void services_clear_error(void);
 
 /* Log verbosity: messages above this level are dropped. Default TP_LOG_INFO. */
 void services_set_log_level(tp_log_level level);
+/* Drops messages above `level` too, unless debug output was asked for (-v): the ranks of a
+ * data-parallel job other than 0 keep only warnings and errors. */
+void services_limit_log_level(tp_log_level level);
 
 /* The backend that tp_host.backend() returns (NULL to clear). */
 void services_set_backend(const tp_backend *backend);

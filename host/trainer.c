@@ -98,6 +98,7 @@ typedef struct trainer {
      * 0 logs and writes checkpoints. */
     comm *comm;
     int rank, world;
+    double epoch_images; /* images trained in this epoch by all ranks together */
     int launch;       /* [pipeline] gpus > 1 outside a launched job: start the ranks instead */
     int stop_requested;
 } trainer;
@@ -355,6 +356,8 @@ static tp_status trainer_setup(trainer *t, const trainer_args *a, int for_traini
             return st;
         t->rank = comm_rank(t->comm);
         t->world = comm_size(t->comm);
+        if (t->rank != 0)
+            services_limit_log_level(TP_LOG_WARN); /* rank 0 speaks for the job */
         if (t->world > 1)
             share_cpu_threads(t);
         if (t->world > 1 && !t->s->drop_last)
@@ -1183,8 +1186,15 @@ static tp_status close_epoch(trainer *t, int64_t epoch, double epoch_seconds, in
     tp_status st = TP_OK;
     int improved = 0;
     t->pos.epochs_closed = epoch + 1;
-    LOG_INFO("epoch %lld done at step %lld: %.1f s", (long long)epoch + 1,
-             (long long)t->pos.step, epoch_seconds);
+    double rate = epoch_seconds > 0 ? t->epoch_images / epoch_seconds : 0;
+    if (t->world > 1)
+        LOG_INFO("epoch %lld done at step %lld: %.1f s, %.1f images/s (%.1f per rank, %d ranks)",
+                 (long long)epoch + 1, (long long)t->pos.step, epoch_seconds, rate,
+                 rate / t->world, t->world);
+    else
+        LOG_INFO("epoch %lld done at step %lld: %.1f s, %.1f images/s", (long long)epoch + 1,
+                 (long long)t->pos.step, epoch_seconds, rate);
+    t->epoch_images = 0;
     if (t->val.stage && t->s->eval_every_epochs > 0 &&
         (epoch + 1) % t->s->eval_every_epochs == 0 && *last_eval != t->pos.step) {
         if ((st = eval_and_log(t, &improved)))
@@ -1354,6 +1364,7 @@ static tp_status train_loop(trainer *t)
         iv.loss_sum += (double)h[0] * count;
         iv.correct += h[1];
         iv.samples += (int64_t)count;
+        t->epoch_images += count;
         iv.steps++;
 
         double now = services_monotonic_seconds();
