@@ -76,7 +76,7 @@ typedef struct trainer {
     dataloader *loader;
 
     /* Device scalars and the loss gradient (sized for bound_batch). */
-    tp_tensor loss, correct, dlogits;
+    tp_tensor loss, correct, correct5, dlogits; /* correct5: top-5, evaluation only */
     int have_scalars;
 
     /* Dynamic loss scaling (fp16): the loss gradient is multiplied by loss_scale, the
@@ -166,6 +166,7 @@ static void free_scalars(trainer *t)
         return;
     t->backend.ops->free(t->backend.self, &t->loss);
     t->backend.ops->free(t->backend.self, &t->correct);
+    t->backend.ops->free(t->backend.self, &t->correct5);
     t->backend.ops->free(t->backend.self, &t->dlogits);
     t->have_scalars = 0;
 }
@@ -230,12 +231,16 @@ static tp_status bind_batch(trainer *t, int batch)
     if (t->have_scalars) {
         ops->free(t->backend.self, &t->dlogits);
     } else {
-        t->loss = tp_tensor_2d(TP_DTYPE_F32, 1, 0);
-        t->correct = tp_tensor_2d(TP_DTYPE_F32, 1, 0);
+        t->loss = t->correct = t->correct5 = tp_tensor_2d(TP_DTYPE_F32, 1, 0);
         if ((st = ops->alloc(t->backend.self, &t->loss, "loss")))
             return st;
         if ((st = ops->alloc(t->backend.self, &t->correct, "correct count"))) {
             ops->free(t->backend.self, &t->loss);
+            return st;
+        }
+        if ((st = ops->alloc(t->backend.self, &t->correct5, "top-5 correct count"))) {
+            ops->free(t->backend.self, &t->loss);
+            ops->free(t->backend.self, &t->correct);
             return st;
         }
     }
@@ -243,6 +248,7 @@ static tp_status bind_batch(trainer *t, int batch)
     if ((st = ops->alloc(t->backend.self, &t->dlogits, "loss gradient"))) {
         ops->free(t->backend.self, &t->loss);
         ops->free(t->backend.self, &t->correct);
+        ops->free(t->backend.self, &t->correct5);
         t->have_scalars = 0;
         return st;
     }
@@ -1064,16 +1070,15 @@ static tp_status evaluate(trainer *t, eval_result *r)
         if (st)
             break;
         float h[3];
-        const tp_tensor *dev[] = { &t->loss, &t->correct };
+        const tp_tensor *dev[] = { &t->loss, &t->correct, &t->correct5 };
         if (!(st = bind_batch(t, (int)b.count)) && !(st = graph_forward(t->g, &b.images, 0)) &&
             !(st = ops->softmax_xent(t->backend.self, graph_logits(t->g), &b.labels, 0.0, 1.0,
                                      &t->loss, NULL)) &&
             !(st = ops->topk_correct(t->backend.self, graph_logits(t->g), &b.labels, 1,
                                      &t->correct)) &&
-            !(st = read_scalars(t, dev, h, 2)) &&
             !(st = ops->topk_correct(t->backend.self, graph_logits(t->g), &b.labels, k5,
-                                     &t->correct)))
-            st = read_scalars(t, dev + 1, h + 2, 1);
+                                     &t->correct5)))
+            st = read_scalars(t, dev, h, 3); /* one wait per batch */
         dataloader_release(dl, &b);
         if (st)
             break;
@@ -1311,7 +1316,11 @@ static tp_status train_loop(trainer *t)
                                      t->s->label_smoothing, t->scaling ? t->loss_scale : 1.0,
                                      &t->loss, &t->dlogits)) &&
             !(st = ops->topk_correct(t->backend.self, graph_logits(t->g), &b.labels, k1,
-                                     &t->correct)))
+                                     &t->correct)) &&
+            /* Backward is queued before the loss is read, so a GPU is not left idle while
+             * the host waits for the loss and then issues the backward pass. A non-finite
+             * loss still stops the run before the update: only gradients exist by then. */
+            !(st = graph_backward(t->g, &t->dlogits)))
             st = read_scalars(t, dev, h, 2);
         double count = (double)b.count;
         if (!st && t->world > 1) {
@@ -1327,8 +1336,6 @@ static tp_status train_loop(trainer *t)
         if (!st && !isfinite(h[0]))
             st = stop_on_nonfinite(t, h[0], &b);
         int finite = 1;
-        if (!st)
-            st = graph_backward(t->g, &t->dlogits);
         if (!st && t->world > 1)
             st = allreduce_gradients(t);
         if (!st && t->scaling)
