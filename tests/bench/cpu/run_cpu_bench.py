@@ -134,7 +134,7 @@ def trainpipe_fmnist(args):
         evals, reached = [], None
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
-                if row.get("phase") != "val" or not row.get("val_error"):
+                if row.get("phase") != "validation" or not row.get("val_error"):
                     continue
                 sec = float(row["wall_time"]) - start
                 acc = 1.0 - float(row["val_error"])
