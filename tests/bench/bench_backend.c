@@ -440,7 +440,7 @@ typedef struct options {
     int training;
     int batch, steps, warmup;
     const char *threads;
-    const char *settings[16]; /* --set KEY=VALUE for the backend */
+    const char *settings[16]; /* --set KEY=VALUE for the backend, NULL-terminated */
     int n_settings;
     int layout_given;
     tp_layout layout;
@@ -983,11 +983,8 @@ int main(int argc, char **argv)
     }
     const registry_entry *e = registry_find(r, TP_KIND_BACKEND, o.backend);
     instance inst;
-    const char *kvs[sizeof o.settings / sizeof o.settings[0]];
-    for (int i = 0; i < o.n_settings; i++)
-        kvs[i] = o.settings[i];
-    kvs[o.n_settings] = NULL;
-    if (!e || instance_create(e->component, o.n_settings ? kvs : NULL, &inst)) {
+    /* o.settings stays NULL-terminated: --set leaves two slots, --threads takes one. */
+    if (!e || instance_create(e->component, o.n_settings ? o.settings : NULL, &inst)) {
         fprintf(stderr, "%s: cannot create backend %s: %s\n", argv[0], o.backend,
                 services_last_error());
         registry_free(r);

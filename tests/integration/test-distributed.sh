@@ -33,49 +33,14 @@ common="--set pipeline.steps=$steps --set pipeline.eval_every_epochs=0
 sync="--set pipeline.sync_batchnorm=true --set backend.cpu.threads=1"
 ckpt=$(printf 'checkpoints/step-%08d.ckpt' "$steps")
 
-# compare A.safetensors B.safetensors [LIMIT]: the model-wide relative difference; exits 1
-# when it is above LIMIT (default 1e-5), 0 otherwise. Prints it and the worst tensor.
+# compare A.safetensors B.safetensors [LIMIT]: the model-wide relative difference
+# (compare_weights.py); fails when it is above LIMIT (default 1e-5).
 compare() {
-    python3 - "$1" "$2" "${3:-1e-5}" <<'PY'
-import array, json, struct, sys
-
-def load(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    body = data[8 + n:]
-    out = {}
-    for name, t in header.items():
-        if name == "__metadata__":
-            continue
-        code = {"F32": "f", "F64": "d", "I64": "q", "I32": "i"}.get(t["dtype"])
-        if not code:
-            sys.exit("%s: %s is %s, expected F32, F64, I64 or I32" % (path, name, t["dtype"]))
-        a = array.array(code)
-        a.frombytes(body[t["data_offsets"][0]:t["data_offsets"][1]])
-        out[name] = a
-    return out
-
-a, b = load(sys.argv[1]), load(sys.argv[2])
-limit = float(sys.argv[3])
-if sorted(a) != sorted(b):
-    sys.exit("the files hold different tensors")
-scale = max((abs(v) for name in b for v in b[name]), default=0.0) or 1.0
-worst, worst_tensor, worst_name = 0.0, 0.0, "-"
-for name in sorted(a):
-    x, y = a[name], b[name]
-    if len(x) != len(y):
-        sys.exit("%s: %d vs %d values" % (name, len(x), len(y)))
-    diff = max((abs(p - q) for p, q in zip(x, y)), default=0.0)
-    worst = max(worst, diff)
-    own = diff / (max((abs(v) for v in y), default=0.0) or 1.0)
-    if own > worst_tensor:
-        worst_tensor, worst_name = own, name
-print("    max |a - b| / max |b| over %d tensors: %.3g (limit %g); worst tensor on its own "
-      "scale: %s %.3g" % (len(a), worst / scale, limit, worst_name, worst_tensor))
-sys.exit(0 if worst / scale <= limit else 1)
-PY
+    result=$(python3 "$TP_TOP_SRCDIR/tests/integration/compare_weights.py" "$1" "$2" \
+             --limit "${3:-1e-5}")
+    rc=$?
+    echo "    $result"
+    return $rc
 }
 
 # train NAME "LAUNCHER" "SETTINGS": a run into $work/NAME, exported to NAME.safetensors.

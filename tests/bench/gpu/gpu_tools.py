@@ -13,9 +13,8 @@
       per logged interval, steady state (every interval but the first, which holds the
       start-up) and overall (weighted by the interval's images), the loss of the first and
       last intervals, and the validation errors. Exit 1 when the file holds no train rows.
-  gpu_tools.py compare A.safetensors B.safetensors [--limit 1e-6]
-      max |a - b| / max |b| over every tensor of two exported models (the measure of
-      tests/integration/test-distributed.sh); prints it and exits 1 above the limit.
+
+Weights are compared by tests/integration/compare_weights.py.
 """
 
 import argparse
@@ -24,7 +23,6 @@ import json
 import os
 import pickle
 import statistics
-import struct
 import sys
 
 import numpy as np
@@ -156,50 +154,6 @@ def metrics(args):
     return 0
 
 
-# --------------------------------------------------------------------------- compare
-
-def load_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    body = data[8 + n:]
-    dtypes = {"F32": np.float32, "F64": np.float64, "I64": np.int64, "I32": np.int32,
-              "F16": np.float16}
-    out = {}
-    for name, t in header.items():
-        if name == "__metadata__":
-            continue
-        if t["dtype"] not in dtypes:
-            sys.exit("%s: %s has dtype %s" % (path, name, t["dtype"]))
-        a, b = t["data_offsets"]
-        out[name] = np.frombuffer(body[a:b], dtype=dtypes[t["dtype"]]).astype(np.float64)
-    return out
-
-
-def compare(args):
-    a, b = load_safetensors(args.a), load_safetensors(args.b)
-    if sorted(a) != sorted(b):
-        print("the files hold different tensors")
-        return 1
-    scale = max((float(np.abs(v).max()) for v in b.values() if v.size), default=0.0) or 1.0
-    worst, worst_name, identical = 0.0, "-", True
-    for name in sorted(a):
-        if a[name].shape != b[name].shape:
-            print("%s: %d vs %d values" % (name, a[name].size, b[name].size))
-            return 1
-        if a[name].size == 0:
-            continue
-        identical &= bool(np.array_equal(a[name], b[name]))
-        d = float(np.abs(a[name] - b[name]).max())
-        if d > worst:
-            worst, worst_name = d, name
-    rel = worst / scale
-    print("max |a - b| / max |b| over %d tensors: %.3g (limit %g)%s; largest difference in %s"
-          % (len(a), rel, args.limit, ", bit-identical" if identical else "", worst_name))
-    return 0 if rel <= args.limit else 1
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -212,17 +166,11 @@ def main():
     s = sub.add_parser("metrics")
     s.add_argument("csv")
     s.add_argument("--json")
-    c = sub.add_parser("compare")
-    c.add_argument("a")
-    c.add_argument("b")
-    c.add_argument("--limit", type=float, default=1e-6)
     args = ap.parse_args()
     if args.cmd == "make-cifar":
         make_cifar(args)
         return 0
-    if args.cmd == "metrics":
-        return metrics(args)
-    return compare(args)
+    return metrics(args)
 
 
 if __name__ == "__main__":

@@ -282,10 +282,10 @@ if want tests; then
                 nccl_ok=0; break; }
     done
     if [ "$nccl_ok" = 1 ]; then
-        floor=$("$PY" "$here/gpu_tools.py" compare "$nccl_dir/plain.safetensors" \
-                "$nccl_dir/plain2.safetensors" --limit 1)
-        result=$("$PY" "$here/gpu_tools.py" compare "$nccl_dir/plain.safetensors" \
-                 "$nccl_dir/nccl.safetensors" --limit 1e-6)
+        floor=$("$PY" "$top/tests/integration/compare_weights.py" \
+                "$nccl_dir/plain.safetensors" "$nccl_dir/plain2.safetensors" --limit 1)
+        result=$("$PY" "$top/tests/integration/compare_weights.py" \
+                 "$nccl_dir/plain.safetensors" "$nccl_dir/nccl.safetensors" --limit 1e-6)
         rc=$?
         used=$(grep -h -m1 'NCCL' "$nccl_dir/nccl.log" | cut -c1-160)
         if [ "$dry" = 1 ]; then
