@@ -76,18 +76,28 @@ fail:
     return st;
 }
 
+/* y = a + b, followed by a ReLU post-op when `relu` is set (one pass instead of two). */
 static tp_status build_add(cpu_backend *be, const tp_tensor *a, const tp_tensor *b,
-                           const tp_tensor *y, cpu_prim *p)
+                           const tp_tensor *y, int relu, cpu_prim *p)
 {
     tp_status st = TP_OK;
     dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t post_ops = NULL;
     dnnl_memory_desc_t a_md, b_md, y_md;
     dnnl_binary_desc_t bd;
     cpu_md_for_tensor(a, &a_md);
     cpu_md_for_tensor(b, &b_md);
     cpu_md_for_tensor(y, &y_md);
     CPU_DNNL(be, dnnl_binary_desc_init, &bd, dnnl_binary_add, &a_md, &b_md, &y_md);
-    if ((st = cpu_pd_create(be, "binary add", &pd, &bd, NULL)) ||
+    if (relu) {
+        CPU_DNNL(be, dnnl_primitive_attr_create, &attr);
+        CPU_DNNL(be, dnnl_post_ops_create, &post_ops);
+        CPU_DNNL(be, dnnl_post_ops_append_eltwise, post_ops, 1.0f, dnnl_eltwise_relu, 0.f, 0.f);
+        CPU_DNNL(be, dnnl_primitive_attr_set_post_ops, attr, post_ops);
+    }
+    if ((st = cpu_pd_create_attr(be, relu ? "binary add + relu" : "binary add", &pd, &bd, attr,
+                                 NULL)) ||
         (st = cpu_prim_create(be, p, pd)) ||
         (st = cpu_prim_bind_query(be, p, DNNL_ARG_SRC_0, CPU_ARG_IN, &a_md, pd,
                                   dnnl_query_src_md)) ||
@@ -101,6 +111,10 @@ static tp_status build_add(cpu_backend *be, const tp_tensor *a, const tp_tensor 
 fail:
     if (pd)
         dnnl_primitive_desc_destroy(pd);
+    if (post_ops)
+        dnnl_post_ops_destroy(post_ops);
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
     return st;
 }
 
@@ -120,7 +134,7 @@ static tp_status find_or_build(cpu_backend *be, const cpu_key *key, const tp_ten
         else if (key->op == CPU_OP_RELU_BWD)
             st = build_relu_backward(be, t0, t1, t2, p);
         else
-            st = build_add(be, t0, t1, t2, p);
+            st = build_add(be, t0, t1, t2, key->op == CPU_OP_ADD_RELU, p);
         if (st) {
             prim_free(p);
             return st;
@@ -173,4 +187,9 @@ tp_status cpu_relu_backward(void *self, const tp_tensor *y, const tp_tensor *dy,
 tp_status cpu_add(void *self, const tp_tensor *a, const tp_tensor *b, tp_tensor *y)
 {
     return run_elementwise(self, CPU_OP_ADD, "add", "a", a, "b", b, "y", y);
+}
+
+tp_status cpu_add_relu(void *self, const tp_tensor *a, const tp_tensor *b, tp_tensor *y)
+{
+    return run_elementwise(self, CPU_OP_ADD_RELU, "add_relu", "a", a, "b", b, "y", y);
 }

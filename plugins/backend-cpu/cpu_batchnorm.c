@@ -1,7 +1,11 @@
 /* backend-cpu: batch normalisation (training, inference, backward) on oneDNN's batch
  * normalisation primitive with separate scale and shift. oneDNN works with the batch
  * variance; the SDK's save_invstd = 1/sqrt(var + eps) and the PyTorch running statistics are
- * derived from it here, and the backward pass recovers the variance from save_invstd. */
+ * derived from it here, and the backward pass recovers the variance from save_invstd.
+ *
+ * The fused batch norm + ReLU (API 1.2) is the same primitive with dnnl_fuse_norm_relu: the
+ * forward pass writes the ReLU's mask into a workspace the caller keeps, and the backward pass
+ * applies it to dy, so neither the separate ReLU nor its backward touches the tensor again. */
 #include "config.h"
 
 #include <math.h>
@@ -46,6 +50,12 @@ static tp_status check_vec(cpu_backend *be, const char *op, const char *name,
                               "backend-cpu %s: %s has %lld elements, expected C = %lld", op,
                               name, (long long)tp_tensor_count(v), (long long)C);
     return TP_OK;
+}
+
+/* The oneDNN flags of the training primitives, with or without the fused ReLU. */
+static unsigned bn_train_flags(int fuse_relu)
+{
+    return dnnl_use_scale | dnnl_use_shift | (fuse_relu ? dnnl_fuse_norm_relu : 0);
 }
 
 static void bn_key(cpu_key *k, int op, const tp_bn_desc *d, const tp_tensor *a,
@@ -108,15 +118,28 @@ static tp_status bn_check_forward(cpu_backend *be, const char *op, const tp_bn_d
     return TP_OK;
 }
 
+static tp_status bn_bind_workspace(cpu_backend *be, cpu_prim *p, cpu_arg_dir dir,
+                                   const_dnnl_primitive_desc_t pd)
+{
+    const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_workspace_md, 0);
+    if (!md)
+        return be->host->fail(be->host, TP_ERR_LIBRARY,
+                              "%s:%d: oneDNN's batch normalization with a fused ReLU has no "
+                              "workspace", __FILE__, __LINE__);
+    dnnl_memory_desc_t copy = *md;
+    return cpu_prim_bind(be, p, DNNL_ARG_WORKSPACE, dir, &copy, &copy);
+}
+
 /* Builds the forward primitive: training (computing statistics) or inference (global). */
 static tp_status bn_build_forward(cpu_backend *be, const tp_bn_desc *d, const tp_tensor *x,
-                                  const tp_tensor *y, int training, bn_entry *e)
+                                  const tp_tensor *y, int training, int fuse_relu, bn_entry *e)
 {
     tp_status st;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_memory_desc_t x_md, y_md, c_md;
     dnnl_dims_t cd = { x->shape[1] };
-    const unsigned flags = dnnl_use_scale | dnnl_use_shift | (training ? 0 : dnnl_use_global_stats);
+    const unsigned flags = training ? bn_train_flags(fuse_relu)
+                                    : dnnl_use_scale | dnnl_use_shift | dnnl_use_global_stats;
     const cpu_arg_dir stats_dir = training ? CPU_ARG_OUT : CPU_ARG_IN;
     cpu_md_for_tensor(x, &x_md);
     cpu_md_for_tensor(y, &y_md);
@@ -133,6 +156,9 @@ static tp_status bn_build_forward(cpu_backend *be, const tp_bn_desc *d, const tp
         (st = cpu_prim_bind(be, &e->p, DNNL_ARG_MEAN, stats_dir, &c_md, &c_md)) ||
         (st = cpu_prim_bind(be, &e->p, DNNL_ARG_VARIANCE, stats_dir, &c_md, &c_md)))
         goto done;
+    /* The workspace lives in the caller's tensor, in exactly the format oneDNN asks for. */
+    if (fuse_relu && (st = bn_bind_workspace(be, &e->p, CPU_ARG_OUT, pd)))
+        goto done;
 done:
     if (pd)
         dnnl_primitive_desc_destroy(pd);
@@ -140,16 +166,18 @@ done:
 }
 
 static tp_status bn_find_forward(cpu_backend *be, const tp_bn_desc *d, const tp_tensor *x,
-                                 const tp_tensor *y, int training, bn_entry **out)
+                                 const tp_tensor *y, int training, int fuse_relu,
+                                 bn_entry **out)
 {
     cpu_key key;
-    bn_key(&key, training ? CPU_OP_BN_TRAIN : CPU_OP_BN_INFER, d, x, y, NULL);
+    bn_key(&key, !training ? CPU_OP_BN_INFER : fuse_relu ? CPU_OP_BN_RELU_TRAIN : CPU_OP_BN_TRAIN,
+           d, x, y, NULL);
     bn_entry *e = cpu_cache_find(&be->cache, &key);
     if (!e) {
         e = bn_entry_new(be, x->shape[1]);
         if (!e)
             return be->host->fail(be->host, TP_ERR_NOMEM, "backend-cpu batchnorm: out of memory");
-        tp_status st = bn_build_forward(be, d, x, y, training, e);
+        tp_status st = bn_build_forward(be, d, x, y, training, fuse_relu, e);
         if (st) {
             bn_entry_free(e);
             return st;
@@ -160,13 +188,62 @@ static tp_status bn_find_forward(cpu_backend *be, const tp_bn_desc *d, const tp_
     return TP_OK;
 }
 
-tp_status cpu_batchnorm_train(void *self, const tp_bn_desc *d, const tp_tensor *x,
-                              const tp_tensor *gamma, const tp_tensor *beta, tp_tensor *y,
-                              tp_tensor *running_mean, tp_tensor *running_var,
-                              tp_tensor *save_mean, tp_tensor *save_invstd)
+/* The workspace the fused batch norm + ReLU needs for x, in bytes. */
+static tp_status bn_relu_workspace_size(cpu_backend *be, const tp_bn_desc *d, const tp_tensor *x,
+                                        int64_t *bytes)
+{
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_memory_desc_t x_md;
+    cpu_md_for_tensor(x, &x_md);
+    tp_status st = bn_forward_pd(be, dnnl_forward_training, bn_train_flags(1), &x_md, d->eps,
+                                 &pd);
+    if (st)
+        return st;
+    const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_workspace_md, 0);
+    *bytes = md ? (int64_t)dnnl_memory_desc_get_size(md) : 0;
+    dnnl_primitive_desc_destroy(pd);
+    return TP_OK;
+}
+
+static tp_status check_workspace(cpu_backend *be, const char *op, const tp_bn_desc *d,
+                                 const tp_tensor *x, const tp_tensor *ws)
+{
+    int64_t need;
+    tp_status st = bn_relu_workspace_size(be, d, x, &need);
+    if (st)
+        return st;
+    if (!ws || !ws->data || ws->dtype != TP_DTYPE_U8 || tp_tensor_count(ws) < need)
+        return be->host->fail(be->host, TP_ERR_INVALID,
+                              "backend-cpu %s: the workspace must be a u8 tensor of at least "
+                              "%lld bytes (batchnorm_relu_workspace_bytes), got %s of %lld",
+                              op, (long long)need, ws ? tp_dtype_name(ws->dtype) : "none",
+                              ws ? (long long)tp_tensor_count(ws) : 0LL);
+    return TP_OK;
+}
+
+tp_status cpu_batchnorm_relu_workspace_bytes(void *self, const tp_bn_desc *d,
+                                             const tp_tensor *x, int64_t *bytes)
 {
     cpu_backend *be = self;
-    const char *op = "batchnorm_train";
+    tp_status st = cpu_check_f32(be, "batchnorm_relu_workspace_bytes", "x", x, 4);
+    if (st)
+        return st;
+    if (!(d->eps > 0))
+        return be->host->fail(be->host, TP_ERR_INVALID,
+                              "backend-cpu batchnorm_relu_workspace_bytes: eps %g must be > 0",
+                              d->eps);
+    pthread_mutex_lock(&be->lock);
+    st = bn_relu_workspace_size(be, d, x, bytes);
+    pthread_mutex_unlock(&be->lock);
+    return st;
+}
+
+/* batchnorm_train, with the ReLU fused when ws is given. */
+static tp_status bn_train(cpu_backend *be, const char *op, const tp_bn_desc *d,
+                          const tp_tensor *x, const tp_tensor *gamma, const tp_tensor *beta,
+                          tp_tensor *y, tp_tensor *running_mean, tp_tensor *running_var,
+                          tp_tensor *save_mean, tp_tensor *save_invstd, tp_tensor *ws)
+{
     tp_status st;
     bn_entry *e;
     if ((st = bn_check_forward(be, op, d, x, y)))
@@ -181,9 +258,13 @@ tp_status cpu_batchnorm_train(void *self, const tp_bn_desc *d, const tp_tensor *
         return st;
     pthread_mutex_lock(&be->lock);
     cpu_apply_threads(be);
-    st = bn_find_forward(be, d, x, y, 1, &e);
+    if (ws)
+        st = check_workspace(be, op, d, x, ws);
+    if (!st)
+        st = bn_find_forward(be, d, x, y, 1, ws != NULL, &e);
     if (!st) {
-        void *h[6] = { x->data, y->data, gamma->data, beta->data, e->mean, e->var };
+        void *h[7] = { x->data, y->data, gamma->data, beta->data, e->mean, e->var,
+                       ws ? ws->data : NULL };
         st = cpu_prim_run(be, &e->p, h);
     }
     if (!st) {
@@ -211,6 +292,29 @@ tp_status cpu_batchnorm_train(void *self, const tp_bn_desc *d, const tp_tensor *
     return st;
 }
 
+tp_status cpu_batchnorm_train(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                              const tp_tensor *gamma, const tp_tensor *beta, tp_tensor *y,
+                              tp_tensor *running_mean, tp_tensor *running_var,
+                              tp_tensor *save_mean, tp_tensor *save_invstd)
+{
+    return bn_train(self, "batchnorm_train", d, x, gamma, beta, y, running_mean, running_var,
+                    save_mean, save_invstd, NULL);
+}
+
+tp_status cpu_batchnorm_relu_train(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                                   const tp_tensor *gamma, const tp_tensor *beta, tp_tensor *y,
+                                   tp_tensor *running_mean, tp_tensor *running_var,
+                                   tp_tensor *save_mean, tp_tensor *save_invstd,
+                                   tp_tensor *workspace)
+{
+    cpu_backend *be = self;
+    if (!workspace)
+        return be->host->fail(be->host, TP_ERR_INVALID,
+                              "backend-cpu batchnorm_relu_train: no workspace");
+    return bn_train(be, "batchnorm_relu_train", d, x, gamma, beta, y, running_mean, running_var,
+                    save_mean, save_invstd, workspace);
+}
+
 tp_status cpu_batchnorm_infer(void *self, const tp_bn_desc *d, const tp_tensor *x,
                               const tp_tensor *gamma, const tp_tensor *beta,
                               const tp_tensor *running_mean, const tp_tensor *running_var,
@@ -230,7 +334,7 @@ tp_status cpu_batchnorm_infer(void *self, const tp_bn_desc *d, const tp_tensor *
         return st;
     pthread_mutex_lock(&be->lock);
     cpu_apply_threads(be);
-    st = bn_find_forward(be, d, x, y, 0, &e);
+    st = bn_find_forward(be, d, x, y, 0, 0, &e);
     if (!st) {
         void *h[6] = { x->data, y->data, gamma->data, beta->data, running_mean->data,
                        running_var->data };
@@ -241,21 +345,24 @@ tp_status cpu_batchnorm_infer(void *self, const tp_bn_desc *d, const tp_tensor *
 }
 
 static tp_status bn_build_backward(cpu_backend *be, const tp_bn_desc *d, const tp_tensor *x,
-                                   const tp_tensor *dy, const tp_tensor *dx, bn_entry *e)
+                                   const tp_tensor *dy, const tp_tensor *dx, int fuse_relu,
+                                   bn_entry *e)
 {
     tp_status st = TP_OK;
     dnnl_primitive_desc_t hint = NULL, pd = NULL;
     dnnl_batch_normalization_desc_t bd;
     dnnl_memory_desc_t x_md, dy_md, dx_md, c_md;
     dnnl_dims_t cd = { x->shape[1] };
-    const unsigned flags = dnnl_use_scale | dnnl_use_shift;
+    const unsigned flags = bn_train_flags(fuse_relu);
     cpu_md_for_tensor(x, &x_md);
     cpu_md_for_tensor(dy, &dy_md);
     cpu_md_for_tensor(dx, &dx_md);
     dnnl_memory_desc_init_by_tag(&c_md, 1, cd, dnnl_f32, dnnl_a);
     if ((st = bn_forward_pd(be, dnnl_forward_training, flags, &x_md, d->eps, &hint)))
         goto fail;
-    CPU_DNNL(be, dnnl_batch_normalization_backward_desc_init, &bd, dnnl_backward, &dy_md,
+    /* The gradients take x's layout; a dy in another layout is reordered on the way in (the
+     * fused ReLU variant has no mixed-layout implementation). */
+    CPU_DNNL(be, dnnl_batch_normalization_backward_desc_init, &bd, dnnl_backward, &x_md,
              &x_md, (float)d->eps, flags);
     if ((st = cpu_pd_create(be, "batch normalization backward", &pd, &bd, hint)) ||
         (st = cpu_prim_create(be, &e->p, pd)) ||
@@ -272,6 +379,8 @@ static tp_status bn_build_backward(cpu_backend *be, const tp_bn_desc *d, const t
         (st = cpu_prim_bind(be, &e->p, DNNL_ARG_DIFF_SCALE, CPU_ARG_OUT, &c_md, &c_md)) ||
         (st = cpu_prim_bind(be, &e->p, DNNL_ARG_DIFF_SHIFT, CPU_ARG_OUT, &c_md, &c_md)))
         goto fail;
+    if (fuse_relu && (st = bn_bind_workspace(be, &e->p, CPU_ARG_IN, pd)))
+        goto fail;
 fail:
     if (hint)
         dnnl_primitive_desc_destroy(hint);
@@ -280,13 +389,13 @@ fail:
     return st;
 }
 
-tp_status cpu_batchnorm_backward(void *self, const tp_bn_desc *d, const tp_tensor *x,
-                                 const tp_tensor *dy, const tp_tensor *gamma,
-                                 const tp_tensor *save_mean, const tp_tensor *save_invstd,
-                                 tp_tensor *dx, tp_tensor *dgamma, tp_tensor *dbeta)
+/* batchnorm_backward, through the fused ReLU's mask when ws is given. */
+static tp_status bn_backward(cpu_backend *be, const char *op, const tp_bn_desc *d,
+                             const tp_tensor *x, const tp_tensor *dy, const tp_tensor *gamma,
+                             const tp_tensor *save_mean, const tp_tensor *save_invstd,
+                             const tp_tensor *ws, tp_tensor *dx, tp_tensor *dgamma,
+                             tp_tensor *dbeta)
 {
-    cpu_backend *be = self;
-    const char *op = "batchnorm_backward";
     tp_status st;
     cpu_key key;
     if ((st = cpu_check_f32(be, op, "x", x, 4)) || (st = cpu_check_f32(be, op, "dy", dy, 4)) ||
@@ -304,17 +413,20 @@ tp_status cpu_batchnorm_backward(void *self, const tp_bn_desc *d, const tp_tenso
         (st = check_vec(be, op, "dgamma", dgamma, C, 0)) ||
         (st = check_vec(be, op, "dbeta", dbeta, C, 0)))
         return st;
-    bn_key(&key, CPU_OP_BN_BWD, d, x, dy, dx);
+    bn_key(&key, ws ? CPU_OP_BN_RELU_BWD : CPU_OP_BN_BWD, d, x, dy, dx);
     pthread_mutex_lock(&be->lock);
     cpu_apply_threads(be);
-    bn_entry *e = cpu_cache_find(&be->cache, &key);
+    bn_entry *e = NULL;
+    if (ws && (st = check_workspace(be, op, d, x, ws)))
+        goto out;
+    e = cpu_cache_find(&be->cache, &key);
     if (!e) {
         e = bn_entry_new(be, C);
         if (!e) {
             st = be->host->fail(be->host, TP_ERR_NOMEM, "backend-cpu %s: out of memory", op);
             goto out;
         }
-        if ((st = bn_build_backward(be, d, x, dy, dx, e))) {
+        if ((st = bn_build_backward(be, d, x, dy, dx, ws != NULL, e))) {
             bn_entry_free(e);
             goto out;
         }
@@ -327,10 +439,39 @@ tp_status cpu_batchnorm_backward(void *self, const tp_bn_desc *d, const tp_tenso
         const double var = 1.0 / (s * s) - d->eps;
         e->var[c] = (float)(var > 0 ? var : 0);
     }
-    void *h[9] = { x->data, dy->data, gamma->data, e->zero, save_mean->data, e->var, dx->data,
-                   dgamma ? dgamma->data : e->dgamma, dbeta ? dbeta->data : e->dbeta };
+    void *h[10] = { x->data, dy->data, gamma->data, e->zero, save_mean->data, e->var, dx->data,
+                    dgamma ? dgamma->data : e->dgamma, dbeta ? dbeta->data : e->dbeta,
+                    ws ? ws->data : NULL };
     st = cpu_prim_run(be, &e->p, h);
 out:
     pthread_mutex_unlock(&be->lock);
     return st;
+}
+
+tp_status cpu_batchnorm_backward(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                                 const tp_tensor *dy, const tp_tensor *gamma,
+                                 const tp_tensor *save_mean, const tp_tensor *save_invstd,
+                                 tp_tensor *dx, tp_tensor *dgamma, tp_tensor *dbeta)
+{
+    return bn_backward(self, "batchnorm_backward", d, x, dy, gamma, save_mean, save_invstd,
+                       NULL, dx, dgamma, dbeta);
+}
+
+tp_status cpu_batchnorm_relu_backward(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                                      const tp_tensor *y, const tp_tensor *workspace,
+                                      const tp_tensor *dy, const tp_tensor *gamma,
+                                      const tp_tensor *save_mean, const tp_tensor *save_invstd,
+                                      tp_tensor *dx, tp_tensor *dgamma, tp_tensor *dbeta)
+{
+    cpu_backend *be = self;
+    tp_status st;
+    /* oneDNN reads the mask from the workspace; y is only checked. */
+    if ((st = cpu_check_f32(be, "batchnorm_relu_backward", "y", y, 4)) ||
+        (st = cpu_check_same_shape(be, "batchnorm_relu_backward", "x", x, "y", y)))
+        return st;
+    if (!workspace)
+        return be->host->fail(be->host, TP_ERR_INVALID,
+                              "backend-cpu batchnorm_relu_backward: no workspace");
+    return bn_backward(be, "batchnorm_relu_backward", d, x, dy, gamma, save_mean, save_invstd,
+                       workspace, dx, dgamma, dbeta);
 }

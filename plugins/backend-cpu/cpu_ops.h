@@ -38,11 +38,24 @@ tp_status cpu_batchnorm_backward(void *self, const tp_bn_desc *d, const tp_tenso
                                  const tp_tensor *dy, const tp_tensor *gamma,
                                  const tp_tensor *save_mean, const tp_tensor *save_invstd,
                                  tp_tensor *dx, tp_tensor *dgamma, tp_tensor *dbeta);
+tp_status cpu_batchnorm_relu_workspace_bytes(void *self, const tp_bn_desc *d,
+                                             const tp_tensor *x, int64_t *bytes);
+tp_status cpu_batchnorm_relu_train(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                                   const tp_tensor *gamma, const tp_tensor *beta, tp_tensor *y,
+                                   tp_tensor *running_mean, tp_tensor *running_var,
+                                   tp_tensor *save_mean, tp_tensor *save_invstd,
+                                   tp_tensor *workspace);
+tp_status cpu_batchnorm_relu_backward(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                                      const tp_tensor *y, const tp_tensor *workspace,
+                                      const tp_tensor *dy, const tp_tensor *gamma,
+                                      const tp_tensor *save_mean, const tp_tensor *save_invstd,
+                                      tp_tensor *dx, tp_tensor *dgamma, tp_tensor *dbeta);
 
 /* cpu_activation.c: ReLU and elementwise add on oneDNN eltwise/binary primitives. */
 tp_status cpu_relu_forward(void *self, const tp_tensor *x, tp_tensor *y);
 tp_status cpu_relu_backward(void *self, const tp_tensor *y, const tp_tensor *dy, tp_tensor *dx);
 tp_status cpu_add(void *self, const tp_tensor *a, const tp_tensor *b, tp_tensor *y);
+tp_status cpu_add_relu(void *self, const tp_tensor *a, const tp_tensor *b, tp_tensor *y);
 
 /* cpu_pool.c */
 tp_status cpu_pool_forward(void *self, const tp_pool_desc *d, const tp_tensor *x, tp_tensor *y);

@@ -100,7 +100,14 @@ void cpu_cache_clear(cpu_cache *c)
 tp_status cpu_pd_create(cpu_backend *be, const char *what, dnnl_primitive_desc_t *pd,
                         const_dnnl_op_desc_t desc, const_dnnl_primitive_desc_t hint)
 {
-    dnnl_status_t s = dnnl_primitive_desc_create(pd, desc, NULL, be->engine, hint);
+    return cpu_pd_create_attr(be, what, pd, desc, NULL, hint);
+}
+
+tp_status cpu_pd_create_attr(cpu_backend *be, const char *what, dnnl_primitive_desc_t *pd,
+                             const_dnnl_op_desc_t desc, const_dnnl_primitive_attr_t attr,
+                             const_dnnl_primitive_desc_t hint)
+{
+    dnnl_status_t s = dnnl_primitive_desc_create(pd, desc, attr, be->engine, hint);
     if (s != dnnl_success) {
         *pd = NULL;
         return be->host->fail(be->host, TP_ERR_LIBRARY,

@@ -42,7 +42,10 @@ enum {
     CPU_OP_POOL_BWD,
     CPU_OP_LINEAR_FWD,
     CPU_OP_LINEAR_BWD,
-    CPU_OP_COPY
+    CPU_OP_COPY,
+    CPU_OP_BN_RELU_TRAIN,
+    CPU_OP_BN_RELU_BWD,
+    CPU_OP_ADD_RELU
 };
 
 void cpu_key_init(cpu_key *k, int op);
@@ -120,5 +123,10 @@ void cpu_prim_destroy(cpu_prim *p);
 /* Creates a primitive descriptor, naming `what` and the status on failure. */
 tp_status cpu_pd_create(struct cpu_backend *be, const char *what, dnnl_primitive_desc_t *pd,
                         const_dnnl_op_desc_t desc, const_dnnl_primitive_desc_t hint);
+/* The same with attributes (post-ops); attr may be NULL. */
+tp_status cpu_pd_create_attr(struct cpu_backend *be, const char *what,
+                             dnnl_primitive_desc_t *pd, const_dnnl_op_desc_t desc,
+                             const_dnnl_primitive_attr_t attr,
+                             const_dnnl_primitive_desc_t hint);
 
 #endif

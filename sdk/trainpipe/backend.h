@@ -211,7 +211,32 @@ typedef struct tp_backend_ops {
                              double beta2, double eps, double weight_decay, int decoupled,
                              int64_t step);
 
-    void *reserved[16];
+    /* API 1.2, optional: fused operations. A backend offers all three or none; the graph
+     * falls back to the separate operations above when any is NULL.
+     *
+     * add_relu: y = max(0, a + b) (y may alias a or b).
+     * batchnorm_relu_train: y = max(0, batchnorm_train(x)), with everything else exactly as
+     *   batchnorm_train. `workspace` (u8, 1-D) receives what the backward pass needs besides
+     *   y; its size in bytes comes from batchnorm_relu_workspace_bytes for x (0: the backend
+     *   needs none and workspace may be NULL).
+     * batchnorm_relu_backward: batchnorm_backward applied to dy masked by y > 0, where y and
+     *   workspace are what batchnorm_relu_train wrote. */
+    tp_status (*add_relu)(void *self, const tp_tensor *a, const tp_tensor *b, tp_tensor *y);
+    tp_status (*batchnorm_relu_workspace_bytes)(void *self, const tp_bn_desc *d,
+                                                const tp_tensor *x, int64_t *bytes);
+    tp_status (*batchnorm_relu_train)(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                                      const tp_tensor *gamma, const tp_tensor *beta,
+                                      tp_tensor *y, tp_tensor *running_mean,
+                                      tp_tensor *running_var, tp_tensor *save_mean,
+                                      tp_tensor *save_invstd, tp_tensor *workspace);
+    tp_status (*batchnorm_relu_backward)(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                                         const tp_tensor *y, const tp_tensor *workspace,
+                                         const tp_tensor *dy, const tp_tensor *gamma,
+                                         const tp_tensor *save_mean,
+                                         const tp_tensor *save_invstd, tp_tensor *dx,
+                                         tp_tensor *dgamma, tp_tensor *dbeta);
+
+    void *reserved[12];
 } tp_backend_ops;
 
 /* A live backend: what tp_host.backend() returns and what ops receive. */

@@ -54,7 +54,7 @@ typedef struct ctx {
     void *be;
     uint64_t rng;
     int failures;
-    op_stat stats[64];
+    op_stat stats[96];
     int n_stats;
 } ctx;
 
@@ -63,6 +63,11 @@ static op_stat *stat_for(ctx *c, const char *name)
     for (int i = 0; i < c->n_stats; i++)
         if (strcmp(c->stats[i].name, name) == 0)
             return &c->stats[i];
+    if (c->n_stats == (int)(sizeof c->stats / sizeof c->stats[0])) {
+        c->failures++;
+        printf("FAIL test_ops: more than %d operation names; enlarge ctx.stats\n", c->n_stats);
+        return &c->stats[c->n_stats - 1];
+    }
     op_stat *s = &c->stats[c->n_stats++];
     s->name = name;
     return s;
@@ -350,6 +355,82 @@ static void test_conv(ctx *c)
 
 /* ------------------------------------------------------------------ batch normalisation */
 
+/* The fused batch norm + ReLU (API 1.2) against the reference batch norm followed by the
+ * reference ReLU. The backward reference masks dy with the backend's own y > 0, so that an
+ * output within rounding of zero cannot flip the mask between the two. */
+static void bn_relu_case(ctx *c, const char *what, int N, int C, int H, int W,
+                         const tp_bn_desc *d, const tp_tensor *tx, const double *x,
+                         const tp_tensor *tg, const double *gamma, const tp_tensor *tb,
+                         const double *beta, const tp_tensor *tdy, const double *dy,
+                         tp_layout ly)
+{
+    if (!c->ops->batchnorm_relu_train)
+        return; /* optional; test_fused_ops_offered checks that all three come together */
+    const int64_t n = (int64_t)N * C * H * W;
+    int64_t ws_bytes = -1;
+    double *y = zeros(n), *yb = zeros(n), *dz = zeros(n), *dx = zeros(n);
+    double *rm = zeros(C), *rv = zeros(C), *sm = zeros(C), *si = zeros(C);
+    double *dg = zeros(C), *dbt = zeros(C);
+    tp_tensor ty = t4(ly, N, C, H, W), tdx = *tx, trm = t1(C), trv = t1(C), tsm = t1(C);
+    tp_tensor tsi = t1(C), tdg = t1(C), tdb = t1(C), tws = t1(0);
+    tdx.data = NULL;
+    CALL(c, c->ops->batchnorm_relu_workspace_bytes(c->be, d, tx, &ws_bytes));
+    if (ws_bytes < 0) {
+        c->failures++;
+        printf("FAIL batchnorm_relu_workspace_bytes (%s): %lld bytes\n", what,
+               (long long)ws_bytes);
+        goto out;
+    }
+    tws = tp_tensor_2d(TP_DTYPE_U8, ws_bytes, 0);
+    if (ws_bytes > 0)
+        CALL(c, dev_alloc(c, &tws));
+    for (int64_t i = 0; i < C; i++)
+        rv[i] = 1;
+    CALL(c, upload(c, &trm, rm));
+    CALL(c, upload(c, &trv, rv));
+    CALL(c, alloc_poisoned(c, &ty));
+    CALL(c, alloc_poisoned(c, &tdx));
+    CALL(c, alloc_poisoned(c, &tsm));
+    CALL(c, alloc_poisoned(c, &tsi));
+    CALL(c, alloc_poisoned(c, &tdg));
+    CALL(c, alloc_poisoned(c, &tdb));
+    ref_bn_train(N, C, H, W, x, gamma, beta, d->eps, d->momentum, y, rm, rv, sm, si);
+    ref_relu_forward(n, y, y);
+    CALL(c, c->ops->batchnorm_relu_train(c->be, d, tx, tg, tb, &ty, &trm, &trv, &tsm, &tsi,
+                                         ws_bytes > 0 ? &tws : NULL));
+    CALL(c, check(c, "batchnorm_relu_train", what, &ty, y));
+    CALL(c, check(c, "batchnorm_relu_running_var", what, &trv, rv));
+    CALL(c, check(c, "batchnorm_relu_save_invstd", what, &tsi, si));
+
+    CALL(c, download(c, &ty, yb));
+    ref_relu_backward(n, yb, dy, dz);
+    ref_bn_backward(N, C, H, W, x, dz, gamma, sm, si, dx, dg, dbt);
+    CALL(c, c->ops->batchnorm_relu_backward(c->be, d, tx, &ty, ws_bytes > 0 ? &tws : NULL, tdy,
+                                            tg, &tsm, &tsi, &tdx, &tdg, &tdb));
+    CALL(c, check(c, "batchnorm_relu_backward", what, &tdx, dx));
+    CALL(c, check(c, "batchnorm_relu_backward_dgamma", what, &tdg, dg));
+    CALL(c, check(c, "batchnorm_relu_backward_dbeta", what, &tdb, dbt));
+out:
+    dev_free(c, &ty), dev_free(c, &tdx), dev_free(c, &trm), dev_free(c, &trv);
+    dev_free(c, &tsm), dev_free(c, &tsi), dev_free(c, &tdg), dev_free(c, &tdb);
+    dev_free(c, &tws);
+    free(y), free(yb), free(dz), free(dx), free(rm), free(rv), free(sm), free(si);
+    free(dg), free(dbt);
+}
+
+/* The API 1.2 fused operations come all together or not at all (the graph relies on it). */
+static void test_fused_ops_offered(ctx *c)
+{
+    int offered = !!c->ops->add_relu + !!c->ops->batchnorm_relu_workspace_bytes +
+                  !!c->ops->batchnorm_relu_train + !!c->ops->batchnorm_relu_backward;
+    printf("fused operations (API 1.2): %s\n", offered == 4 ? "offered" : offered ? "partial"
+                                                                                  : "not offered");
+    if (offered != 0 && offered != 4) {
+        c->failures++;
+        printf("FAIL fused operations: %d of the 4 are offered; offer all or none\n", offered);
+    }
+}
+
 static void bn_case(ctx *c, int N, int C, int H, int W, tp_layout lx, tp_layout ly)
 {
     char what[96];
@@ -399,6 +480,7 @@ static void bn_case(ctx *c, int N, int C, int H, int W, tp_layout lx, tp_layout 
     CALL(c, check(c, "batchnorm_backward", what, &tdx, dx));
     CALL(c, check(c, "batchnorm_backward_dgamma", what, &tdg, dg));
     CALL(c, check(c, "batchnorm_backward_dbeta", what, &tdb, dbt));
+    bn_relu_case(c, what, N, C, H, W, &d, &tx, x, &tg, gamma, &tb, beta, &tdy, dy, ly);
 out:
     dev_free(c, &tx), dev_free(c, &ty), dev_free(c, &tdy), dev_free(c, &tdx);
     dev_free(c, &tg), dev_free(c, &tb), dev_free(c, &trm), dev_free(c, &trv);
@@ -447,6 +529,17 @@ static void elementwise_case(ctx *c, tp_tensor shape, tp_layout lout)
     CALL(c, check(c, "relu_backward", what, &tdx, dx));
     CALL(c, c->ops->add(c->be, &tx, &tb, &ts));
     CALL(c, check(c, "add", what, &ts, s));
+    if (c->ops->add_relu) { /* API 1.2, optional */
+        double *r = zeros(n);
+        ref_relu_forward(n, s, r);
+        CALL(c, c->ops->add_relu(c->be, &tx, &tb, &ts));
+        CALL(c, check(c, "add_relu", what, &ts, r));
+        free(r);
+    }
+    /* ReLU in place, as the graph runs it after a batch norm it could not fuse. */
+    ref_relu_forward(n, dy, dx);
+    CALL(c, c->ops->relu_forward(c->be, &tdy, &tdy));
+    CALL(c, check(c, "relu_forward", "in place", &tdy, dx));
     /* In place (y aliases a), as residual blocks use it. */
     CALL(c, c->ops->add(c->be, &tx, &tb, &tx));
     CALL(c, check(c, "add", "in place", &tx, s));
@@ -1076,6 +1169,7 @@ int main(int argc, char **argv)
     test_events(&c);
     test_errors(&c);
     test_conv(&c);
+    test_fused_ops_offered(&c);
     test_batchnorm(&c);
     test_elementwise(&c);
     test_pool(&c);
