@@ -43,9 +43,14 @@ typedef struct node {
     int64_t macs;
     int live;        /* contributes to the output (backward visits it) */
     int grad_buf;    /* gradient pool buffer, or -1 (input node, output node, dead node) */
+    /* Set by graph_bind (see plan_fusion and plan_grad_buffers). */
+    int fused_relu;  /* BN or ADD: the ReLU node folded into it (its output is post-ReLU), or -1 */
+    int fused_into;  /* RELU: the BN or ADD that computes it, or -1 */
+    int grad_from;   /* the node whose gradient buffer this one took over or reads, or -1 */
     /* Bound on a backend. */
     tp_tensor out, grad;
     tp_tensor save_mean, save_invstd;
+    tp_tensor workspace; /* fused BN: what its backward needs besides y (NULL data: none) */
 } node;
 
 typedef struct named_tensor {
@@ -60,7 +65,7 @@ typedef struct named_tensor {
 
 typedef struct grad_buffer {
     int64_t capacity; /* floats */
-    int busy;
+    int users;        /* nodes whose gradient lives here at this point of the plan */
     tp_tensor t;
 } grad_buffer;
 
@@ -92,6 +97,7 @@ struct graph {
     void *bn_allreduce_ctx;
     int bn_world;
     bn_sync *bn_sync;
+    int no_fusion; /* graph_set_fusion(g, 0): every node runs on its own */
 };
 
 struct tp_netbuilder {
@@ -157,6 +163,7 @@ static tp_node nb_add_node(tp_netbuilder *nb, const node *proto, const char *nam
     *n = *proto;
     n->name = NULL;
     n->grad_buf = -1;
+    n->fused_relu = n->fused_into = n->grad_from = -1;
     if (name && *name) {
         n->name = dup_string(name);
         if (!n->name)
@@ -672,13 +679,15 @@ static void unbind_activations(graph *g)
 {
     for (size_t i = 0; i < g->n_nodes; i++) {
         node *n = &g->nodes[i];
-        if (n->op != OP_INPUT)
+        if (n->op != OP_INPUT && n->fused_into < 0) /* a fused ReLU's output is its producer's */
             be_free(g, &n->out);
         n->out.data = NULL;
         n->grad.data = NULL;
         be_free(g, &n->save_mean);
         be_free(g, &n->save_invstd);
+        be_free(g, &n->workspace);
         n->grad_buf = -1;
+        n->fused_relu = n->fused_into = n->grad_from = -1;
     }
     for (size_t i = 0; i < g->n_bufs; i++)
         be_free(g, &g->bufs[i].t);
@@ -785,9 +794,75 @@ static tp_status check_backend_ops(const graph *g, const tp_backend_ops *o)
     return TP_OK;
 }
 
+/* Live consumers of node j, by index: how many, and the highest one other than `except`. */
+static int consumers(const graph *g, int j, int except, int *max_other)
+{
+    int count = 0;
+    *max_other = -1;
+    for (size_t c = (size_t)j + 1; c < g->n_nodes; c++) {
+        const node *n = &g->nodes[c];
+        if (!n->live || !(n->in[0] == j || (n->n_in > 1 && n->in[1] == j)))
+            continue;
+        count++;
+        if ((int)c != except && (int)c > *max_other)
+            *max_other = (int)c;
+    }
+    return count;
+}
+
+/* Folds a ReLU into the batch norm or addition before it when that node feeds nothing else
+ * and the backend offers the fused operations (API 1.2): one pass over the tensor instead of
+ * two, forward and backward. Synchronised batch norms keep their ReLU separate. */
+static void plan_fusion(graph *g)
+{
+    const tp_backend_ops *o = g->backend.ops;
+    if (g->no_fusion || !o->add_relu || !o->batchnorm_relu_workspace_bytes ||
+        !o->batchnorm_relu_train || !o->batchnorm_relu_backward)
+        return;
+    const int bn_synced = g->bn_allreduce && g->bn_world > 1;
+    for (size_t j = 0; j < g->n_nodes; j++) {
+        node *r = &g->nodes[j];
+        if (r->op != OP_RELU || !r->live || (int)j == g->output_node)
+            continue;
+        node *p = &g->nodes[r->in[0]];
+        int other;
+        if (!p->live || !(p->op == OP_ADD || (p->op == OP_BN && !bn_synced)) ||
+            consumers(g, r->in[0], (int)j, &other) != 1)
+            continue;
+        p->fused_relu = (int)j;
+        r->fused_into = r->in[0];
+    }
+}
+
+static void give_buffer(graph *g, node *to, int buf, int from)
+{
+    to->grad_buf = buf;
+    to->grad_from = from;
+    g->bufs[buf].users++;
+}
+
+/* Whether ADD node j's input b may read j's gradient buffer in place while input o owns it:
+ * b reads it only in its own backward (no ADD or fused ReLU passing it on), feeds nothing but
+ * j, and runs backward before anything writes the buffer again, i.e. before o's other
+ * consumers add their contributions and before o itself runs. */
+static int may_borrow(const graph *g, int j, int o, int b)
+{
+    const node *nb = &g->nodes[b];
+    int other_b, other_o;
+    if (nb->op == OP_ADD || nb->fused_into >= 0 || b <= o)
+        return 0;
+    if (consumers(g, b, j, &other_b) != 1)
+        return 0;
+    consumers(g, o, j, &other_o);
+    return other_o < b;
+}
+
 /* Plans the gradient buffers: a node's gradient lives from the moment its last consumer (in
  * forward order) runs backward until the node itself has run backward, so buffers are
- * shared between nodes whose lifetimes do not overlap (best fit by size). */
+ * shared between nodes whose lifetimes do not overlap (best fit by size). Where a gradient
+ * passes through unchanged, no copy is made: a fused ReLU's producer takes over the ReLU's
+ * buffer, an addition hands its buffer to one input and, when may_borrow() allows, lends it
+ * to the other. */
 static tp_status plan_grad_buffers(graph *g)
 {
     size_t cap = 0;
@@ -795,6 +870,21 @@ static tp_status plan_grad_buffers(graph *g)
         node *n = &g->nodes[j];
         if (!n->live)
             continue;
+        if (n->grad_buf >= 0 && n->fused_into >= 0)
+            give_buffer(g, &g->nodes[n->fused_into], n->grad_buf, j);
+        if (n->grad_buf >= 0 && n->op == OP_ADD) {
+            int a = n->in[0], b = n->in[1];
+            int free_a = g->nodes[a].op != OP_INPUT && g->nodes[a].grad_buf < 0;
+            int free_b = a != b && g->nodes[b].op != OP_INPUT && g->nodes[b].grad_buf < 0;
+            if (free_a && free_b) {
+                int o = a < b ? a : b, l = a < b ? b : a;
+                give_buffer(g, &g->nodes[o], n->grad_buf, j);
+                if (may_borrow(g, j, o, l))
+                    give_buffer(g, &g->nodes[l], n->grad_buf, j);
+            } else if (free_a || free_b) {
+                give_buffer(g, &g->nodes[free_a ? a : b], n->grad_buf, j);
+            }
+        }
         for (int k = 0; k < n->n_in; k++) {
             node *in = &g->nodes[n->in[k]];
             if (in->op == OP_INPUT || in->grad_buf >= 0)
@@ -802,7 +892,7 @@ static tp_status plan_grad_buffers(graph *g)
             int64_t need = (int64_t)g->batch * in->c * in->h * in->w;
             int best = -1, largest = -1;
             for (size_t b = 0; b < g->n_bufs; b++) {
-                if (g->bufs[b].busy)
+                if (g->bufs[b].users)
                     continue;
                 if (g->bufs[b].capacity >= need &&
                     (best < 0 || g->bufs[b].capacity < g->bufs[best].capacity))
@@ -826,11 +916,10 @@ static tp_status plan_grad_buffers(graph *g)
                 memset(&g->bufs[best], 0, sizeof g->bufs[best]);
                 g->bufs[best].capacity = need;
             }
-            g->bufs[best].busy = 1;
-            in->grad_buf = best;
+            give_buffer(g, in, best, -1);
         }
         if (n->grad_buf >= 0)
-            g->bufs[n->grad_buf].busy = 0; /* released only after its inputs got theirs */
+            g->bufs[n->grad_buf].users--; /* released only after its inputs got theirs */
     }
     return TP_OK;
 }
@@ -888,6 +977,7 @@ tp_status graph_bind(graph *g, const tp_backend *backend, int batch_size, tp_lay
         g->params_bound = 1;
     }
 
+    plan_fusion(g);
     int64_t max_count = 1;
     for (size_t i = 0; i < g->n_nodes; i++) {
         node *n = &g->nodes[i];
@@ -898,6 +988,10 @@ tp_status graph_bind(graph *g, const tp_backend *backend, int batch_size, tp_lay
             max_count = count;
         if (n->op == OP_INPUT)
             continue;
+        if (n->fused_into >= 0) { /* computed in place by its producer (allocated earlier) */
+            n->out.data = g->nodes[n->fused_into].out.data;
+            continue;
+        }
         char what[160];
         snprintf(what, sizeof what, "activation %zu (%s %s)", i, op_names[n->op],
                  n->name ? n->name : "");
@@ -909,6 +1003,18 @@ tp_status graph_bind(graph *g, const tp_backend *backend, int batch_size, tp_lay
             if ((st = be_alloc(g, &n->save_mean, n->name)) != TP_OK ||
                 (st = be_alloc(g, &n->save_invstd, n->name)) != TP_OK)
                 goto fail;
+        }
+        if (n->op == OP_BN && n->fused_relu >= 0) {
+            tp_bn_desc d = {n->eps, n->momentum};
+            int64_t bytes = 0;
+            if ((st = backend->ops->batchnorm_relu_workspace_bytes(backend->self, &d, &n->out,
+                                                                    &bytes)) != TP_OK)
+                goto fail;
+            if (bytes > 0) {
+                n->workspace = tp_tensor_2d(TP_DTYPE_U8, bytes, 0);
+                if ((st = be_alloc(g, &n->workspace, what)) != TP_OK)
+                    goto fail;
+            }
         }
     }
     if ((st = plan_grad_buffers(g)) != TP_OK)
@@ -1025,6 +1131,16 @@ static tp_status host_copy(graph *g, size_t i, float *host, size_t count, int to
     return st;
 }
 
+void graph_set_fusion(graph *g, int enabled) { g->no_fusion = !enabled; }
+
+int graph_fused_count(const graph *g)
+{
+    int count = 0;
+    for (size_t i = 0; g->bound && i < g->n_nodes; i++)
+        count += g->nodes[i].fused_relu >= 0;
+    return count;
+}
+
 void graph_set_batchnorm_sync(graph *g, bn_sync_allreduce_fn allreduce, void *ctx,
                               int world_size)
 {
@@ -1074,18 +1190,32 @@ static tp_status forward_node(graph *g, node *n, int training)
                                    tensor_of(g, n->bias), &n->out,
                                    tensor_of(g, n->running_mean), tensor_of(g, n->running_var),
                                    &n->save_mean, &n->save_invstd);
+        if (training && n->fused_relu >= 0)
+            return OPS->batchnorm_relu_train(BE, &d, &a->out, tensor_of(g, n->weight),
+                                             tensor_of(g, n->bias), &n->out,
+                                             tensor_of(g, n->running_mean),
+                                             tensor_of(g, n->running_var), &n->save_mean,
+                                             &n->save_invstd,
+                                             n->workspace.data ? &n->workspace : NULL);
         if (training)
             return OPS->batchnorm_train(BE, &d, &a->out, tensor_of(g, n->weight),
                                         tensor_of(g, n->bias), &n->out,
                                         tensor_of(g, n->running_mean),
                                         tensor_of(g, n->running_var), &n->save_mean,
                                         &n->save_invstd);
-        return OPS->batchnorm_infer(BE, &d, &a->out, tensor_of(g, n->weight),
-                                    tensor_of(g, n->bias), tensor_of(g, n->running_mean),
-                                    tensor_of(g, n->running_var), &n->out);
+        TRY(OPS->batchnorm_infer(BE, &d, &a->out, tensor_of(g, n->weight),
+                                 tensor_of(g, n->bias), tensor_of(g, n->running_mean),
+                                 tensor_of(g, n->running_var), &n->out));
+        return n->fused_relu >= 0 ? OPS->relu_forward(BE, &n->out, &n->out) : TP_OK;
     }
-    case OP_RELU: return OPS->relu_forward(BE, &a->out, &n->out);
-    case OP_ADD: return OPS->add(BE, &a->out, &g->nodes[n->in[1]].out, &n->out);
+    case OP_RELU:
+        if (n->fused_into >= 0)
+            return TP_OK; /* its producer wrote the output */
+        return OPS->relu_forward(BE, &a->out, &n->out);
+    case OP_ADD:
+        if (n->fused_relu >= 0)
+            return OPS->add_relu(BE, &a->out, &g->nodes[n->in[1]].out, &n->out);
+        return OPS->add(BE, &a->out, &g->nodes[n->in[1]].out, &n->out);
     case OP_MAXPOOL:
     case OP_AVGPOOL: {
         tp_pool_desc d = {n->op == OP_MAXPOOL ? TP_POOL_MAX : TP_POOL_AVG, n->kernel, n->kernel,
@@ -1102,7 +1232,6 @@ static tp_status forward_node(graph *g, node *n, int training)
     }
     case OP_SUBPAD: return OPS->subsample_pad_forward(BE, n->stride, &a->out, &n->out);
     }
-    (void)st;
     return TP_OK;
 }
 
@@ -1204,6 +1333,12 @@ static tp_status backward_node(graph *g, int j)
             TRY(bn_sync_backward(g->bn_sync, &d, &a->out, dy, tensor_of(g, n->weight),
                                  &n->save_mean, &n->save_invstd, dx, grad_of(g, n->weight),
                                  grad_of(g, n->bias), a->op != OP_INPUT));
+        else if (n->fused_relu >= 0) /* dy is the gradient of the ReLU's output */
+            TRY(OPS->batchnorm_relu_backward(BE, &d, &a->out, &n->out,
+                                             n->workspace.data ? &n->workspace : NULL, dy,
+                                             tensor_of(g, n->weight), &n->save_mean,
+                                             &n->save_invstd, dx, grad_of(g, n->weight),
+                                             grad_of(g, n->bias)));
         else
             TRY(OPS->batchnorm_backward(BE, &d, &a->out, dy, tensor_of(g, n->weight),
                                         &n->save_mean, &n->save_invstd, dx,
@@ -1211,16 +1346,26 @@ static tp_status backward_node(graph *g, int j)
         return a->op == OP_INPUT ? TP_OK : grad_commit(g, ia, dx, acc);
     }
     case OP_RELU:
+        if (n->fused_into >= 0) { /* its producer's backward applies the mask */
+            g->grad_ready[ia] = 1;
+            return TP_OK;
+        }
         if (a->op == OP_INPUT)
             return TP_OK;
         dx = grad_target(g, ia, &sv, &acc);
         TRY(OPS->relu_backward(BE, &n->out, dy, dx));
         return grad_commit(g, ia, dx, acc);
     case OP_ADD:
+        if (n->fused_relu >= 0) /* in place: the inputs read this buffer or a copy of it */
+            TRY(OPS->relu_backward(BE, &n->out, dy, dy));
         for (int k = 0; k < 2; k++) {
             int ik = n->in[k];
             if (g->nodes[ik].op == OP_INPUT)
                 continue;
+            if (!g->grad_ready[ik] && g->nodes[ik].grad_from == j) {
+                g->grad_ready[ik] = 1; /* its gradient is this buffer (plan_grad_buffers) */
+                continue;
+            }
             if (!g->grad_ready[ik]) {
                 g->grad_ready[ik] = 1;
                 TRY(OPS->copy(BE, &g->nodes[ik].grad, dy, TP_STREAM_COMPUTE));

@@ -55,6 +55,15 @@ int graph_num_outputs(const graph *g);
 /* A table of layers: index, name, type, output shape per sample, parameter count. */
 void graph_print_table(const graph *g, FILE *out);
 
+/* Layer fusion (on by default): at the next graph_bind(), a ReLU that follows a batch norm or
+ * an addition feeding nothing else is computed by that node when the backend offers the
+ * API 1.2 fused operations. graph_set_fusion(g, 0) runs every node on its own (the
+ * equivalence tests and benchmarks compare the two). */
+void graph_set_fusion(graph *g, int enabled);
+
+/* How many ReLUs the current binding folded into the node before them (0 when unbound). */
+int graph_fused_count(const graph *g);
+
 /* Data parallel: batch norms in training use the statistics of all `world_size` ranks,
  * combined through `allreduce` (see batchnorm_sync.h). Takes effect at the next
  * graph_bind(); world_size <= 1 or allreduce == NULL turns it off. */

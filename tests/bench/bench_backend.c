@@ -1,6 +1,6 @@
 /* bench_backend [BACKEND] [--model resnet20|resnet50] [--mode train|infer] [--batch N]
  *               [--steps S] [--warmup W] [--layout nchw|nhwc] [--threads T]
- *               [--set KEY=VALUE]... [--json] [--profile]
+ *               [--set KEY=VALUE]... [--json] [--profile] [--no-fuse]
  *
  * --set passes a parameter to the backend (e.g. --set precision=bf16 for backend-cuda);
  * --threads T is short for --set threads=T.
@@ -21,6 +21,8 @@
  * 3x224x224 inputs and 1000 classes; their parameter counts are printed and checked.
  *
  * --profile (with --model) times every backend call the graph makes and prints the table.
+ * --no-fuse (with --model) keeps every ReLU a separate operation (graph_set_fusion), to
+ * measure what the fused batch norm + ReLU and add + ReLU save.
  * --json prints one machine-readable line instead of the human summary (the harness in
  * tests/bench/cpu reads it). A benchmark, not a test: built by `make bench`, never run by
  * `make check`. */
@@ -446,6 +448,7 @@ typedef struct options {
     tp_layout layout;
     int json;
     int profile; /* with --model: time every backend call */
+    int no_fuse; /* with --model: graph_set_fusion(g, 0) */
 } options;
 
 static int cmp_rows(const void *pa, const void *pb)
@@ -675,6 +678,27 @@ static tp_status p_sgd(void *self, tp_tensor *p, const tp_tensor *g, tp_tensor *
     PROF("sgd_update", NULL, prof_real->sgd_update(self, p, g, v, lr, mu, wd, nesterov));
 }
 
+static tp_status p_add_relu(void *self, const tp_tensor *a, const tp_tensor *b, tp_tensor *y)
+{
+    PROF("add_relu", y, prof_real->add_relu(self, a, b, y));
+}
+static tp_status p_bn_relu_train(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                                 const tp_tensor *g, const tp_tensor *b, tp_tensor *y,
+                                 tp_tensor *rm, tp_tensor *rv, tp_tensor *sm, tp_tensor *si,
+                                 tp_tensor *ws)
+{
+    PROF("batchnorm_relu_train", y,
+         prof_real->batchnorm_relu_train(self, d, x, g, b, y, rm, rv, sm, si, ws));
+}
+static tp_status p_bn_relu_bwd(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                               const tp_tensor *y, const tp_tensor *ws, const tp_tensor *dy,
+                               const tp_tensor *g, const tp_tensor *sm, const tp_tensor *si,
+                               tp_tensor *dx, tp_tensor *dg, tp_tensor *db)
+{
+    PROF("batchnorm_relu_bwd", dx,
+         prof_real->batchnorm_relu_backward(self, d, x, y, ws, dy, g, sm, si, dx, dg, db));
+}
+
 /* A table that times every operation the graph uses and forwards it to `real`. */
 static tp_backend_ops profiled_ops(const tp_backend_ops *real)
 {
@@ -694,6 +718,9 @@ static tp_backend_ops profiled_ops(const tp_backend_ops *real)
     o.subsample_pad_forward = real->subsample_pad_forward ? p_subpad_fwd : NULL;
     o.subsample_pad_backward = real->subsample_pad_backward ? p_subpad_bwd : NULL;
     o.sgd_update = real->sgd_update ? p_sgd : NULL;
+    o.add_relu = real->add_relu ? p_add_relu : NULL;
+    o.batchnorm_relu_train = real->batchnorm_relu_train ? p_bn_relu_train : NULL;
+    o.batchnorm_relu_backward = real->batchnorm_relu_backward ? p_bn_relu_bwd : NULL;
     return o;
 }
 
@@ -814,6 +841,7 @@ static int run_graph(const options *o, registry *r, const tp_backend *be,
                 (long long)params, (long long)spec->params);
         goto done;
     }
+    graph_set_fusion(gb.g, !o->no_fuse);
     if ((st = graph_bind(gb.g, be, o->batch, o->layout)) || (st = graph_init_params(gb.g, 1)))
         goto done;
     /* Inputs uniform in [0, 1) like scaled pixels, labels spread over the classes. */
@@ -873,6 +901,8 @@ static int run_graph(const options *o, registry *r, const tp_backend *be,
                spec->size, spec->size, spec->classes,
                o->training ? "training step" : "inference", info->name, info->device_name,
                info->threads, o->batch, o->layout == TP_LAYOUT_NHWC ? "NHWC" : "NCHW");
+        printf("ReLUs fused into the node before them: %d%s\n", graph_fused_count(gb.g),
+               o->no_fuse ? " (--no-fuse)" : "");
         printf("first step %.1f ms; %d timed steps: mean %.1f ms, median %.1f ms, best %.1f "
                "ms\n", 1e3 * warm, o->steps, 1e3 * total / o->steps, 1e3 * med, 1e3 * best);
         printf("throughput: %.1f images/s (median step), %.1f images/s (best step)\n",
@@ -908,7 +938,7 @@ static int usage(const char *argv0)
 {
     fprintf(stderr, "usage: %s [BACKEND] [--model resnet20|resnet50] [--mode train|infer] "
                     "[--batch N] [--steps S] [--warmup W] [--layout nchw|nhwc] [--threads T] "
-                    "[--set KEY=VALUE]... [--json] [--profile]\n", argv0);
+                    "[--set KEY=VALUE]... [--json] [--profile] [--no-fuse]\n", argv0);
     return 2;
 }
 
@@ -950,6 +980,8 @@ int main(int argc, char **argv)
             o.json = 1;
         else if (!strcmp(a, "--profile"))
             o.profile = 1;
+        else if (!strcmp(a, "--no-fuse"))
+            o.no_fuse = 1;
         else if (a[0] != '-')
             o.backend = a;
         else

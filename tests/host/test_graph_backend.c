@@ -284,6 +284,53 @@ static tp_status nv_add(void *self, const tp_tensor *a, const tp_tensor *b, tp_t
     return TP_OK;
 }
 
+/* The API 1.2 fused operations, composed from the plain ones: bit for bit what the graph
+ * computes without fusion, so the tests can demand exact equality of the two plans. No
+ * workspace: the backward pass takes its mask from y. */
+static tp_status nv_add_relu(void *self, const tp_tensor *a, const tp_tensor *b, tp_tensor *y)
+{
+    tp_status st = nv_add(self, a, b, y);
+    return st ? st : nv_relu_forward(self, y, y);
+}
+
+static tp_status nv_bn_relu_workspace_bytes(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                                            int64_t *bytes)
+{
+    (void)self, (void)d, (void)x;
+    *bytes = 0;
+    return TP_OK;
+}
+
+static tp_status nv_bn_relu_train(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                                  const tp_tensor *gamma, const tp_tensor *beta, tp_tensor *y,
+                                  tp_tensor *rm, tp_tensor *rv, tp_tensor *sm, tp_tensor *si,
+                                  tp_tensor *ws)
+{
+    if (ws)
+        return TP_ERR_INVALID; /* it asked for none */
+    tp_status st = nv_bn_train(self, d, x, gamma, beta, y, rm, rv, sm, si);
+    return st ? st : nv_relu_forward(self, y, y);
+}
+
+static tp_status nv_bn_relu_backward(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                                     const tp_tensor *y, const tp_tensor *ws, const tp_tensor *dy,
+                                     const tp_tensor *gamma, const tp_tensor *sm,
+                                     const tp_tensor *si, tp_tensor *dx, tp_tensor *dgamma,
+                                     tp_tensor *dbeta)
+{
+    if (ws)
+        return TP_ERR_INVALID;
+    tp_tensor masked = *dy;
+    masked.data = malloc((size_t)tp_tensor_bytes(dy));
+    if (!masked.data)
+        return TP_ERR_NOMEM;
+    tp_status st = nv_relu_backward(self, y, dy, &masked);
+    if (st == TP_OK)
+        st = nv_bn_backward(self, d, x, &masked, gamma, sm, si, dx, dgamma, dbeta);
+    free(masked.data);
+    return st;
+}
+
 static tp_status nv_pool_forward(void *self, const tp_pool_desc *d, const tp_tensor *x,
                                  tp_tensor *y)
 {
@@ -562,6 +609,10 @@ static const tp_backend_ops naive_ops_fused = {
     .sum_squares = nv_sum_squares,
     .sgd_update = nv_sgd_update,
     .adam_update = nv_adam_update,
+    .add_relu = nv_add_relu,
+    .batchnorm_relu_workspace_bytes = nv_bn_relu_workspace_bytes,
+    .batchnorm_relu_train = nv_bn_relu_train,
+    .batchnorm_relu_backward = nv_bn_relu_backward,
 };
 
 static tp_backend_ops naive_ops_plain;
@@ -573,6 +624,10 @@ tp_backend naive_backend(int fused)
     naive_ops_plain = naive_ops_fused;
     naive_ops_plain.sgd_update = NULL;
     naive_ops_plain.adam_update = NULL;
+    naive_ops_plain.add_relu = NULL;
+    naive_ops_plain.batchnorm_relu_workspace_bytes = NULL;
+    naive_ops_plain.batchnorm_relu_train = NULL;
+    naive_ops_plain.batchnorm_relu_backward = NULL;
     return (tp_backend){&naive_ops_plain, NULL};
 }
 

@@ -10,8 +10,9 @@
 #include "params.h"
 #include "registry.h"
 
-/* The naive backend. `fused` selects whether the optional sgd_update / adam_update are
- * offered (so tests can exercise both optimizer paths). */
+/* The naive backend. `fused` selects whether the optional fused operations are offered:
+ * sgd_update / adam_update and the API 1.2 add_relu and batch norm + ReLU (so tests can
+ * exercise both optimizer paths and both graph plans). */
 tp_backend naive_backend(int fused);
 
 /* How many tensors are currently allocated (leak check). */

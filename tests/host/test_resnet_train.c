@@ -2,7 +2,10 @@
  * A and B): forward and backward, gradients checked against float64 central differences of
  * the loss (the loss is evaluated in double on the host from the f32 logits), on the naive
  * test backend and on backend-cpu when it is built; both backends must then agree. Also:
- * inference mode, re-binding with another batch size, and no leaked tensors. */
+ * inference mode, re-binding with another batch size, no leaked tensors, and the fused plan
+ * (ReLUs folded into batch norms and additions) against the unfused one: bit for bit on the
+ * naive backend, whose fused operations compose the plain ones, and within rounding on
+ * backend-cpu. */
 #include "config.h"
 
 #include <math.h>
@@ -29,6 +32,7 @@ typedef struct result {
     float **grads;      /* per parameter */
     size_t *counts;     /* values per parameter */
     size_t n_params;
+    int fused;          /* ReLUs the binding folded into the node before them */
 } result;
 
 static void result_free(result *r)
@@ -108,7 +112,7 @@ static double fd_check(graph *g, const tp_backend *be, const tp_tensor *x, const
 
 /* Builds, binds, initialises and runs one forward/backward; fills res. Returns the graph
  * (still bound) for further checks, or NULL. */
-static graph *train_step(const tp_backend *be, const char *shortcut, tp_tensor *x,
+static graph *train_step(const tp_backend *be, const char *shortcut, int fuse, tp_tensor *x,
                          tp_tensor *labels_t, const float *xh, const int32_t *labels,
                          result *res)
 {
@@ -122,9 +126,11 @@ static graph *train_step(const tp_backend *be, const char *shortcut, tp_tensor *
         fprintf(stderr, "build: %s\n", services_last_error());
         return NULL;
     }
+    graph_set_fusion(g, fuse);
     tp_status st = graph_bind(g, be, BATCH, TP_LAYOUT_NCHW);
     if (st == TP_OK)
         st = graph_init_params(g, 7);
+    res->fused = graph_fused_count(g);
     *x = tp_tensor_4d(TP_DTYPE_F32, TP_LAYOUT_NCHW, BATCH, CH, SIZE, SIZE);
     *labels_t = tp_tensor_2d(TP_DTYPE_I32, BATCH, 0);
     if (st == TP_OK)
@@ -145,7 +151,9 @@ static graph *train_step(const tp_backend *be, const char *shortcut, tp_tensor *
                                    &dlogits);
     if (st == TP_OK)
         st = graph_backward(g, &dlogits);
+    int fused = res->fused;
     memset(res, 0, sizeof *res);
+    res->fused = fused;
     float lossh = 0;
     res->logits = malloc(BATCH * CLASSES * sizeof(float));
     if (st == TP_OK)
@@ -186,7 +194,7 @@ static void run_backend(const char *label, const tp_backend *be, const char *sho
 {
     tp_tensor x, lt;
     printf("== %s, %s\n", label, shortcut);
-    graph *g = train_step(be, shortcut, &x, &lt, xh, labels, res);
+    graph *g = train_step(be, shortcut, 1, &x, &lt, xh, labels, res);
     CHECK(g != NULL);
     if (!g)
         return;
@@ -259,6 +267,44 @@ static void run_backend(const char *label, const tp_backend *be, const char *sho
     graph_free(g);
 }
 
+/* One training step with fusion off, compared with the fused step `fused`: exactly equal
+ * when `exact`, else within 1e-5 (logits) and 1e-4 (gradients) relative. */
+static void compare_unfused(const char *label, const tp_backend *be, const char *shortcut,
+                            const float *xh, const int32_t *labels, const result *fused,
+                            int exact)
+{
+    tp_tensor x, lt;
+    result plain;
+    graph *g = train_step(be, shortcut, 0, &x, &lt, xh, labels, &plain);
+    CHECK(g != NULL);
+    if (!g)
+        return;
+    double d = max_rel_diff(plain.logits, fused->logits, BATCH * CLASSES), dg = 0;
+    int identical = memcmp(plain.logits, fused->logits, BATCH * CLASSES * sizeof(float)) == 0;
+    for (size_t i = 0; i < plain.n_params && i < fused->n_params; i++) {
+        dg = fmax(dg, max_rel_diff(plain.grads[i], fused->grads[i], plain.counts[i]));
+        identical &= memcmp(plain.grads[i], fused->grads[i], plain.counts[i] * sizeof(float)) == 0;
+    }
+    printf("  %s, %s: %d ReLUs fused vs %d; logits rel.diff %.3e, worst gradient rel.diff "
+           "%.3e%s\n", label, shortcut, fused->fused, plain.fused, d, dg,
+           identical ? " (bit for bit)" : "");
+    /* depth 8: the stem and each of the 3 blocks' two ReLUs */
+    CHECK(fused->fused == 7);
+    CHECK(plain.fused == 0);
+    CHECK(plain.n_params == fused->n_params);
+    if (exact) {
+        CHECK(identical);
+        CHECK(plain.loss == fused->loss);
+    } else {
+        CHECK(d < 1e-5);
+        CHECK(dg < 1e-4);
+    }
+    be->ops->free(be->self, &x);
+    be->ops->free(be->self, &lt);
+    graph_free(g);
+    result_free(&plain);
+}
+
 int main(void)
 {
     reg = registry_new();
@@ -286,8 +332,10 @@ int main(void)
     for (int s = 0; s < 2; s++) {
         result rn, rc;
         run_backend("naive backend", &naive, shortcuts[s], xh, labels, &rn);
+        compare_unfused("naive backend", &naive, shortcuts[s], xh, labels, &rn, 1);
         if (cpu_st == TP_OK) {
             run_backend("backend-cpu", &cpu, shortcuts[s], xh, labels, &rc);
+            compare_unfused("backend-cpu", &cpu, shortcuts[s], xh, labels, &rc, 0);
             double d = max_rel_diff(rn.logits, rc.logits, BATCH * CLASSES), dg = 0;
             CHECK(rn.n_params == rc.n_params);
             for (size_t i = 0; i < rn.n_params && i < rc.n_params; i++)
