@@ -37,6 +37,7 @@ typedef struct pipeline_settings {
     int lr_scaling;                 /* 0 none, 1 linear in the number of ranks */
     double comm_timeout;            /* seconds a collective may take */
     int sync_batchnorm;             /* batch-norm statistics over all ranks */
+    int fuse_layers;                /* ReLUs folded into batch norms and additions */
 } pipeline_settings;
 
 /* [checkpoint] */

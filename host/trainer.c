@@ -397,8 +397,12 @@ static tp_status trainer_setup(trainer *t, const trainer_args *a, int for_traini
         return TP_ERR_INVALID;
     if (t->world > 1 && t->s->sync_batchnorm)
         graph_set_batchnorm_sync(t->g, allreduce_for_batchnorm, t->comm, t->world);
+    graph_set_fusion(t->g, t->s->fuse_layers);
     if ((st = bind_batch(t, (int)t->s->batch_size)))
         return st;
+    LOG_INFO("%d ReLUs computed inside the batch norm or addition before them%s",
+             graph_fused_count(t->g),
+             t->s->fuse_layers ? "" : " (fuse_layers = false)");
     if ((st = graph_init_params(t->g, (uint64_t)t->s->seed)))
         return st;
     if (t->p.model.init_file) {
