@@ -104,21 +104,75 @@ static tp_status check_subsample(cpu_backend *be, const char *op, int stride,
     return TP_OK;
 }
 
+/* Copies the subsampled pixels between x (full size) and y (subsampled, Cy >= Cx channels):
+ * to_y = 1 for the forward pass in NCHW or mixed layouts (y[.., :Cx] = x[.., ::s, ::s]), 0 for the backward pass
+ * (dx[.., ::s, ::s] = dy[.., :Cx]). The caller has zeroed the destination. Both tensors in
+ * one layout take the fast path: rows of channels (NHWC) or strided rows (NCHW). */
+static void subsample_copy(int stride, const tp_tensor *x, const tp_tensor *y, int to_y)
+{
+    const int64_t N = y->shape[0], Cx = x->shape[1], Cy = y->shape[1];
+    const int64_t H = x->shape[2], W = x->shape[3], OH = y->shape[2], OW = y->shape[3];
+    float *xp = x->data, *yp = y->data;
+    if (x->layout == TP_LAYOUT_NHWC && y->layout == TP_LAYOUT_NHWC) {
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t h = 0; h < OH; h++)
+                for (int64_t w = 0; w < OW; w++) {
+                    float *xs = xp + ((n * H + h * stride) * W + w * stride) * Cx;
+                    float *ys = yp + ((n * OH + h) * OW + w) * Cy;
+                    memcpy(to_y ? ys : xs, to_y ? xs : ys, (size_t)Cx * sizeof(float));
+                }
+    } else if (x->layout == TP_LAYOUT_NCHW && y->layout == TP_LAYOUT_NCHW) {
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t c = 0; c < Cx; c++)
+                for (int64_t h = 0; h < OH; h++) {
+                    float *xr = xp + ((n * Cx + c) * H + h * stride) * W;
+                    float *yr = yp + ((n * Cy + c) * OH + h) * OW;
+                    if (to_y)
+                        for (int64_t w = 0; w < OW; w++)
+                            yr[w] = xr[w * stride];
+                    else
+                        for (int64_t w = 0; w < OW; w++)
+                            xr[w * stride] = yr[w];
+                }
+    } else {
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t c = 0; c < Cx; c++)
+                for (int64_t h = 0; h < OH; h++)
+                    for (int64_t w = 0; w < OW; w++) {
+                        float *xv = &xp[cpu_offset4(x, n, c, h * stride, w * stride)];
+                        float *yv = &yp[cpu_offset4(y, n, c, h, w)];
+                        if (to_y)
+                            *yv = *xv;
+                        else
+                            *xv = *yv;
+                    }
+    }
+}
+
 tp_status cpu_subsample_pad_forward(void *self, int stride, const tp_tensor *x, tp_tensor *y)
 {
     cpu_backend *be = self;
     tp_status st = check_subsample(be, "subsample_pad_forward", stride, x, "x", y, "y");
     if (st)
         return st;
-    const int64_t N = y->shape[0], Cx = x->shape[1], OH = y->shape[2], OW = y->shape[3];
-    const float *xp = x->data;
-    float *yp = y->data;
-    memset(yp, 0, tp_tensor_bytes(y));
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t c = 0; c < Cx; c++)
+    if (x->layout == TP_LAYOUT_NHWC && y->layout == TP_LAYOUT_NHWC) {
+        /* One pass: each output pixel is Cx copied channels, then Cy - Cx zeros. */
+        const int64_t N = y->shape[0], Cx = x->shape[1], Cy = y->shape[1];
+        const int64_t W = x->shape[3], OH = y->shape[2], OW = y->shape[3];
+        const float *xp = x->data;
+        float *yp = y->data;
+        for (int64_t n = 0; n < N; n++)
             for (int64_t h = 0; h < OH; h++)
-                for (int64_t w = 0; w < OW; w++)
-                    yp[cpu_offset4(y, n, c, h, w)] = xp[cpu_offset4(x, n, c, h * stride, w * stride)];
+                for (int64_t w = 0; w < OW; w++) {
+                    const float *xs = xp + ((n * x->shape[2] + h * stride) * W + w * stride) * Cx;
+                    float *ys = yp + ((n * OH + h) * OW + w) * Cy;
+                    memcpy(ys, xs, (size_t)Cx * sizeof(float));
+                    memset(ys + Cx, 0, (size_t)(Cy - Cx) * sizeof(float));
+                }
+        return TP_OK;
+    }
+    memset(y->data, 0, tp_tensor_bytes(y));
+    subsample_copy(stride, x, y, 1);
     return TP_OK;
 }
 
@@ -128,14 +182,7 @@ tp_status cpu_subsample_pad_backward(void *self, int stride, const tp_tensor *dy
     tp_status st = check_subsample(be, "subsample_pad_backward", stride, dx, "dx", dy, "dy");
     if (st)
         return st;
-    const int64_t N = dy->shape[0], Cx = dx->shape[1], OH = dy->shape[2], OW = dy->shape[3];
-    const float *g = dy->data;
-    float *d = dx->data;
-    memset(d, 0, tp_tensor_bytes(dx));
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t c = 0; c < Cx; c++)
-            for (int64_t h = 0; h < OH; h++)
-                for (int64_t w = 0; w < OW; w++)
-                    d[cpu_offset4(dx, n, c, h * stride, w * stride)] = g[cpu_offset4(dy, n, c, h, w)];
+    memset(dx->data, 0, tp_tensor_bytes(dx));
+    subsample_copy(stride, dx, dy, 0);
     return TP_OK;
 }

@@ -220,7 +220,9 @@ typedef struct tp_backend_ops {
      *   y; its size in bytes comes from batchnorm_relu_workspace_bytes for x (0: the backend
      *   needs none and workspace may be NULL).
      * batchnorm_relu_backward: batchnorm_backward applied to dy masked by y > 0, where y and
-     *   workspace are what batchnorm_relu_train wrote. */
+     *   workspace are what batchnorm_relu_train wrote.
+     * A backend offering these also accepts relu_forward with y == x and relu_backward with
+     *   dx == dy (in place), which the fused graph plan uses. */
     tp_status (*add_relu)(void *self, const tp_tensor *a, const tp_tensor *b, tp_tensor *y);
     tp_status (*batchnorm_relu_workspace_bytes)(void *self, const tp_bn_desc *d,
                                                 const tp_tensor *x, int64_t *bytes);

@@ -535,6 +535,12 @@ static void elementwise_case(ctx *c, tp_tensor shape, tp_layout lout)
         CALL(c, c->ops->add_relu(c->be, &tx, &tb, &ts));
         CALL(c, check(c, "add_relu", what, &ts, r));
         free(r);
+        /* With the fused operations comes relu_backward in place (dx == dy). */
+        if (ty.layout == tdy.layout) {
+            CALL(c, c->ops->relu_backward(c->be, &ty, &tdy, &tdy));
+            CALL(c, check(c, "relu_backward", "in place", &tdy, dx));
+            CALL(c, upload(c, &tdy, dy));
+        }
     }
     /* ReLU in place, as the graph runs it after a batch norm it could not fuse. */
     ref_relu_forward(n, dy, dx);
