@@ -1170,6 +1170,8 @@ tp_status graph_tensor_set(graph *g, size_t i, const float *host, size_t count)
     } while (0)
 
 static tp_tensor *tensor_of(graph *g, int idx) { return idx >= 0 ? &g->tensors[idx].value : NULL; }
+/* A fused batch norm's workspace, or NULL when its backend needs none. */
+static tp_tensor *workspace_of(node *n) { return n->workspace.data ? &n->workspace : NULL; }
 static tp_tensor *grad_of(graph *g, int idx) { return idx >= 0 ? &g->tensors[idx].grad : NULL; }
 
 static tp_status forward_node(graph *g, node *n, int training)
@@ -1196,7 +1198,7 @@ static tp_status forward_node(graph *g, node *n, int training)
                                              tensor_of(g, n->running_mean),
                                              tensor_of(g, n->running_var), &n->save_mean,
                                              &n->save_invstd,
-                                             n->workspace.data ? &n->workspace : NULL);
+                                             workspace_of(n));
         if (training)
             return OPS->batchnorm_train(BE, &d, &a->out, tensor_of(g, n->weight),
                                         tensor_of(g, n->bias), &n->out,
@@ -1335,7 +1337,7 @@ static tp_status backward_node(graph *g, int j)
                                  grad_of(g, n->bias), a->op != OP_INPUT));
         else if (n->fused_relu >= 0) /* dy is the gradient of the ReLU's output */
             TRY(OPS->batchnorm_relu_backward(BE, &d, &a->out, &n->out,
-                                             n->workspace.data ? &n->workspace : NULL, dy,
+                                             workspace_of(n), dy,
                                              tensor_of(g, n->weight), &n->save_mean,
                                              &n->save_invstd, dx, grad_of(g, n->weight),
                                              grad_of(g, n->bias)));

@@ -22,6 +22,7 @@ typedef struct bn_entry {
     float *dgamma;
     float *dbeta;
     float *zero; /* C zeros: oneDNN 2.6's backward asks for a shift it does not use */
+    int64_t ws_bytes; /* fused ReLU: the workspace the primitive reads or writes, else 0 */
 } bn_entry;
 
 static void bn_entry_free(void *payload)
@@ -118,7 +119,9 @@ static tp_status bn_check_forward(cpu_backend *be, const char *op, const tp_bn_d
     return TP_OK;
 }
 
-static tp_status bn_bind_workspace(cpu_backend *be, cpu_prim *p, cpu_arg_dir dir,
+/* Binds the fused ReLU's workspace and records its size, which every call then checks the
+ * caller's tensor against (no primitive descriptor is created per call for that). */
+static tp_status bn_bind_workspace(cpu_backend *be, bn_entry *e, cpu_arg_dir dir,
                                    const_dnnl_primitive_desc_t pd)
 {
     const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_workspace_md, 0);
@@ -127,7 +130,8 @@ static tp_status bn_bind_workspace(cpu_backend *be, cpu_prim *p, cpu_arg_dir dir
                               "%s:%d: oneDNN's batch normalization with a fused ReLU has no "
                               "workspace", __FILE__, __LINE__);
     dnnl_memory_desc_t copy = *md;
-    return cpu_prim_bind(be, p, DNNL_ARG_WORKSPACE, dir, &copy, &copy);
+    e->ws_bytes = (int64_t)dnnl_memory_desc_get_size(&copy);
+    return cpu_prim_bind(be, &e->p, DNNL_ARG_WORKSPACE, dir, &copy, &copy);
 }
 
 /* Builds the forward primitive: training (computing statistics) or inference (global). */
@@ -157,7 +161,7 @@ static tp_status bn_build_forward(cpu_backend *be, const tp_bn_desc *d, const tp
         (st = cpu_prim_bind(be, &e->p, DNNL_ARG_VARIANCE, stats_dir, &c_md, &c_md)))
         goto done;
     /* The workspace lives in the caller's tensor, in exactly the format oneDNN asks for. */
-    if (fuse_relu && (st = bn_bind_workspace(be, &e->p, CPU_ARG_OUT, pd)))
+    if (fuse_relu && (st = bn_bind_workspace(be, e, CPU_ARG_OUT, pd)))
         goto done;
 done:
     if (pd)
@@ -188,30 +192,11 @@ static tp_status bn_find_forward(cpu_backend *be, const tp_bn_desc *d, const tp_
     return TP_OK;
 }
 
-/* The workspace the fused batch norm + ReLU needs for x, in bytes. */
-static tp_status bn_relu_workspace_size(cpu_backend *be, const tp_bn_desc *d, const tp_tensor *x,
-                                        int64_t *bytes)
+/* Checks the caller's workspace against what the cached primitive e needs. */
+static tp_status check_workspace(cpu_backend *be, const char *op, const bn_entry *e,
+                                 const tp_tensor *ws)
 {
-    dnnl_primitive_desc_t pd = NULL;
-    dnnl_memory_desc_t x_md;
-    cpu_md_for_tensor(x, &x_md);
-    tp_status st = bn_forward_pd(be, dnnl_forward_training, bn_train_flags(1), &x_md, d->eps,
-                                 &pd);
-    if (st)
-        return st;
-    const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_workspace_md, 0);
-    *bytes = md ? (int64_t)dnnl_memory_desc_get_size(md) : 0;
-    dnnl_primitive_desc_destroy(pd);
-    return TP_OK;
-}
-
-static tp_status check_workspace(cpu_backend *be, const char *op, const tp_bn_desc *d,
-                                 const tp_tensor *x, const tp_tensor *ws)
-{
-    int64_t need;
-    tp_status st = bn_relu_workspace_size(be, d, x, &need);
-    if (st)
-        return st;
+    const int64_t need = e->ws_bytes;
     if (!ws || !ws->data || ws->dtype != TP_DTYPE_U8 || tp_tensor_count(ws) < need)
         return be->host->fail(be->host, TP_ERR_INVALID,
                               "backend-cpu %s: the workspace must be a u8 tensor of at least "
@@ -232,10 +217,19 @@ tp_status cpu_batchnorm_relu_workspace_bytes(void *self, const tp_bn_desc *d,
         return be->host->fail(be->host, TP_ERR_INVALID,
                               "backend-cpu batchnorm_relu_workspace_bytes: eps %g must be > 0",
                               d->eps);
+    /* Asked once per layer at bind time: a throwaway descriptor, not the cached primitive. */
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_memory_desc_t x_md;
+    cpu_md_for_tensor(x, &x_md);
     pthread_mutex_lock(&be->lock);
-    st = bn_relu_workspace_size(be, d, x, bytes);
+    st = bn_forward_pd(be, dnnl_forward_training, bn_train_flags(1), &x_md, d->eps, &pd);
     pthread_mutex_unlock(&be->lock);
-    return st;
+    if (st)
+        return st;
+    const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_workspace_md, 0);
+    *bytes = md ? (int64_t)dnnl_memory_desc_get_size(md) : 0;
+    dnnl_primitive_desc_destroy(pd);
+    return TP_OK;
 }
 
 /* batchnorm_train, with the ReLU fused when ws is given. */
@@ -258,10 +252,9 @@ static tp_status bn_train(cpu_backend *be, const char *op, const tp_bn_desc *d,
         return st;
     pthread_mutex_lock(&be->lock);
     cpu_apply_threads(be);
-    if (ws)
-        st = check_workspace(be, op, d, x, ws);
-    if (!st)
-        st = bn_find_forward(be, d, x, y, 1, ws != NULL, &e);
+    st = bn_find_forward(be, d, x, y, 1, ws != NULL, &e);
+    if (!st && ws)
+        st = check_workspace(be, op, e, ws);
     if (!st) {
         void *h[7] = { x->data, y->data, gamma->data, beta->data, e->mean, e->var,
                        ws ? ws->data : NULL };
@@ -379,7 +372,7 @@ static tp_status bn_build_backward(cpu_backend *be, const tp_bn_desc *d, const t
         (st = cpu_prim_bind(be, &e->p, DNNL_ARG_DIFF_SCALE, CPU_ARG_OUT, &c_md, &c_md)) ||
         (st = cpu_prim_bind(be, &e->p, DNNL_ARG_DIFF_SHIFT, CPU_ARG_OUT, &c_md, &c_md)))
         goto fail;
-    if (fuse_relu && (st = bn_bind_workspace(be, &e->p, CPU_ARG_IN, pd)))
+    if (fuse_relu && (st = bn_bind_workspace(be, e, CPU_ARG_IN, pd)))
         goto fail;
 fail:
     if (hint)
@@ -416,10 +409,7 @@ static tp_status bn_backward(cpu_backend *be, const char *op, const tp_bn_desc *
     bn_key(&key, ws ? CPU_OP_BN_RELU_BWD : CPU_OP_BN_BWD, d, x, dy, dx);
     pthread_mutex_lock(&be->lock);
     cpu_apply_threads(be);
-    bn_entry *e = NULL;
-    if (ws && (st = check_workspace(be, op, d, x, ws)))
-        goto out;
-    e = cpu_cache_find(&be->cache, &key);
+    bn_entry *e = cpu_cache_find(&be->cache, &key);
     if (!e) {
         e = bn_entry_new(be, C);
         if (!e) {
@@ -432,6 +422,8 @@ static tp_status bn_backward(cpu_backend *be, const char *op, const tp_bn_desc *
         }
         cpu_cache_put(&be->cache, &key, e, bn_entry_free);
     }
+    if (ws && (st = check_workspace(be, op, e, ws)))
+        goto out;
     /* Recover the biased batch variance from the saved 1/sqrt(var + eps). */
     const float *inv = save_invstd->data;
     for (int64_t c = 0; c < C; c++) {

@@ -104,22 +104,28 @@ static tp_status check_subsample(cpu_backend *be, const char *op, int stride,
     return TP_OK;
 }
 
-/* Copies the subsampled pixels between x (full size) and y (subsampled, Cy >= Cx channels):
- * to_y = 1 for the forward pass in NCHW or mixed layouts (y[.., :Cx] = x[.., ::s, ::s]), 0 for the backward pass
- * (dx[.., ::s, ::s] = dy[.., :Cx]). The caller has zeroed the destination. Both tensors in
- * one layout take the fast path: rows of channels (NHWC) or strided rows (NCHW). */
+/* Writes the destination of shortcut A's subsampling, zeros included: to_y = 1 for the
+ * forward pass (y[.., :Cx] = x[.., ::s, ::s], y[.., Cx:] = 0), 0 for the backward pass
+ * (dx[.., ::s, ::s] = dy[.., :Cx], zero elsewhere). Both tensors in one layout take the fast
+ * path: rows of channels (NHWC; forward in a single pass, each output pixel Cx copied channels
+ * then Cy - Cx zeros) or strided rows (NCHW). */
 static void subsample_copy(int stride, const tp_tensor *x, const tp_tensor *y, int to_y)
 {
     const int64_t N = y->shape[0], Cx = x->shape[1], Cy = y->shape[1];
     const int64_t H = x->shape[2], W = x->shape[3], OH = y->shape[2], OW = y->shape[3];
     float *xp = x->data, *yp = y->data;
-    if (x->layout == TP_LAYOUT_NHWC && y->layout == TP_LAYOUT_NHWC) {
+    const int nhwc = x->layout == TP_LAYOUT_NHWC && y->layout == TP_LAYOUT_NHWC;
+    if (!(nhwc && to_y))
+        memset(to_y ? yp : xp, 0, tp_tensor_bytes(to_y ? y : x));
+    if (nhwc) {
         for (int64_t n = 0; n < N; n++)
             for (int64_t h = 0; h < OH; h++)
                 for (int64_t w = 0; w < OW; w++) {
                     float *xs = xp + ((n * H + h * stride) * W + w * stride) * Cx;
                     float *ys = yp + ((n * OH + h) * OW + w) * Cy;
                     memcpy(to_y ? ys : xs, to_y ? xs : ys, (size_t)Cx * sizeof(float));
+                    if (to_y)
+                        memset(ys + Cx, 0, (size_t)(Cy - Cx) * sizeof(float));
                 }
     } else if (x->layout == TP_LAYOUT_NCHW && y->layout == TP_LAYOUT_NCHW) {
         for (int64_t n = 0; n < N; n++)
@@ -155,23 +161,6 @@ tp_status cpu_subsample_pad_forward(void *self, int stride, const tp_tensor *x, 
     tp_status st = check_subsample(be, "subsample_pad_forward", stride, x, "x", y, "y");
     if (st)
         return st;
-    if (x->layout == TP_LAYOUT_NHWC && y->layout == TP_LAYOUT_NHWC) {
-        /* One pass: each output pixel is Cx copied channels, then Cy - Cx zeros. */
-        const int64_t N = y->shape[0], Cx = x->shape[1], Cy = y->shape[1];
-        const int64_t W = x->shape[3], OH = y->shape[2], OW = y->shape[3];
-        const float *xp = x->data;
-        float *yp = y->data;
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t h = 0; h < OH; h++)
-                for (int64_t w = 0; w < OW; w++) {
-                    const float *xs = xp + ((n * x->shape[2] + h * stride) * W + w * stride) * Cx;
-                    float *ys = yp + ((n * OH + h) * OW + w) * Cy;
-                    memcpy(ys, xs, (size_t)Cx * sizeof(float));
-                    memset(ys + Cx, 0, (size_t)(Cy - Cx) * sizeof(float));
-                }
-        return TP_OK;
-    }
-    memset(y->data, 0, tp_tensor_bytes(y));
     subsample_copy(stride, x, y, 1);
     return TP_OK;
 }
@@ -182,7 +171,6 @@ tp_status cpu_subsample_pad_backward(void *self, int stride, const tp_tensor *dy
     tp_status st = check_subsample(be, "subsample_pad_backward", stride, dx, "dx", dy, "dy");
     if (st)
         return st;
-    memset(dx->data, 0, tp_tensor_bytes(dx));
     subsample_copy(stride, dx, dy, 0);
     return TP_OK;
 }
