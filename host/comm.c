@@ -4,6 +4,7 @@
 
 #include "comm.h"
 #include "comm_transport.h"
+#include "comm_worker.h"
 #include "services.h"
 
 #include <errno.h>
@@ -17,24 +18,6 @@
 #include <unistd.h>
 
 #define COMM_DEFAULT_BUCKET_MB 16.0
-
-/* Whether NCCL is used for device tensors: decided collectively on the first
- * comm_allreduce_tensors() call. */
-typedef enum nccl_state {
-    NCCL_UNDECIDED = 0,
-    NCCL_READY = 1,
-    NCCL_OFF = 2
-} nccl_state;
-
-struct comm {
-    comm_transport t;
-    const char *name;
-    float *bucket;        /* flat host buffer for bucketed and staged reductions */
-    size_t bucket_count;  /* floats allocated */
-    size_t bucket_target; /* floats per transport call (a larger tensor gets its own) */
-    nccl_state nccl_state;
-    comm_nccl *nccl;
-};
 
 double comm_now(void)
 {
@@ -186,7 +169,67 @@ int comm_size(const comm *c) { return c ? c->t.size : 1; }
 int comm_local_rank(const comm *c) { return c ? c->t.local_rank : 0; }
 const char *comm_transport_name(const comm *c) { return c ? c->name : "single"; }
 
-static int tensor_on_device(const tp_tensor *t, const tp_backend_info *info)
+/* ---------------------------------------------------------------- collectives, routed */
+
+/* A transport call packed for the communication thread. */
+typedef struct transport_call {
+    comm *c;
+    enum { CALL_ALLREDUCE, CALL_BROADCAST, CALL_BARRIER } kind;
+    void *data;
+    size_t count;
+    comm_dtype dtype;
+    int root;
+    const char *what;
+} transport_call;
+
+static tp_status run_call(void *arg)
+{
+    transport_call *a = arg;
+    comm_transport *t = &a->c->t;
+    switch (a->kind) {
+    case CALL_ALLREDUCE: return t->ops->allreduce(t->self, a->data, a->count, a->dtype, a->what);
+    case CALL_BROADCAST: return t->ops->broadcast(t->self, a->data, a->count, a->root);
+    case CALL_BARRIER: return t->ops->barrier(t->self);
+    }
+    return TP_ERR_INVALID;
+}
+
+static tp_status route(transport_call *a)
+{
+    return a->c->worker ? comm_worker_call(a->c->worker, run_call, a) : run_call(a);
+}
+
+tp_status comm_run_allreduce(comm *c, void *data, size_t count, comm_dtype dtype,
+                             const char *what)
+{
+    transport_call a = { c, CALL_ALLREDUCE, data, count, dtype, 0, what };
+    return route(&a);
+}
+
+tp_status comm_run_broadcast(comm *c, void *bytes, size_t n, int root)
+{
+    transport_call a = { c, CALL_BROADCAST, bytes, n, COMM_F32, root, "broadcast" };
+    return route(&a);
+}
+
+tp_status comm_run_barrier(comm *c)
+{
+    transport_call a = { c, CALL_BARRIER, NULL, 0, COMM_F32, 0, "barrier" };
+    return route(&a);
+}
+
+tp_status comm_start_worker(comm *c)
+{
+    if (c->worker)
+        return TP_OK;
+    if (!c->t.ops || !c->t.threads_ok)
+        return TP_ERR_UNSUPPORTED;
+    return comm_worker_start(&c->worker);
+}
+
+/* ---------------------------------------------------------------- tensors */
+
+int comm_tensor_on_device(const tp_tensor *t, const tp_backend_info *info)
 {
     return info->has_device_memory && t->device == TP_DEVICE_DEVICE;
 }
@@ -208,7 +251,7 @@ static tp_status scale_tensor(const tp_backend *backend, const tp_backend_info *
 {
     if (tp_tensor_count(t) == 0)
         return TP_OK;
-    if (tensor_on_device(t, info)) {
+    if (comm_tensor_on_device(t, info)) {
         if (!backend->ops->scale)
             return services_fail(TP_ERR_UNSUPPORTED,
                                  "comm_allreduce_tensors: backend '%s' has no scale operation",
@@ -262,9 +305,8 @@ static tp_status reduce_group(comm *c, const tp_backend *backend, const tp_backe
 {
     tp_status st;
     /* One host tensor alone: reduce it where it is. */
-    if (last == first + 1 && !tensor_on_device(tensors[first], info)) {
-        if ((st = c->t.ops->allreduce(c->t.self, tensors[first]->data, total, COMM_F32,
-                                      "allreduce")))
+    if (last == first + 1 && !comm_tensor_on_device(tensors[first], info)) {
+        if ((st = comm_run_allreduce(c, tensors[first]->data, total, COMM_F32, "allreduce")))
             return st;
         return scale == 1.0 ? TP_OK : scale_tensor(backend, info, tensors[first], scale, first);
     }
@@ -276,7 +318,7 @@ static tp_status reduce_group(comm *c, const tp_backend *backend, const tp_backe
         size_t cnt = (size_t)tp_tensor_count(tensors[i]);
         if (!cnt)
             continue;
-        if (tensor_on_device(tensors[i], info)) {
+        if (comm_tensor_on_device(tensors[i], info)) {
             if ((st = stage_copy(backend, tensors[i], c->bucket + off, 1, i)))
                 return st;
             staged = 1;
@@ -287,7 +329,7 @@ static tp_status reduce_group(comm *c, const tp_backend *backend, const tp_backe
     }
     if (staged && (st = backend_sync(backend)))
         return st;
-    if ((st = c->t.ops->allreduce(c->t.self, c->bucket, total, COMM_F32, "allreduce")))
+    if ((st = comm_run_allreduce(c, c->bucket, total, COMM_F32, "allreduce")))
         return st;
     if (scale != 1.0) {
         float s = (float)scale;
@@ -299,7 +341,7 @@ static tp_status reduce_group(comm *c, const tp_backend *backend, const tp_backe
         size_t cnt = (size_t)tp_tensor_count(tensors[i]);
         if (!cnt)
             continue;
-        if (tensor_on_device(tensors[i], info)) {
+        if (comm_tensor_on_device(tensors[i], info)) {
             if ((st = stage_copy(backend, tensors[i], c->bucket + off, 0, i)))
                 return st;
         } else {
@@ -328,9 +370,10 @@ static int nccl_setting(void)
     return 1;
 }
 
-/* First call: every rank says whether its gradients are in device memory and whether it
- * can run NCCL on them (backend-cuda, libraries present); NCCL is used only when all can. */
-static tp_status decide_nccl(comm *c, int device_tensors, const tp_backend_info *info)
+/* Every rank says whether its gradients are in device memory and whether it can run NCCL
+ * on them (backend-cuda, libraries present); NCCL is used only when all can. Runs before
+ * the communication thread exists, or on it (comm_nccl_init broadcasts NCCL's id). */
+static tp_status decide_nccl_now(comm *c, int device_tensors, const tp_backend_info *info)
 {
     tp_status st;
     int nccl_ok = 0;
@@ -377,6 +420,28 @@ static tp_status decide_nccl(comm *c, int device_tensors, const tp_backend_info 
     return TP_OK;
 }
 
+typedef struct decide_call {
+    comm *c;
+    int device_tensors;
+    const tp_backend_info *info;
+} decide_call;
+
+static tp_status run_decide(void *arg)
+{
+    decide_call *a = arg;
+    return decide_nccl_now(a->c, a->device_tensors, a->info);
+}
+
+tp_status comm_decide_nccl(comm *c, int device_tensors, const tp_backend_info *info)
+{
+    /* One rank needs no traffic, unless TRAINPIPE_COMM_NCCL=1 asks to exercise NCCL. */
+    if (c->nccl_state != NCCL_UNDECIDED ||
+        (!multi_rank(c) && !(device_tensors && nccl_setting() == 2)))
+        return TP_OK;
+    decide_call a = { c, device_tensors, info };
+    return c->worker ? comm_worker_call(c->worker, run_decide, &a) : run_decide(&a);
+}
+
 tp_status comm_allreduce_tensors(comm *c, const tp_backend *backend, tp_tensor *const *tensors,
                                  size_t n, double scale)
 {
@@ -401,7 +466,7 @@ tp_status comm_allreduce_tensors(comm *c, const tp_backend *backend, tp_tensor *
         return st;
     int device_tensors = 0;
     for (size_t i = 0; i < n; i++)
-        device_tensors |= tensor_on_device(tensors[i], &info);
+        device_tensors |= comm_tensor_on_device(tensors[i], &info);
     if (device_tensors && !backend->ops->copy)
         return services_fail(TP_ERR_UNSUPPORTED,
                              "comm_allreduce_tensors: backend '%s' has no copy operation",
@@ -410,16 +475,14 @@ tp_status comm_allreduce_tensors(comm *c, const tp_backend *backend, tp_tensor *
     /* Backward may still be running on the backend's streams. */
     if ((st = backend_sync(backend)))
         return st;
-    /* One rank needs no traffic, unless TRAINPIPE_COMM_NCCL=1 asks to exercise NCCL. */
     int single = !multi_rank(c);
-    if (c->nccl_state == NCCL_UNDECIDED && (!single || (device_tensors && nccl_setting() == 2)) &&
-        (st = decide_nccl(c, device_tensors, &info)))
+    if ((st = comm_decide_nccl(c, device_tensors, &info)))
         return st;
 #ifdef TP_HAVE_NCCL
     if (c->nccl_state == NCCL_READY && device_tensors) {
         int all_device = 1;
         for (size_t i = 0; i < n; i++)
-            all_device &= tensor_on_device(tensors[i], &info);
+            all_device &= comm_tensor_on_device(tensors[i], &info);
         if (all_device)
             return comm_nccl_allreduce(c->nccl, &c->t, backend, tensors, n, scale);
     }
@@ -455,7 +518,7 @@ tp_status comm_allreduce_host(comm *c, double *values, size_t n)
         return services_fail(TP_ERR_INVALID, "comm_allreduce_host: NULL argument");
     if (c->t.size == 1 || !c->t.ops || n == 0)
         return TP_OK;
-    return c->t.ops->allreduce(c->t.self, values, n, COMM_F64, "allreduce_host");
+    return comm_run_allreduce(c, values, n, COMM_F64, "allreduce_host");
 }
 
 tp_status comm_broadcast_host(comm *c, void *bytes, size_t n, int root)
@@ -467,7 +530,7 @@ tp_status comm_broadcast_host(comm *c, void *bytes, size_t n, int root)
                              root, c->t.size - 1);
     if (c->t.size == 1 || !c->t.ops)
         return TP_OK;
-    return c->t.ops->broadcast(c->t.self, bytes, n, root);
+    return comm_run_broadcast(c, bytes, n, root);
 }
 
 tp_status comm_barrier(comm *c)
@@ -476,13 +539,14 @@ tp_status comm_barrier(comm *c)
         return services_fail(TP_ERR_INVALID, "comm_barrier: NULL comm");
     if (c->t.size == 1 || !c->t.ops)
         return TP_OK;
-    return c->t.ops->barrier(c->t.self);
+    return comm_run_barrier(c);
 }
 
 void comm_free(comm *c)
 {
     if (!c)
         return;
+    comm_worker_stop(c->worker); /* after what is queued: a peer may wait for it */
 #ifdef TP_HAVE_NCCL
     if (c->nccl)
         comm_nccl_free(c->nccl);

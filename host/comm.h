@@ -62,6 +62,63 @@ const char *comm_transport_name(const comm *c);
 tp_status comm_allreduce_tensors(comm *c, const tp_backend *backend, tp_tensor *const *tensors,
                                  size_t n, double scale);
 
+/* Gradient reduction overlapped with the backward pass.
+ *
+ * A reducer takes the gradient tensors in the order backward finishes them and groups
+ * neighbours into buckets of about TRAINPIPE_COMM_BUCKET_MB megabytes (default 16; the first
+ * bucket at most 1 MB, so the first reduction starts early). comm_reducer_ready() says one
+ * tensor is final; when a bucket is complete (and the ones before it have gone) its sum
+ * starts while backward goes on:
+ *   - host memory (backend-cpu): the bucket goes to the comm's communication thread, which
+ *     packs it, reduces it over MPI or the local sockets and scales it in place;
+ *   - device memory with NCCL and a backend that shows its compute stream (API 1.3
+ *     native_stream): ncclAllReduce on NCCL's stream, ordered after the gradients by an
+ *     event, so it runs on the GPU beside the rest of backward.
+ * comm_reducer_finish() waits for every bucket and leaves each tensor holding the sum over
+ * ranks times `scale`, bit for bit what comm_allreduce_tensors() gives with two ranks.
+ * Where overlap is impossible or not asked for (one rank, device tensors staged through the
+ * host, an MPI without MPI_THREAD_SERIALIZED, overlap = 0) everything happens in finish,
+ * through comm_allreduce_tensors(). The choice is made collectively when the reducer is
+ * created, so every rank issues the same collectives in the same order.
+ *
+ * Once a communication thread runs, every other collective of the comm also runs on it, in
+ * the order asked for: comm_allreduce_host() during backward (synchronised batch norm) waits
+ * behind the buckets posted before it. The reducer keeps one packed copy of the gradients in
+ * host memory (the sum of their sizes) for buckets of several tensors. */
+typedef struct comm_reducer comm_reducer;
+
+/* What a reducer does and has done; times in seconds, summed over rounds. */
+typedef struct comm_reducer_stats {
+    const char *mode;      /* "none" (one rank), "after backward", "overlapped (thread)",
+                            * "overlapped (NCCL)" */
+    size_t buckets;        /* transport calls per round */
+    int64_t rounds;        /* finished rounds */
+    double wait_seconds;   /* finish() waiting for reductions: communication not hidden */
+    double thread_seconds; /* the communication thread busy (overlapped (thread) only) */
+    size_t completed;      /* buckets of the current round already summed (overlapped
+                            * (thread) only; their tensors hold the result) */
+} comm_reducer_stats;
+
+/* Collective: every rank passes the same tensors (count, shapes, order). `overlap` = 0
+ * asks for the reduction after backward. The tensors must stay allocated until the
+ * reducer is freed. */
+tp_status comm_reducer_create(comm *c, const tp_backend *backend, tp_tensor *const *tensors,
+                              size_t n, double scale, int overlap, comm_reducer **out);
+
+/* Tensor `index` (a position in the create list) is final for this round. Each tensor at
+ * most once per round; in the same order on every rank. */
+tp_status comm_reducer_ready(comm_reducer *r, size_t index);
+
+/* Ends the round: starts what is not started yet (tensors never reported count as ready
+ * now), waits for everything, applies the scale. The next ready() begins a new round. */
+tp_status comm_reducer_finish(comm_reducer *r);
+
+void comm_reducer_get_stats(const comm_reducer *r, comm_reducer_stats *out);
+
+/* Waits for reductions still in flight (after an error), then frees r. NULL is ignored.
+ * Free the reducer before its comm. */
+void comm_reducer_free(comm_reducer *r);
+
 /* Sums n host doubles in place across ranks (loss sums, correct counts). The result is the
  * same on every rank, summed in rank order on the local transport. */
 tp_status comm_allreduce_host(comm *c, double *values, size_t n);

@@ -153,7 +153,8 @@ tp_status comm_mpi_open(double timeout, comm_transport *out)
                                              "(one comm per process)");
     }
     if (!initialized) {
-        /* SERIALIZED: the trainer may call from a thread other than main, one at a time. */
+        /* SERIALIZED: the communication thread (comm_worker.h) runs the collectives while
+         * the main thread computes, one thread at a time. */
         int provided = MPI_THREAD_SINGLE;
         rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided);
         if (rc != MPI_SUCCESS) {
@@ -164,7 +165,7 @@ tp_status comm_mpi_open(double timeout, comm_transport *out)
         if (provided < MPI_THREAD_SERIALIZED)
             services_host()->log(services_host(), TP_LOG_WARN, "comm",
                                  "MPI provides thread level %d, below MPI_THREAD_SERIALIZED: "
-                                 "call collectives from the thread that created the comm",
+                                 "gradients are reduced after backward, not during it",
                                  provided);
     }
     if ((rc = MPI_Comm_dup(MPI_COMM_WORLD, &m->comm)) != MPI_SUCCESS) {
@@ -184,6 +185,12 @@ tp_status comm_mpi_open(double timeout, comm_transport *out)
     }
     MPI_Comm_rank(node, &out->local_rank);
     MPI_Comm_free(&node);
+
+    /* Whoever initialised MPI, the level it provides decides whether collectives may run on
+     * the communication thread. */
+    int level = MPI_THREAD_SINGLE;
+    MPI_Query_thread(&level);
+    out->threads_ok = level >= MPI_THREAD_SERIALIZED;
 
     m->t = out;
     out->timeout = timeout;

@@ -4,11 +4,11 @@
  * trainpipe binary runs on machines without CUDA; the soname of cudart is the one the
  * headers belong to, which is the library backend-cuda already loaded.
  *
- * The reduction runs on a stream of our own: backend-cuda does not expose its streams
- * through the SDK, so comm.c synchronises the backend first, we run one grouped
- * ncclAllReduce per call (NCCL fuses the group), and wait for it on the host with a
- * deadline. Overlapping the reduction with backward needs the backend's compute stream
- * (an SDK addition). */
+ * The reductions run on a stream of our own. comm_nccl_allreduce() (after backward) follows
+ * a backend sync; comm_nccl_enqueue() (during backward, comm_reducer.c) instead makes our
+ * stream wait for an event recorded on the backend's compute stream, which the backend
+ * shows through the API 1.3 native_stream operation. Either way one grouped ncclAllReduce
+ * per call (NCCL fuses the group), and the host waits for our stream with a deadline. */
 #include "config.h"
 
 #include "comm_transport.h"
@@ -48,7 +48,14 @@ struct comm_nccl {
     __typeof__(&cudaStreamQuery) stream_query;
     __typeof__(&cudaStreamDestroy) stream_destroy;
     __typeof__(&cudaGetErrorString) cuda_error_string;
+    __typeof__(&cudaEventCreateWithFlags) event_create;
+    __typeof__(&cudaEventRecord) event_record;
+    __typeof__(&cudaStreamWaitEvent) stream_wait_event;
+    __typeof__(&cudaEventDestroy) event_destroy;
     ncclComm_t comm;
+    /* comm_nccl_enqueue(): one event per bucket of the round, reused across rounds. */
+    cudaEvent_t *events;
+    size_t n_events, used_events;
     cudaStream_t stream;
     int device;
     int ready;
@@ -98,6 +105,10 @@ tp_status comm_nccl_load(comm_nccl **out)
     LOAD(n->cudart_lib, stream_query, "cudaStreamQuery");
     LOAD(n->cudart_lib, stream_destroy, "cudaStreamDestroy");
     LOAD(n->cudart_lib, cuda_error_string, "cudaGetErrorString");
+    LOAD(n->cudart_lib, event_create, "cudaEventCreateWithFlags");
+    LOAD(n->cudart_lib, event_record, "cudaEventRecord");
+    LOAD(n->cudart_lib, stream_wait_event, "cudaStreamWaitEvent");
+    LOAD(n->cudart_lib, event_destroy, "cudaEventDestroy");
     *out = n;
     return TP_OK;
 missing:
@@ -171,17 +182,10 @@ static tp_status wait_stream(comm_nccl *n, const comm_transport *t, double start
     }
 }
 
-tp_status comm_nccl_allreduce(comm_nccl *n, const comm_transport *t, const tp_backend *backend,
-                              tp_tensor *const *tensors, size_t count, double scale)
+/* One grouped ncclAllReduce of the tensors on our stream. */
+static tp_status enqueue_group(comm_nccl *n, tp_tensor *const *tensors, size_t count)
 {
     ncclResult_t r;
-    cudaError_t e;
-    tp_status st;
-    if (!n->ready)
-        return services_fail(TP_ERR_INVALID, "comm: NCCL is not initialised");
-    double start = comm_now();
-    if ((e = n->set_device(n->device)) != cudaSuccess)
-        return cuda_fail(n, e, "cudaSetDevice");
     if ((r = n->group_start()) != ncclSuccess)
         return nccl_fail(n, r, "ncclGroupStart");
     for (size_t i = 0; i < count; i++) {
@@ -197,6 +201,21 @@ tp_status comm_nccl_allreduce(comm_nccl *n, const comm_transport *t, const tp_ba
     }
     if ((r = n->group_end()) != ncclSuccess)
         return nccl_fail(n, r, "ncclGroupEnd");
+    return TP_OK;
+}
+
+tp_status comm_nccl_allreduce(comm_nccl *n, const comm_transport *t, const tp_backend *backend,
+                              tp_tensor *const *tensors, size_t count, double scale)
+{
+    cudaError_t e;
+    tp_status st;
+    if (!n->ready)
+        return services_fail(TP_ERR_INVALID, "comm: NCCL is not initialised");
+    double start = comm_now();
+    if ((e = n->set_device(n->device)) != cudaSuccess)
+        return cuda_fail(n, e, "cudaSetDevice");
+    if ((st = enqueue_group(n, tensors, count)))
+        return st;
     if ((st = wait_stream(n, t, start)))
         return st;
     if (scale == 1.0)
@@ -210,10 +229,48 @@ tp_status comm_nccl_allreduce(comm_nccl *n, const comm_transport *t, const tp_ba
     return TP_OK;
 }
 
+tp_status comm_nccl_enqueue(comm_nccl *n, void *compute_stream, tp_tensor *const *tensors,
+                            size_t count)
+{
+    cudaError_t e;
+    if (!n->ready)
+        return services_fail(TP_ERR_INVALID, "comm: NCCL is not initialised");
+    if ((e = n->set_device(n->device)) != cudaSuccess)
+        return cuda_fail(n, e, "cudaSetDevice");
+    if (n->used_events == n->n_events) {
+        cudaEvent_t *grown = realloc(n->events, (n->n_events + 1) * sizeof *grown);
+        if (!grown)
+            return services_fail(TP_ERR_NOMEM, "comm: out of memory");
+        n->events = grown;
+        if ((e = n->event_create(&n->events[n->n_events], cudaEventDisableTiming)) !=
+            cudaSuccess)
+            return cuda_fail(n, e, "cudaEventCreateWithFlags");
+        n->n_events++;
+    }
+    cudaEvent_t ev = n->events[n->used_events++];
+    /* The gradients are written by kernels queued on the compute stream so far. */
+    if ((e = n->event_record(ev, (cudaStream_t)compute_stream)) != cudaSuccess)
+        return cuda_fail(n, e, "cudaEventRecord on the backend's compute stream");
+    if ((e = n->stream_wait_event(n->stream, ev, 0)) != cudaSuccess)
+        return cuda_fail(n, e, "cudaStreamWaitEvent");
+    return enqueue_group(n, tensors, count);
+}
+
+tp_status comm_nccl_wait(comm_nccl *n, const comm_transport *t)
+{
+    if (!n->ready)
+        return services_fail(TP_ERR_INVALID, "comm: NCCL is not initialised");
+    n->used_events = 0; /* an event may be re-recorded once our stream waited past it */
+    return wait_stream(n, t, comm_now());
+}
+
 void comm_nccl_free(comm_nccl *n)
 {
     if (!n)
         return;
+    for (size_t i = 0; i < n->n_events; i++)
+        n->event_destroy(n->events[i]);
+    free(n->events);
     if (n->stream && n->stream_destroy)
         n->stream_destroy(n->stream);
     if (n->comm && n->comm_destroy)

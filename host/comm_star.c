@@ -383,6 +383,7 @@ tp_status comm_star_open(double timeout, comm_transport *out)
     out->local_rank = local;
     out->timeout = timeout;
     out->ops = &star_ops;
+    out->threads_ok = 1; /* plain sockets: any one thread at a time */
     out->self = s;
     s->t = out;
     /* Every rank is up and wired to the right peer before anyone goes on. */

@@ -8,6 +8,8 @@
 
 #include <trainpipe/trainpipe.h>
 
+#include "comm.h"
+
 /* Element types a transport sums. */
 typedef enum comm_dtype {
     COMM_F32 = 0,
@@ -33,7 +35,52 @@ typedef struct comm_transport {
     void *self;
     int rank, size, local_rank;
     double timeout; /* seconds */
+    /* Collectives may run on a thread other than the one that opened the transport (one
+     * thread at a time): the condition for the communication thread of comm_worker.h. */
+    int threads_ok;
 } comm_transport;
+
+/* Whether NCCL is used for device tensors: decided collectively, once (comm_decide_nccl). */
+typedef enum nccl_state {
+    NCCL_UNDECIDED = 0,
+    NCCL_READY = 1,
+    NCCL_OFF = 2
+} nccl_state;
+
+typedef struct comm_nccl comm_nccl;
+typedef struct comm_worker comm_worker;
+
+/* The comm of comm.h, shared by comm.c and comm_reducer.c. */
+struct comm {
+    comm_transport t;
+    const char *name;
+    float *bucket;        /* flat host buffer for bucketed and staged reductions */
+    size_t bucket_count;  /* floats allocated */
+    size_t bucket_target; /* floats per transport call (a larger tensor gets its own) */
+    nccl_state nccl_state;
+    comm_nccl *nccl;
+    /* The communication thread, once comm_start_worker() made it: from then on every
+     * collective of this comm runs there, in the order it was asked for. */
+    comm_worker *worker;
+};
+
+/* The transport's collectives, run on the communication thread when there is one (the
+ * calling thread waits), else directly. */
+tp_status comm_run_allreduce(comm *c, void *data, size_t count, comm_dtype dtype,
+                             const char *what);
+tp_status comm_run_broadcast(comm *c, void *bytes, size_t n, int root);
+tp_status comm_run_barrier(comm *c);
+
+/* Starts the communication thread (idempotent). TP_ERR_UNSUPPORTED, with no message
+ * recorded, when the transport cannot run collectives off the main thread. */
+tp_status comm_start_worker(comm *c);
+
+/* Whether t lives in device memory on a backend described by info. */
+int comm_tensor_on_device(const tp_tensor *t, const tp_backend_info *info);
+
+/* Decides, collectively and once, whether device gradients go through NCCL: a no-op when
+ * decided, or with one rank unless TRAINPIPE_COMM_NCCL=1. Sets c->nccl_state. */
+tp_status comm_decide_nccl(comm *c, int device_tensors, const tp_backend_info *info);
 
 /* Prints "trainpipe: rank R: <message>" and ends the job through t->ops->abort (or _exit
  * when t has no transport). For timeouts and lost peers. */
@@ -60,7 +107,6 @@ tp_status comm_star_open(double timeout, comm_transport *out);
 
 /* NCCL for device tensors on backend-cuda (comm_nccl.c, built with NCCL only). libnccl and
  * libcudart are loaded at run time, so the host binary does not depend on them. */
-typedef struct comm_nccl comm_nccl;
 /* Loads the libraries; TP_ERR_UNSUPPORTED when they are missing (no message recorded). */
 tp_status comm_nccl_load(comm_nccl **out);
 /* Joins the NCCL communicator on the calling thread's current CUDA device: rank 0 makes the
@@ -70,6 +116,13 @@ tp_status comm_nccl_init(comm_nccl *n, const comm_transport *t);
  * for it within t->timeout, then scales them on the backend. */
 tp_status comm_nccl_allreduce(comm_nccl *n, const comm_transport *t, const tp_backend *backend,
                               tp_tensor *const *tensors, size_t count, double scale);
+/* Overlapped use (comm_reducer.c): sums `count` device tensors on NCCL's stream once the
+ * backend's compute stream (its native handle, a cudaStream_t) has finished what is queued
+ * on it now, without waiting on the host. Calls on every rank must come in one order. */
+tp_status comm_nccl_enqueue(comm_nccl *n, void *compute_stream, tp_tensor *const *tensors,
+                            size_t count);
+/* Waits on the host, within t->timeout, for every reduction enqueued so far. */
+tp_status comm_nccl_wait(comm_nccl *n, const comm_transport *t);
 void comm_nccl_free(comm_nccl *n);
 
 #endif

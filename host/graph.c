@@ -61,6 +61,7 @@ typedef struct named_tensor {
     int fan_in, fan_out;
     tp_tensor value; /* descriptor; data once bound */
     tp_tensor grad;  /* trainable only */
+    size_t param;    /* trainable only: the index in graph_params() */
 } named_tensor;
 
 typedef struct grad_buffer {
@@ -98,6 +99,8 @@ struct graph {
     int bn_world;
     bn_sync *bn_sync;
     int no_fusion; /* graph_set_fusion(g, 0): every node runs on its own */
+    graph_grad_ready_fn grad_ready_hook; /* graph_set_grad_ready_hook() */
+    void *grad_ready_ctx;
 };
 
 struct tp_netbuilder {
@@ -528,9 +531,11 @@ static tp_status finish_lists(graph *g)
         return services_fail(TP_ERR_NOMEM, "model build: out of memory");
     for (size_t i = 0; i < g->n_tensors; i++) {
         named_tensor *t = &g->tensors[i];
-        if (t->trainable)
+        if (t->trainable) {
+            t->param = g->n_params;
             g->param_refs[g->n_params++] =
                 (tp_param_ref){t->name, t->role, &t->value, &t->grad};
+        }
         else
             g->state_refs[g->n_state++] = (tp_state_ref){t->name, &t->value};
     }
@@ -1416,6 +1421,54 @@ static tp_status backward_node(graph *g, int j)
     return TP_OK;
 }
 
+void graph_set_grad_ready_hook(graph *g, graph_grad_ready_fn fn, void *ctx)
+{
+    g->grad_ready_hook = fn;
+    g->grad_ready_ctx = ctx;
+}
+
+/* Node j's parameters in the order they are reported: weight, then bias. */
+static size_t node_params(const graph *g, size_t j, size_t out[2])
+{
+    const node *n = &g->nodes[j];
+    size_t k = 0;
+    if (n->weight >= 0 && g->tensors[n->weight].trainable)
+        out[k++] = g->tensors[n->weight].param;
+    if (n->bias >= 0 && g->tensors[n->bias].trainable)
+        out[k++] = g->tensors[n->bias].param;
+    return k;
+}
+
+/* The order graph_backward() visits nodes in: from the output down, then those after it. */
+static size_t backward_visit(const graph *g, size_t k)
+{
+    size_t down = (size_t)g->output_node; /* nodes output_node .. 1 */
+    return k < down ? (size_t)g->output_node - k : k + 1;
+}
+
+void graph_param_ready_order(const graph *g, size_t *order)
+{
+    size_t m = 0, p[2];
+    for (size_t k = 0; k + 1 < g->n_nodes; k++) {
+        size_t np = node_params(g, backward_visit(g, k), p);
+        for (size_t i = 0; i < np; i++)
+            order[m++] = p[i];
+    }
+}
+
+/* Tells the hook that node j's parameter gradients are final. */
+static tp_status report_grads(graph *g, size_t j)
+{
+    size_t p[2];
+    size_t np = g->grad_ready_hook ? node_params(g, j, p) : 0;
+    for (size_t i = 0; i < np; i++) {
+        tp_status st = g->grad_ready_hook(g->grad_ready_ctx, p[i]);
+        if (st)
+            return st;
+    }
+    return TP_OK;
+}
+
 tp_status graph_backward(graph *g, const tp_tensor *dlogits)
 {
     tp_status st;
@@ -1433,14 +1486,16 @@ tp_status graph_backward(graph *g, const tp_tensor *dlogits)
     g->grad_ready[g->output_node] = 1;
     for (int j = g->output_node; j > 0; j--) {
         node *n = &g->nodes[j];
-        if (!n->live || !g->grad_ready[j]) {
+        if (!n->live || !g->grad_ready[j])
             TRY(zero_param_grads(g, n)); /* not connected to the loss: zero gradient */
-            continue;
-        }
-        TRY(backward_node(g, j));
+        else
+            TRY(backward_node(g, j));
+        TRY(report_grads(g, (size_t)j));
     }
     /* Layers after the output do not influence the loss either. */
-    for (size_t j = (size_t)g->output_node + 1; j < g->n_nodes; j++)
+    for (size_t j = (size_t)g->output_node + 1; j < g->n_nodes; j++) {
         TRY(zero_param_grads(g, &g->nodes[j]));
+        TRY(report_grads(g, j));
+    }
     return TP_OK;
 }

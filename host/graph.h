@@ -93,6 +93,17 @@ const tp_tensor *graph_logits(const graph *g);
  * parameter gradient. Where a node feeds several consumers the gradients are summed. */
 tp_status graph_backward(graph *g, const tp_tensor *dlogits);
 
+/* Data parallel: `fn(ctx, param)` is called during graph_backward() as soon as parameter
+ * `param`'s gradient (an index into graph_params()) is final, once per parameter and pass,
+ * in the order graph_param_ready_order() gives, so its reduction can start while backward
+ * goes on. A failure from fn stops backward. NULL removes the hook. */
+typedef tp_status (*graph_grad_ready_fn)(void *ctx, size_t param);
+void graph_set_grad_ready_hook(graph *g, graph_grad_ready_fn fn, void *ctx);
+
+/* order[k] = the parameter (graph_params() index) whose gradient backward finishes k-th;
+ * order has room for graph_params()'s count. The same on every rank. */
+void graph_param_ready_order(const graph *g, size_t *order);
+
 /* The trainable parameters with their gradients, for the optimizer (valid until graph_free;
  * the tensors' data exists once bound). */
 const tp_param_ref *graph_params(const graph *g, size_t *count);

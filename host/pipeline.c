@@ -55,6 +55,9 @@ static const tp_param_def settings_params[] = {
                       "together (false: each rank's own, as PyTorch's default)"),
     TP_PARAM_DEF_FLOAT(PS, comm_timeout, "comm_timeout", "300", 1, 86400,
                        "seconds a collective may wait for the other ranks before the job ends"),
+    TP_PARAM_DEF_BOOL(PS, overlap_allreduce, "overlap_allreduce", "true",
+                      "data parallel: sum gradient buckets across ranks while backward still "
+                      "runs (false: all of them after backward; same results)"),
     TP_PARAM_DEF_BOOL(PS, fuse_layers, "fuse_layers", "true",
                       "compute a ReLU inside the batch norm or addition before it when the "
                       "backend can (same results; false runs every layer on its own)"),

@@ -38,6 +38,7 @@ typedef struct pipeline_settings {
     double comm_timeout;            /* seconds a collective may take */
     int sync_batchnorm;             /* batch-norm statistics over all ranks */
     int fuse_layers;                /* ReLUs folded into batch norms and additions */
+    int overlap_allreduce;          /* gradient buckets reduced during backward */
 } pipeline_settings;
 
 /* [checkpoint] */

@@ -101,6 +101,10 @@ typedef struct trainer {
     double epoch_images; /* images trained in this epoch by all ranks together */
     int launch;       /* [pipeline] gpus > 1 outside a launched job: start the ranks instead */
     int stop_requested;
+    /* The gradients' reduction (comm.h) and where each parameter sits in its list. */
+    comm_reducer *reducer;
+    size_t *ready_position;
+    double reducer_wait_logged; /* wait_seconds at the last epoch line */
 } trainer;
 
 static int saved_argc;
@@ -289,6 +293,10 @@ static void trainer_release(trainer *t)
         if (t->grad_sumsq_part.data)
             t->backend.ops->free(t->backend.self, &t->grad_sumsq_part);
     }
+    comm_reducer_free(t->reducer); /* before the graph: it reduces the graph's gradients */
+    t->reducer = NULL;
+    free(t->ready_position);
+    t->ready_position = NULL;
     graph_free(t->g);
     if (t->model)
         stage_destroy(&t->p.model, t->model);
@@ -1197,9 +1205,15 @@ static tp_status close_epoch(trainer *t, int64_t epoch, double epoch_seconds, in
     t->pos.epochs_closed = epoch + 1;
     double rate = epoch_seconds > 0 ? t->epoch_images / epoch_seconds : 0;
     if (t->world > 1)
-        LOG_INFO("epoch %lld done at step %lld: %.1f s, %.1f images/s (%.1f per rank, %d ranks)",
+    {
+        comm_reducer_stats rs;
+        comm_reducer_get_stats(t->reducer, &rs);
+        LOG_INFO("epoch %lld done at step %lld: %.1f s, %.1f images/s (%.1f per rank, %d ranks; "
+                 "%.2f s waiting for gradient sums after backward)",
                  (long long)epoch + 1, (long long)t->pos.step, epoch_seconds, rate,
-                 rate / t->world, t->world);
+                 rate / t->world, t->world, rs.wait_seconds - t->reducer_wait_logged);
+        t->reducer_wait_logged = rs.wait_seconds;
+    }
     else
         LOG_INFO("epoch %lld done at step %lld: %.1f s, %.1f images/s", (long long)epoch + 1,
                  (long long)t->pos.step, epoch_seconds, rate);
@@ -1219,17 +1233,46 @@ static tp_status close_epoch(trainer *t, int64_t epoch, double epoch_seconds, in
     return TP_OK;
 }
 
-/* The mean of every rank's gradients, in place (the same order on every rank). */
-static tp_status allreduce_gradients(trainer *t)
+static tp_status gradient_ready(void *ctx, size_t param)
+{
+    trainer *t = ctx;
+    return comm_reducer_ready(t->reducer, t->ready_position[param]);
+}
+
+/* The reducer that turns every rank's gradients into their mean: buckets in the order
+ * backward finishes the gradients, reduced while backward goes on where the transport allows
+ * (distributed.md). With one rank it does nothing, unless TRAINPIPE_COMM_NCCL=1 sends the
+ * gradients through NCCL anyway (the 1-GPU check of the NCCL path). */
+static tp_status make_reducer(trainer *t)
 {
     size_t n;
+    tp_status st = TP_OK;
     const tp_param_ref *params = graph_params(t->g, &n);
+    size_t *order = malloc((n ? n : 1) * sizeof *order);
     tp_tensor **grads = malloc((n ? n : 1) * sizeof *grads);
-    if (!grads)
-        return services_fail(TP_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < n; i++)
-        grads[i] = params[i].grad;
-    tp_status st = comm_allreduce_tensors(t->comm, &t->backend, grads, n, 1.0 / t->world);
+    t->ready_position = malloc((n ? n : 1) * sizeof *t->ready_position);
+    if (!order || !grads || !t->ready_position) {
+        st = services_fail(TP_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    graph_param_ready_order(t->g, order);
+    for (size_t k = 0; k < n; k++) {
+        grads[k] = params[order[k]].grad;
+        t->ready_position[order[k]] = k;
+    }
+    if ((st = comm_reducer_create(t->comm, &t->backend, grads, n, 1.0 / t->world,
+                                  t->s->overlap_allreduce, &t->reducer)))
+        goto done;
+    comm_reducer_stats rs;
+    comm_reducer_get_stats(t->reducer, &rs);
+    if (rs.buckets > 0) /* an overlapped mode */
+        graph_set_grad_ready_hook(t->g, gradient_ready, t);
+    if (strcmp(rs.mode, "none"))
+        LOG_INFO("gradients: mean over %d rank%s, reduced %s%s%zu bucket%s", t->world,
+                 t->world == 1 ? "" : "s", rs.mode, rs.buckets ? " in " : "",
+                 rs.buckets ? rs.buckets : (size_t)0, rs.buckets == 1 ? "" : "s");
+done:
+    free(order);
     free(grads);
     return st;
 }
@@ -1264,7 +1307,9 @@ static tp_status train_loop(trainer *t)
         first_position = 0;
     }
     int64_t epochs_left = t->s->steps > 0 ? 0 : t->total_epochs - first_epoch;
-    tp_status st = TP_OK;
+    tp_status st = make_reducer(t);
+    if (st)
+        return st;
     if (t->pos.step >= t->total_steps || (t->s->steps == 0 && epochs_left <= 0)) {
         LOG_INFO("nothing left to train: %lld of %lld steps done", (long long)t->pos.step,
                  (long long)t->total_steps);
@@ -1340,8 +1385,8 @@ static tp_status train_loop(trainer *t)
         if (!st && !isfinite(h[0]))
             st = stop_on_nonfinite(t, h[0], &b);
         int finite = 1;
-        if (!st && t->world > 1)
-            st = allreduce_gradients(t);
+        if (!st)
+            st = comm_reducer_finish(t->reducer);
         if (!st && t->scaling)
             st = unscale_gradients(t, &finite);
         if (!st && finite) {

@@ -397,6 +397,12 @@ static tp_status op_adam_update(void *self, tp_tensor *param, const tp_tensor *g
                             step));
 }
 
+/* API 1.3: the cudaStream_t, for NCCL's gradient sums during backward (host/comm_nccl.c). */
+static void *op_native_stream(void *self, tp_stream stream)
+{
+    return (void *)cuda_stream(self, stream);
+}
+
 static const tp_backend_ops cuda_ops = {
     .size = sizeof(tp_backend_ops),
     .info = op_info,
@@ -438,6 +444,7 @@ static const tp_backend_ops cuda_ops = {
     .normalize_channels = op_normalize_channels,
     .sgd_update = op_sgd_update,
     .adam_update = op_adam_update,
+    .native_stream = op_native_stream,
 };
 
 static const tp_component cuda_component = {

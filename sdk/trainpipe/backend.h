@@ -238,7 +238,13 @@ typedef struct tp_backend_ops {
                                          const tp_tensor *save_invstd, tp_tensor *dx,
                                          tp_tensor *dgamma, tp_tensor *dbeta);
 
-    void *reserved[12];
+    /* API 1.3, optional: the backend's own handle of `stream` (a cudaStream_t on
+     * backend-cuda), so the host can order work of its own after what the backend has
+     * queued there (NCCL's gradient sums during backward). NULL where streams are not
+     * objects of a library the host could use. */
+    void *(*native_stream)(void *self, tp_stream stream);
+
+    void *reserved[11];
 } tp_backend_ops;
 
 /* A live backend: what tp_host.backend() returns and what ops receive. */

@@ -9,7 +9,9 @@
  *   basic   ranks and sizes; allreduce of tensors (host memory, a fake device backend that
  *           stages through the host, and backend-cpu when it loads) against sums computed
  *           here, with several bucket groupings; host doubles; broadcast from every root;
- *           barrier; every rank ends with the same bits
+ *           barrier; every rank ends with the same bits; the overlapped gradient reducer
+ *           (buckets summed on the communication thread before finish, a host allreduce
+ *           queued between them, two rounds, the same bits as reducing after backward)
  *   abort   rank 1 calls comm_abort() while rank 0 waits in an allreduce
  *   die     rank 1 exits without a word while rank 0 waits in an allreduce
  *   hang    rank 1 sleeps while rank 0 waits in an allreduce with a 2 s timeout
@@ -227,6 +229,110 @@ static int load_backend_cpu(registry *reg, instance *inst, tp_backend *out)
     return 1;
 }
 
+/* ---------------------------------------------------------------- the reducer */
+
+/* The worst relative difference of tensors [first, last) from the expectation. */
+static double set_error(const tensor_set *s, int size, float scale, int first, int last)
+{
+    double max_rel = 0.0;
+    for (int k = first; k < last; k++) {
+        const float *v = s->t[k].data;
+        for (int64_t i = 0; i < tensor_sizes[k]; i++) {
+            double want = expected(size, k, i, scale);
+            max_rel = fmax(max_rel, fabs((double)v[i] - want) / fmax(fabs(want), 1e-3));
+        }
+    }
+    return max_rel;
+}
+
+static void refill_set(tensor_set *s, int rank)
+{
+    for (int k = 0; k < N_TENSORS; k++)
+        for (int64_t i = 0; i < tensor_sizes[k]; i++)
+            ((float *)s->t[k].data)[i] = contribution(rank, k, i);
+}
+
+/* The gradient reducer on host tensors (needs TRAINPIPE_COMM_BUCKET_MB=0.01: buckets
+ * {1, 7, 1000} {2304} {70000} {0, 10}). Returns the hash of the result, equal on all ranks
+ * and for overlap on and off. */
+static uint64_t reduce_with_reducer(comm *c, const tp_backend *backend, int overlap,
+                                    const char *want_mode)
+{
+    int rank = comm_rank(c), size = comm_size(c);
+    float scale = 1.0f / (float)size;
+    double limit = size <= 2 ? 0.0 : 1e-6;
+    const char *label = overlap ? "reducer, overlapped" : "reducer, after backward";
+    tensor_set s;
+    comm_reducer *r = NULL;
+    comm_reducer_stats rs;
+    if (make_set(&s, NULL, TP_DEVICE_HOST, rank)) {
+        check_failures++;
+        return 0;
+    }
+    tp_status st = comm_reducer_create(c, backend, s.p, N_TENSORS, scale, overlap, &r);
+    CHECK(st == TP_OK && r);
+    if (!r) {
+        fprintf(stderr, "rank %d: %s: %s\n", rank, label, services_last_error());
+        free_set(&s, NULL);
+        return 0;
+    }
+    comm_reducer_get_stats(r, &rs);
+    printf("rank %d: %s: mode %s, %zu buckets\n", rank, label, rs.mode, rs.buckets);
+    CHECK(!strcmp(rs.mode, want_mode));
+    CHECK(rs.buckets == (overlap ? 4u : 0u));
+
+    /* Round 1: the first bucket's tensors are ready; "backward" goes on. */
+    for (size_t i = 0; i < 3; i++)
+        CHECK(comm_reducer_ready(r, i) == TP_OK);
+    if (overlap) {
+        /* Its sum arrives before finish: the overlap itself. */
+        double start = (double)time(NULL);
+        do {
+            comm_reducer_get_stats(r, &rs);
+            if (rs.completed >= 1)
+                break;
+            usleep(1000);
+        } while ((double)time(NULL) - start < 20.0);
+        CHECK(rs.completed >= 1);
+        double early = set_error(&s, size, scale, 0, 3);
+        printf("rank %d: %s: bucket 1 summed before finish (max rel. error %.3g)\n", rank,
+               label, early);
+        CHECK(early <= limit);
+    }
+    /* A collective asked for meanwhile (synchronised batch norm) queues behind the bucket. */
+    double v = rank + 1.0;
+    CHECK(comm_allreduce_host(c, &v, 1) == TP_OK);
+    CHECK(v == size * (size + 1) / 2.0);
+    CHECK(comm_reducer_ready(r, 3) == TP_OK);
+    CHECK(comm_reducer_ready(r, 4) == TP_OK);
+    CHECK(comm_reducer_ready(r, 4) == TP_ERR_INVALID); /* twice in a round */
+    CHECK_CONTAINS(services_last_error(), "twice");
+    CHECK(comm_reducer_ready(r, N_TENSORS) == TP_ERR_INVALID);
+    /* Tensors 5 and 6 are never reported: finish takes them as ready. */
+    CHECK(comm_reducer_finish(r) == TP_OK);
+    double err1 = set_error(&s, size, scale, 0, N_TENSORS);
+    uint64_t h1 = hash_set(&s);
+
+    /* Round 2: every tensor reported, in order. */
+    refill_set(&s, rank);
+    for (size_t i = 0; i < N_TENSORS; i++)
+        CHECK(comm_reducer_ready(r, i) == TP_OK);
+    CHECK(comm_reducer_finish(r) == TP_OK);
+    double err2 = set_error(&s, size, scale, 0, N_TENSORS);
+    CHECK(hash_set(&s) == h1);
+    comm_reducer_get_stats(r, &rs);
+    CHECK(rs.rounds == 2);
+    printf("rank %d: %s: max rel. error %.3g and %.3g in two rounds, %.3f s waited in finish\n",
+           rank, label, err1, err2, rs.wait_seconds);
+    CHECK(err1 <= limit && err2 <= limit);
+    uint64_t root = h1;
+    CHECK(comm_broadcast_host(c, &root, sizeof root, 0) == TP_OK);
+    CHECK(root == h1);
+    comm_reducer_free(r);
+    free_set(&s, NULL);
+    return h1;
+}
+
 /* ---------------------------------------------------------------- the modes */
 
 static int run_basic(void)
@@ -296,6 +402,24 @@ static int run_basic(void)
     printf("rank %d: fake device: %d copies to the host, %d back, %d syncs\n", rank,
            fdev.copies_to_host, fdev.copies_to_device, fdev.syncs);
     CHECK(fdev.copies_to_host == N_TENSORS - 1 && fdev.copies_to_device == N_TENSORS - 1);
+
+    /* The overlapped reducer, then the same without overlap: the same bits. */
+    uint64_t overlapped = reduce_with_reducer(c, &fake, 1, "overlapped (thread)");
+    uint64_t after = reduce_with_reducer(c, &fake, 0, "after backward");
+    CHECK(overlapped == after);
+    /* Device tensors staged through the host have nothing to overlap with. */
+    tensor_set staged;
+    comm_reducer *sr = NULL;
+    comm_reducer_stats srs;
+    CHECK(make_set(&staged, NULL, TP_DEVICE_DEVICE, rank) == 0);
+    CHECK(comm_reducer_create(c, &fake, staged.p, N_TENSORS, 1.0, 1, &sr) == TP_OK);
+    comm_reducer_get_stats(sr, &srs);
+    CHECK(srs.mode && !strcmp(srs.mode, "after backward"));
+    CHECK(comm_reducer_finish(sr) == TP_OK);
+    CHECK(set_error(&staged, size, 1.0f, 0, N_TENSORS) <= (size <= 2 ? 0.0 : 1e-6));
+    comm_reducer_free(sr);
+    free_set(&staged, NULL);
+
     /* The default bucket: everything in one call. */
     unsetenv("TRAINPIPE_COMM_BUCKET_MB");
 
@@ -423,6 +547,26 @@ static int run_single(void)
     CHECK(comm_allreduce_tensors(c, &fake, dev.p, N_TENSORS, 1.0) == TP_OK);
     CHECK(fdev.scales == N_TENSORS - 1); /* scale 1: untouched */
     CHECK(comm_allreduce_tensors(c, NULL, dev.p, N_TENSORS, 1.0) == TP_ERR_INVALID);
+
+    /* The reducer of one rank only scales, in finish. */
+    comm_reducer *r = NULL;
+    comm_reducer_stats rs;
+    refill_set(&host, 0);
+    CHECK(comm_reducer_create(c, &fake, host.p, N_TENSORS, 0.25, 1, &r) == TP_OK && r);
+    comm_reducer_get_stats(r, &rs);
+    CHECK(rs.mode && !strcmp(rs.mode, "none") && rs.buckets == 0);
+    CHECK(comm_reducer_ready(r, 0) == TP_OK);
+    CHECK(comm_reducer_finish(r) == TP_OK);
+    max_diff = 0.0;
+    for (int k = 0; k < N_TENSORS; k++)
+        for (int64_t i = 0; i < tensor_sizes[k]; i++)
+            max_diff = fmax(max_diff, fabs(((float *)host.t[k].data)[i] -
+                                           contribution(0, k, i) * 0.25f));
+    printf("single: reducer, scale 0.25: max difference %g\n", max_diff);
+    CHECK(max_diff == 0.0);
+    comm_reducer_free(r);
+    comm_reducer_free(NULL);
+    CHECK(comm_reducer_create(c, &fake, host.p, N_TENSORS, NAN, 1, &r) == TP_ERR_INVALID);
     free_set(&host, NULL);
     free_set(&dev, NULL);
     comm_free(c);

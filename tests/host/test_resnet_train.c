@@ -5,7 +5,8 @@
  * inference mode, re-binding with another batch size, no leaked tensors, and the fused plan
  * (ReLUs folded into batch norms and additions) against the unfused one: bit for bit on the
  * naive backend, whose fused operations compose the plain ones, and within rounding on
- * backend-cpu. */
+ * backend-cpu. And the gradient-ready hook of data-parallel training: every parameter is
+ * reported once, in graph_param_ready_order(), with its gradient already final. */
 #include "config.h"
 
 #include <math.h>
@@ -34,6 +35,33 @@ typedef struct result {
     size_t n_params;
     int fused;          /* ReLUs the binding folded into the node before them */
 } result;
+
+/* The gradient-ready hook's record: what was reported, and each gradient as it was then. */
+typedef struct ready_log {
+    graph *g;
+    const tp_backend *be;
+    size_t *order;     /* reported parameters, in report order */
+    float **snapshot;  /* per parameter: its gradient when reported */
+    size_t n;
+    int fail_at;       /* > 0: the fail_at-th call fails (stops backward) */
+} ready_log;
+
+static ready_log *step_log; /* set: train_step installs the hook with it */
+
+static tp_status record_ready(void *ctx, size_t param)
+{
+    ready_log *log = ctx;
+    size_t np;
+    const tp_param_ref *p = graph_params(log->g, &np);
+    if (log->fail_at > 0 && (int)log->n + 1 == log->fail_at)
+        return services_fail(TP_ERR_INTERRUPTED, "hook stops at call %d", log->fail_at);
+    if (param >= np || log->n >= np)
+        return services_fail(TP_ERR_INVALID, "hook: parameter %zu, call %zu", param, log->n);
+    log->order[log->n++] = param;
+    free(log->snapshot[param]);
+    log->snapshot[param] = malloc(tp_tensor_bytes(p[param].grad));
+    return test_download(log->be, p[param].grad, log->snapshot[param]);
+}
 
 static void result_free(result *r)
 {
@@ -127,6 +155,10 @@ static graph *train_step(const tp_backend *be, const char *shortcut, int fuse, t
         return NULL;
     }
     graph_set_fusion(g, fuse);
+    if (step_log) {
+        step_log->g = g;
+        graph_set_grad_ready_hook(g, record_ready, step_log);
+    }
     tp_status st = graph_bind(g, be, BATCH, TP_LAYOUT_NCHW);
     if (st == TP_OK)
         st = graph_init_params(g, 7);
@@ -305,6 +337,78 @@ static void compare_unfused(const char *label, const tp_backend *be, const char 
     result_free(&plain);
 }
 
+/* The data-parallel hook: one report per parameter, in the announced order, each with its
+ * final gradient; a failing hook stops backward with its status. */
+static void check_ready_hook(const char *label, const tp_backend *be, const float *xh,
+                             const int32_t *labels, const result *ref)
+{
+    tp_tensor x, lt;
+    result res;
+    ready_log log;
+    memset(&log, 0, sizeof log);
+    log.be = be;
+    log.order = calloc(ref->n_params, sizeof *log.order);
+    log.snapshot = calloc(ref->n_params, sizeof *log.snapshot);
+    step_log = &log;
+    graph *g = train_step(be, "shortcut=B", 1, &x, &lt, xh, labels, &res);
+    step_log = NULL;
+    CHECK(g != NULL);
+    if (!g)
+        goto out;
+    size_t np;
+    graph_params(g, &np);
+    size_t *want = calloc(np, sizeof *want);
+    graph_param_ready_order(g, want);
+    int in_order = log.n == np && !memcmp(want, log.order, np * sizeof *want);
+    size_t final = 0, seen = 0;
+    for (size_t i = 0; i < np; i++) {
+        seen += log.snapshot[i] != NULL;
+        final += log.snapshot[i] &&
+                 !memcmp(log.snapshot[i], res.grads[i], res.counts[i] * sizeof(float));
+    }
+    /* The ready order starts at the classifier and ends at the stem. */
+    const tp_param_ref *params = graph_params(g, &np);
+    const char *first = np ? params[want[0]].name : "-", *last = np ? params[want[np - 1]].name : "-";
+    printf("  %s: ready hook: %zu reports for %zu parameters, %s, %zu final when reported; "
+           "first %s, last %s\n", label, log.n, np,
+           in_order ? "in the announced order" : "NOT in the announced order", final, first,
+           last);
+    CHECK(in_order);
+    CHECK(np == ref->n_params && seen == np && final == np);
+    CHECK(!strcmp(first, "fc.weight"));
+    CHECK(!strcmp(last, "conv1.weight"));
+    /* The same gradients as a pass without the hook. */
+    for (size_t i = 0; i < np && i < ref->n_params; i++)
+        CHECK(!memcmp(res.grads[i], ref->grads[i], res.counts[i] * sizeof(float)));
+
+    /* A failing hook stops backward with its status and message. */
+    log.n = 0;
+    log.fail_at = 3;
+    graph_set_grad_ready_hook(g, record_ready, &log);
+    tp_tensor dl = tp_tensor_2d(TP_DTYPE_F32, BATCH, CLASSES);
+    dl.data = NULL;
+    CHECK(be->ops->alloc(be->self, &dl, "dlogits") == TP_OK);
+    CHECK(be->ops->fill(be->self, &dl, 0.01) == TP_OK);
+    CHECK(graph_forward(g, &x, 1) == TP_OK);
+    CHECK(graph_backward(g, &dl) == TP_ERR_INTERRUPTED);
+    CHECK_CONTAINS(services_last_error(), "hook stops at call 3");
+    CHECK(log.n == 2);
+    graph_set_grad_ready_hook(g, NULL, NULL);
+    CHECK(graph_forward(g, &x, 1) == TP_OK);
+    CHECK(graph_backward(g, &dl) == TP_OK);
+    be->ops->free(be->self, &dl);
+    free(want);
+    be->ops->free(be->self, &x);
+    be->ops->free(be->self, &lt);
+    graph_free(g);
+    result_free(&res);
+out:
+    for (size_t i = 0; i < ref->n_params; i++)
+        free(log.snapshot[i]);
+    free(log.snapshot);
+    free(log.order);
+}
+
 int main(void)
 {
     reg = registry_new();
@@ -333,9 +437,13 @@ int main(void)
         result rn, rc;
         run_backend("naive backend", &naive, shortcuts[s], xh, labels, &rn);
         compare_unfused("naive backend", &naive, shortcuts[s], xh, labels, &rn, 1);
+        if (s == 1)
+            check_ready_hook("naive backend", &naive, xh, labels, &rn);
         if (cpu_st == TP_OK) {
             run_backend("backend-cpu", &cpu, shortcuts[s], xh, labels, &rc);
             compare_unfused("backend-cpu", &cpu, shortcuts[s], xh, labels, &rc, 0);
+            if (s == 1)
+                check_ready_hook("backend-cpu", &cpu, xh, labels, &rc);
             double d = max_rel_diff(rn.logits, rc.logits, BATCH * CLASSES), dg = 0;
             CHECK(rn.n_params == rc.n_params);
             for (size_t i = 0; i < rn.n_params && i < rc.n_params; i++)

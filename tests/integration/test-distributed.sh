@@ -12,7 +12,9 @@
 # small: 3 steps.
 #
 # Batch normalisation must use the global batch's statistics for the weights to agree, hence
-# sync_batchnorm = true. As a control, per-rank statistics (PyTorch's default) must differ by
+# sync_batchnorm = true. Gradients summed in small buckets while backward runs (the default
+# overlap, over the local sockets and over MPI) must give the very bits of summing them after
+# backward: two ranks have one sum order. As a control, per-rank statistics (PyTorch's default) must differ by
 # far more than the tolerance, which shows the comparison can see a difference.
 #   DIST_STEPS (default 3), DIST_BATCH (global batch, default 32) and DIST_SETTINGS (more
 #   --set arguments) change the run.
@@ -72,6 +74,26 @@ if train local "" "--set pipeline.batch_size=$half --set pipeline.gpus=2 $sync";
     compare "$work/single.safetensors" "$work/local.safetensors" || fail "local launcher: weights differ"
 fi
 
+# buckets NAME: how many buckets the run's log says its gradients travelled in (0: none).
+buckets() {
+    sed -n 's/.*reduced overlapped (thread) in \([0-9]*\) buckets.*/\1/p' "$work/$1.log" | head -1
+}
+
+echo "== overlap: 2 ranks summing 0.01 MB gradient buckets during backward, then after it"
+small="env TRAINPIPE_COMM_BUCKET_MB=0.01"
+if train overlap "$small" "--set pipeline.batch_size=$half --set pipeline.gpus=2 $sync" &&
+    train after "$small" "--set pipeline.batch_size=$half --set pipeline.gpus=2 $sync
+                          --set pipeline.overlap_allreduce=false"; then
+    n=$(buckets overlap)
+    echo "    overlapped run: ${n:-no} buckets; the other: $(grep -o 'reduced after backward' "$work/after.log" | head -1)"
+    [ "${n:-0}" -gt 1 ] || fail "overlap: expected several buckets reduced during backward"
+    grep -q "reduced after backward" "$work/after.log" ||
+        fail "overlap_allreduce = false: the log does not say the gradients were reduced after backward"
+    # Each element is the same two-term sum either way: the same bits.
+    compare "$work/after.safetensors" "$work/overlap.safetensors" 0 ||
+        fail "overlap: weights differ from reducing after backward"
+fi
+
 echo "== control: 2 ranks with per-rank batch-norm statistics must differ by more than 1e-3"
 if train perrank "" "--set pipeline.batch_size=$half --set pipeline.gpus=2
                      --set backend.cpu.threads=1"; then
@@ -90,6 +112,15 @@ if [ "$("$TP_BUILDDIR/tests/host/test_comm" features 2>/dev/null)" = "mpi=yes" ]
     fi
     if train mpi "$mpi" "--set pipeline.batch_size=$half $sync"; then
         compare "$work/single.safetensors" "$work/mpi.safetensors" || fail "mpirun: weights differ"
+    fi
+    echo "== mpirun, 0.01 MB buckets overlapped with backward, against the local launcher"
+    if [ -f "$work/after.safetensors" ] &&
+        train mpioverlap "$mpi $small" "--set pipeline.batch_size=$half $sync"; then
+        n=$(buckets mpioverlap)
+        echo "    ${n:-no} buckets reduced during backward over MPI"
+        [ "${n:-0}" -gt 1 ] || fail "mpirun overlap: expected several buckets reduced during backward"
+        compare "$work/after.safetensors" "$work/mpioverlap.safetensors" 0 ||
+            fail "mpirun overlap: weights differ from the local launcher's"
     fi
 else
     echo "    skipped: no mpirun or a build without MPI"
