@@ -94,7 +94,8 @@ typedef struct comm_reducer_stats {
     size_t buckets;        /* transport calls per round */
     int64_t rounds;        /* finished rounds */
     double wait_seconds;   /* finish() waiting for reductions: communication not hidden */
-    double thread_seconds; /* the communication thread busy (overlapped (thread) only) */
+    double thread_seconds; /* the communication thread inside collectives, waiting for
+                            * peers included (overlapped (thread) only) */
     size_t completed;      /* buckets of the current round already summed (overlapped
                             * (thread) only; their tensors hold the result) */
 } comm_reducer_stats;

@@ -1267,10 +1267,12 @@ static tp_status make_reducer(trainer *t)
     comm_reducer_get_stats(t->reducer, &rs);
     if (rs.buckets > 0) /* an overlapped mode */
         graph_set_grad_ready_hook(t->g, gradient_ready, t);
-    if (strcmp(rs.mode, "none"))
-        LOG_INFO("gradients: mean over %d rank%s, reduced %s%s%zu bucket%s", t->world,
-                 t->world == 1 ? "" : "s", rs.mode, rs.buckets ? " in " : "",
-                 rs.buckets ? rs.buckets : (size_t)0, rs.buckets == 1 ? "" : "s");
+    if (strcmp(rs.mode, "none") && rs.buckets)
+        LOG_INFO("gradients: mean over %d rank%s, reduced %s in %zu bucket%s", t->world,
+                 t->world == 1 ? "" : "s", rs.mode, rs.buckets, rs.buckets == 1 ? "" : "s");
+    else if (strcmp(rs.mode, "none"))
+        LOG_INFO("gradients: mean over %d rank%s, reduced %s", t->world,
+                 t->world == 1 ? "" : "s", rs.mode);
 done:
     free(order);
     free(grads);
@@ -1484,6 +1486,15 @@ static tp_status train_loop(trainer *t)
              (long long)steps_this_run, total,
              steps_this_run ? total / (double)steps_this_run * (double)t->steps_per_epoch : 0.0,
              (long long)t->steps_per_epoch);
+    comm_reducer_stats rs;
+    comm_reducer_get_stats(t->reducer, &rs);
+    if (t->world > 1)
+        LOG_INFO("gradient sums (%s): %.2f s waited for after backward in %lld steps (%.1f ms "
+                 "per step); %.2f s inside collectives on the communication thread", rs.mode,
+                 rs.wait_seconds,
+                 (long long)rs.rounds,
+                 rs.rounds ? 1e3 * rs.wait_seconds / (double)rs.rounds : 0.0,
+                 rs.thread_seconds);
     return TP_OK;
 }
 

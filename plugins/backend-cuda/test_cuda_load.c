@@ -331,6 +331,7 @@ static int all_ops_present(const tp_backend_ops *o)
     NEED(topk_correct) NEED(subsample_pad_forward) NEED(subsample_pad_backward) NEED(axpby)
     NEED(scale) NEED(sum_squares) NEED(convert_u8_batch) NEED(crop_flip)
     NEED(standardize_images) NEED(normalize_channels) NEED(sgd_update) NEED(adam_update)
+    NEED(native_stream)
 #undef NEED
     return missing == 0 && o->size == sizeof(tp_backend_ops);
 }
@@ -371,6 +372,11 @@ int main(void)
         smoke_batchnorm(&g);
         smoke_optim(&g);
         smoke_errors(&g);
+        /* API 1.3: two distinct native streams for NCCL to follow. */
+        void *compute = ops->native_stream(inst.self, TP_STREAM_COMPUTE);
+        void *copy = ops->native_stream(inst.self, TP_STREAM_COPY);
+        CHECK(compute && copy && compute != copy, "native_stream: compute %p, copy %p",
+              compute, copy);
         instance_destroy(&inst);
     } else {
         const char *msg = services_last_error();

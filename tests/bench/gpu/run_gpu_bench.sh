@@ -252,9 +252,10 @@ if want tests; then
         tee -a "$summary"
 
     # The 1-GPU NCCL check (issue 9): train-tiny.ini on backend-cuda, a few steps, plain and
-    # with TRAINPIPE_COMM_NCCL=1 (gradients all-reduced through NCCL over one rank), then the
-    # exported weights compared. A second plain run gives the GPU's own run-to-run floor
-    # (cuDNN may pick non-deterministic algorithms).
+    # with TRAINPIPE_COMM_NCCL=1 (gradients all-reduced through NCCL over one rank): once in
+    # buckets overlapped with backward (the default; 0.01 MB buckets so there are several)
+    # and once after backward, then the exported weights compared. A second plain run gives
+    # the GPU's own run-to-run floor (cuDNN may pick non-deterministic algorithms).
     say ""
     nccl_dir="$work/nccl"
     mkdir -p "$nccl_dir"
@@ -267,19 +268,22 @@ if want tests; then
             "$top/tests/integration/train-tiny.ini" --set backend.plugin=$backend \
             --set pipeline.steps=$steps --set pipeline.eval_every_epochs=0 \
             --set checkpoint.every_steps=$steps --set pipeline.run_dir="$nccl_dir/$name" \
-            > "$nccl_dir/$name.log" 2>&1 &&
+            --set pipeline.overlap_allreduce=$nccl_overlap > "$nccl_dir/$name.log" 2>&1 &&
         tp "$TRAINPIPE" export "$(printf '%s/%s/checkpoints/step-%08d.ckpt' "$nccl_dir" \
             "$name" "$steps")" "$nccl_dir/$name.safetensors" >> "$nccl_dir/$name.log" 2>&1
     }
     value_of() { printf '%s\n' "$1" | sed -n 's/.* tensors: \([^ ]*\) (limit.*/\1/p'; }
     nccl_ok=1
-    for run in plain plain2 nccl; do
-        if [ "$run" = nccl ]; then
-            nccl_train "$run" TRAINPIPE_COMM_NCCL=1 NCCL_DEBUG=WARN
-        else
-            nccl_train "$run" TRAINPIPE_COMM_NCCL=0
-        fi || { say "FAIL  nccl_1gpu: the $run run failed: $(tail -1 "$nccl_dir/$run.log")"
-                nccl_ok=0; break; }
+    for run in plain plain2 nccl ncclafter; do
+        nccl_overlap=true
+        case $run in
+            nccl) nccl_train "$run" TRAINPIPE_COMM_NCCL=1 TRAINPIPE_COMM_BUCKET_MB=0.01 \
+                      NCCL_DEBUG=WARN ;;
+            ncclafter) nccl_overlap=false
+                       nccl_train "$run" TRAINPIPE_COMM_NCCL=1 NCCL_DEBUG=WARN ;;
+            *) nccl_train "$run" TRAINPIPE_COMM_NCCL=0 ;;
+        esac || { say "FAIL  nccl_1gpu: the $run run failed: $(tail -1 "$nccl_dir/$run.log")"
+                  nccl_ok=0; break; }
     done
     if [ "$nccl_ok" = 1 ]; then
         floor=$("$PY" "$top/tests/integration/compare_weights.py" \
@@ -308,6 +312,20 @@ if want tests; then
         fi
         say "      plain vs plain (run-to-run floor on this device): $floor"
         [ -n "$used" ] && say "      $used"
+        # The overlapped NCCL buckets against NCCL after backward.
+        if [ "$dry" != 1 ]; then
+            after=$("$PY" "$top/tests/integration/compare_weights.py" \
+                    "$nccl_dir/plain.safetensors" "$nccl_dir/ncclafter.safetensors" --limit 1e-6)
+            modes=$(grep -ho 'reduced overlapped (NCCL) in [0-9]* buckets\|reduced after backward' \
+                    "$nccl_dir/nccl.log" "$nccl_dir/ncclafter.log" | tr '\n' ';')
+            case $modes in
+                "reduced overlapped (NCCL) in "*"buckets;reduced after backward;")
+                    say "PASS  nccl_overlap: modes: $modes NCCL after backward vs plain: $after" ;;
+                *)  say "FAIL  nccl_overlap: expected an overlapped and an after-backward run," \
+                        "the logs say: ${modes:-nothing}"
+                    failures=$((failures + 1)) ;;
+            esac
+        fi
     else
         failures=$((failures + 1))
     fi
