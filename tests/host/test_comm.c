@@ -15,6 +15,7 @@
  *   abort   rank 1 calls comm_abort() while rank 0 waits in an allreduce
  *   die     rank 1 exits without a word while rank 0 waits in an allreduce
  *   hang    rank 1 sleeps while rank 0 waits in an allreduce with a 2 s timeout
+ *   hang_bucket  the same while rank 0's communication thread sums a gradient bucket
  * The failure modes never end well: the scripts (test_comm_mpi.sh, test_comm_launch.sh)
  * check the exit status, the messages and the time it took. */
 #include "config.h"
@@ -450,13 +451,23 @@ static int run_basic(void)
 static int run_failure(const char *mode)
 {
     comm *c = NULL;
-    double timeout = !strcmp(mode, "hang") ? 2.0 : 30.0;
+    int bucket = !strcmp(mode, "hang_bucket");
+    double timeout = !strcmp(mode, "hang") || bucket ? 2.0 : 30.0;
     if (comm_create(timeout, &c) != TP_OK) {
         fprintf(stderr, "comm_create: %s\n", services_last_error());
         return 1;
     }
     int rank = comm_rank(c);
     CHECK(comm_barrier(c) == TP_OK);
+    tensor_set s;
+    comm_reducer *r = NULL;
+    fake_device fdev;
+    memset(&fdev, 0, sizeof fdev);
+    tp_backend fake = { &fake_device_ops, &fdev };
+    if (bucket) { /* collective: both ranks make the reducer, then rank 1 hangs */
+        CHECK(make_set(&s, NULL, TP_DEVICE_HOST, rank) == 0);
+        CHECK(comm_reducer_create(c, &fake, s.p, N_TENSORS, 1.0, 1, &r) == TP_OK);
+    }
     if (rank == 1) {
         if (!strcmp(mode, "abort"))
             comm_abort(c, 3, "simulated failure");
@@ -467,8 +478,15 @@ static int run_failure(const char *mode)
         fprintf(stderr, "rank 1: still here after 60 s: nobody stopped this rank\n");
         return 1;
     }
-    double sums[4] = { 1, 2, 3, 4 };
-    tp_status st = comm_allreduce_host(c, sums, 4);
+    tp_status st;
+    if (bucket) {
+        for (size_t i = 0; i < N_TENSORS; i++)
+            CHECK(comm_reducer_ready(r, i) == TP_OK); /* the buckets leave */
+        st = comm_reducer_finish(r);
+    } else {
+        double sums[4] = { 1, 2, 3, 4 };
+        st = comm_allreduce_host(c, sums, 4);
+    }
     fprintf(stderr, "rank %d: the allreduce returned (status %d) although rank 1 failed\n",
             rank, (int)st);
     comm_free(c);
@@ -598,7 +616,8 @@ int main(int argc, char **argv)
     }
     if (!strcmp(mode, "basic"))
         return run_basic();
-    if (!strcmp(mode, "abort") || !strcmp(mode, "die") || !strcmp(mode, "hang"))
+    if (!strcmp(mode, "abort") || !strcmp(mode, "die") || !strcmp(mode, "hang") ||
+        !strcmp(mode, "hang_bucket"))
         return run_failure(mode);
     fprintf(stderr, "%s: unknown mode '%s'\n", argv[0], mode);
     return 2;

@@ -62,5 +62,13 @@ grep -q "^trainpipe: rank 0 exited with status 1; stopping the other rank" "$tmp
 grep -q "nobody stopped this rank" "$tmp/hang" && fail "rank 1 was left running"
 [ "$elapsed" -lt 20 ] || fail "took ${elapsed} s"
 
+echo "== rank 1 hangs while rank 0's communication thread sums a gradient bucket (timeout 2 s)"
+run hang_bucket 2 hang_bucket
+[ "$status" = 1 ] || fail "expected the launcher to exit with rank 0's status 1"
+grep -q "^trainpipe: rank 0: collective allreduce (gradients) timed out after 2 s" \
+    "$tmp/hang_bucket" || fail "no timeout message from rank 0's communication thread"
+grep -q "nobody stopped this rank" "$tmp/hang_bucket" && fail "rank 1 was left running"
+[ "$elapsed" -lt 20 ] || fail "took ${elapsed} s"
+
 [ "$bad" = 0 ] && echo "PASS: local launcher"
 exit "$bad"

@@ -72,5 +72,13 @@ grep -q "trainpipe: rank 0: collective allreduce_host timed out after 2 s (a pee
     "$tmp/hang" || fail "no timeout message naming rank 0"
 [ "$elapsed" -lt 20 ] || fail "took ${elapsed} s: the 2 s timeout did not fire"
 
+echo "== rank 1 hangs while rank 0's communication thread sums a gradient bucket (timeout 2 s)"
+run hang_bucket hang_bucket
+[ "$status" != 0 ] || fail "the job ended with status 0"
+[ "$status" != 124 ] || fail "the job hung"
+grep -q "trainpipe: rank 0: collective allreduce (gradients) timed out after 2 s" \
+    "$tmp/hang_bucket" || fail "no timeout message from rank 0's communication thread"
+[ "$elapsed" -lt 20 ] || fail "took ${elapsed} s: the 2 s timeout did not fire"
+
 [ "$bad" = 0 ] && echo "PASS: MPI transport"
 exit "$bad"
