@@ -176,6 +176,33 @@ static tp_status cached_prim(cpu_backend *be, const cpu_key *key,
     return TP_OK;
 }
 
+/* Runs the cached primitive for `key` (built by build() on first use) on `handles`, given
+ * in the builder's binding order, under the backend's lock. */
+static tp_status run_cached(cpu_backend *be, const cpu_key *key,
+                            tp_status (*build)(cpu_backend *, conv_geom *, int, cpu_prim *),
+                            conv_geom *g, int flag, void **handles)
+{
+    cpu_prim *p = NULL;
+    pthread_mutex_lock(&be->lock);
+    cpu_apply_threads(be);
+    tp_status st = cached_prim(be, key, build, g, flag, &p);
+    if (!st)
+        st = cpu_prim_run(be, p, handles);
+    pthread_mutex_unlock(&be->lock);
+    return st;
+}
+
+/* A bias (or its gradient): f32, one value per output channel. NULL is fine. */
+static tp_status check_bias(cpu_backend *be, const char *op, const char *name,
+                            const tp_tensor *b, int64_t out_channels)
+{
+    if (!b)
+        return TP_OK;
+    const int64_t bd[1] = { out_channels };
+    tp_status st = cpu_check_f32(be, op, name, b, 1);
+    return st ? st : cpu_check_dims(be, op, name, b, 1, bd);
+}
+
 static tp_status build_forward(cpu_backend *be, conv_geom *g, int with_bias, cpu_prim *p)
 {
     tp_status st;
@@ -203,27 +230,13 @@ tp_status cpu_conv_forward(void *self, const tp_conv_desc *d, const tp_tensor *x
     cpu_backend *be = self;
     conv_geom g;
     cpu_key key;
-    cpu_prim *p = NULL;
     tp_status st = conv_geometry(be, "conv_forward", d, "x", x, "w", w, "y", y, &g);
-    if (st)
+    if (st || (st = check_bias(be, "conv_forward", "bias", bias, w->shape[0])))
         return st;
-    if (bias) {
-        const int64_t bd[1] = { w->shape[0] };
-        if ((st = cpu_check_f32(be, "conv_forward", "bias", bias, 1)) ||
-            (st = cpu_check_dims(be, "conv_forward", "bias", bias, 1, bd)))
-            return st;
-    }
     conv_key(&key, CPU_OP_CONV_FWD, d, x, w, bias, y);
-    pthread_mutex_lock(&be->lock);
-    cpu_apply_threads(be);
-    st = cached_prim(be, &key, build_forward, &g, bias != NULL, &p);
-    if (!st) {
-        /* Handles in binding order: src, weights, [bias,] dst. */
-        void *h[4] = { x->data, w->data, bias ? bias->data : y->data, y->data };
-        st = cpu_prim_run(be, p, h);
-    }
-    pthread_mutex_unlock(&be->lock);
-    return st;
+    /* Binding order: src, weights, [bias,] dst. */
+    void *h[4] = { x->data, w->data, bias ? bias->data : y->data, y->data };
+    return run_cached(be, &key, build_forward, &g, bias != NULL, h);
 }
 
 static tp_status build_backward_data(cpu_backend *be, conv_geom *g, int unused, cpu_prim *p)
@@ -260,20 +273,12 @@ tp_status cpu_conv_backward_data(void *self, const tp_conv_desc *d, const tp_ten
     cpu_backend *be = self;
     conv_geom g;
     cpu_key key;
-    cpu_prim *p = NULL;
     tp_status st = conv_geometry(be, "conv_backward_data", d, "dx", dx, "w", w, "dy", dy, &g);
     if (st)
         return st;
     conv_key(&key, CPU_OP_CONV_BWD_DATA, d, dx, w, NULL, dy);
-    pthread_mutex_lock(&be->lock);
-    cpu_apply_threads(be);
-    st = cached_prim(be, &key, build_backward_data, &g, 0, &p);
-    if (!st) {
-        void *h[3] = { dy->data, w->data, dx->data };
-        st = cpu_prim_run(be, p, h);
-    }
-    pthread_mutex_unlock(&be->lock);
-    return st;
+    void *h[3] = { dy->data, w->data, dx->data };
+    return run_cached(be, &key, build_backward_data, &g, 0, h);
 }
 
 static tp_status build_backward_filter(cpu_backend *be, conv_geom *g, int with_bias,
@@ -318,24 +323,10 @@ tp_status cpu_conv_backward_filter(void *self, const tp_conv_desc *d, const tp_t
     cpu_backend *be = self;
     conv_geom g;
     cpu_key key;
-    cpu_prim *p = NULL;
     tp_status st = conv_geometry(be, "conv_backward_filter", d, "x", x, "dw", dw, "dy", dy, &g);
-    if (st)
+    if (st || (st = check_bias(be, "conv_backward_filter", "dbias", dbias, dw->shape[0])))
         return st;
-    if (dbias) {
-        const int64_t bd[1] = { dw->shape[0] };
-        if ((st = cpu_check_f32(be, "conv_backward_filter", "dbias", dbias, 1)) ||
-            (st = cpu_check_dims(be, "conv_backward_filter", "dbias", dbias, 1, bd)))
-            return st;
-    }
     conv_key(&key, CPU_OP_CONV_BWD_FILTER, d, x, dw, dbias, dy);
-    pthread_mutex_lock(&be->lock);
-    cpu_apply_threads(be);
-    st = cached_prim(be, &key, build_backward_filter, &g, dbias != NULL, &p);
-    if (!st) {
-        void *h[4] = { x->data, dy->data, dw->data, dbias ? dbias->data : NULL };
-        st = cpu_prim_run(be, p, h);
-    }
-    pthread_mutex_unlock(&be->lock);
-    return st;
+    void *h[4] = { x->data, dy->data, dw->data, dbias ? dbias->data : NULL };
+    return run_cached(be, &key, build_backward_filter, &g, dbias != NULL, h);
 }
