@@ -1,4 +1,4 @@
-/* test_ops BACKEND: runs every operation of a compute backend on random shapes (odd sizes,
+/* test_ops BACKEND [KEY=VALUE]...: runs every operation of a compute backend on random shapes (odd sizes,
  * batch 1, strides 1 and 2, padding 0..3, kernels 1/3/7, NCHW and NHWC and mixed layouts)
  * and compares it with the float64 reference in reference.c; then checks the backend's
  * backward pass through a small conv -> bn -> relu -> add -> pool -> gap -> linear ->
@@ -8,7 +8,13 @@
  * fp32 operation must stay within 1e-4, and so must each gradient against finite differences
  * (normalised by max(max|fd|, 1e-2)). Exit 0 pass, 1 fail, 77 skip (backend cannot be
  * created here, e.g. "cuda" without a GPU). The plugin is found in $TP_PLUGIN_DIR, else under
- * $TP_BUILDDIR/plugins. */
+ * $TP_BUILDDIR/plugins.
+ *
+ * KEY=VALUE arguments are the backend's parameters (threads=1, precision=bf16). A reduced
+ * `precision` (backend-cuda's tf32, fp16, bf16: convolutions and matrix products on tensor
+ * cores with f32 tensors around them) relaxes the tolerance of those operations and of the
+ * gradient checks to what the format's mantissa allows: 5e-3 for tf32 and fp16 (10 bits),
+ * 3e-2 for bf16 (7 bits); every other operation keeps 1e-4. */
 #include "config.h"
 
 #include <math.h>
@@ -56,7 +62,16 @@ typedef struct ctx {
     int failures;
     op_stat stats[96];
     int n_stats;
+    double reduced_tol; /* > 0: the tolerance of tensor-core operations (see the top) */
 } ctx;
+
+/* Operations a reduced precision computes on tensor cores, and the gradient checks through
+ * them. */
+static int on_tensor_cores(const char *name)
+{
+    return !strncmp(name, "conv", 4) || !strncmp(name, "linear", 6) ||
+           !strncmp(name, "gradcheck", 9);
+}
 
 static op_stat *stat_for(ctx *c, const char *name)
 {
@@ -89,6 +104,8 @@ static void compare_scaled(ctx *c, const char *name, const char *what, const dou
             max_ref = fabs(ref[i]);
     }
     double rel = max_abs / (max_ref > floor_scale ? max_ref : floor_scale);
+    if (c->reduced_tol > tol && on_tensor_cores(name))
+        tol = c->reduced_tol;
     op_stat *s = stat_for(c, name);
     s->cases++;
     if (max_abs > s->max_abs)
@@ -1152,11 +1169,31 @@ int main(int argc, char **argv)
         registry_free(r);
         return 1;
     }
-    const char *single_thread[] = { "threads=1", NULL };
+    /* The backend's parameters: KEY=VALUE arguments, plus threads=1 under ASan. */
+    const char *settings[34];
+    int n_settings = 0;
+    for (int i = 2; i < argc && n_settings < 32; i++) {
+        if (!strchr(argv[i], '=')) {
+            printf("usage: %s BACKEND [KEY=VALUE]... ('%s' is not KEY=VALUE)\n", argv[0],
+                   argv[i]);
+            registry_free(r);
+            return 2;
+        }
+        settings[n_settings++] = argv[i];
+        if (!strncmp(argv[i], "precision=", 10)) {
+            const char *p = argv[i] + 10;
+            c.reduced_tol = !strcmp(p, "bf16")                          ? 3e-2
+                            : !strcmp(p, "tf32") || !strcmp(p, "fp16") ? 5e-3
+                                                                       : 0.0;
+        }
+    }
     const int one_thread = UNDER_ASAN && !optional;
-    if (one_thread)
+    if (one_thread) {
         printf("AddressSanitizer build: running backend-cpu with threads=1 (see test_ops.c)\n");
-    if (instance_create(e->component, one_thread ? single_thread : NULL, &inst) != TP_OK) {
+        settings[n_settings++] = "threads=1";
+    }
+    settings[n_settings] = NULL;
+    if (instance_create(e->component, settings, &inst) != TP_OK) {
         printf("%s: backend \"%s\" cannot be created here (%s)%s\n", argv[0], name,
                services_last_error(), optional ? ": skipping" : "");
         if (optional)
@@ -1193,8 +1230,12 @@ int main(int argc, char **argv)
     for (int i = 0; i < c.n_stats; i++)
         printf("%-28s %6d %14.3g %14.3g\n", c.stats[i].name, c.stats[i].cases,
                c.stats[i].max_abs, c.stats[i].max_rel);
-    printf("\n%s: %d failure(s); tolerance %.0e per op, %.0e for gradient checks\n",
+    printf("\n%s: %d failure(s); tolerance %.0e per op, %.0e for gradient checks",
            c.failures ? "FAIL" : "PASS", c.failures, OP_TOLERANCE, GRAD_TOLERANCE);
+    if (c.reduced_tol > 0)
+        printf("; %.0e for convolutions, linear layers and gradient checks at this precision",
+               c.reduced_tol);
+    printf("\n");
 
     instance_destroy(&inst);
     registry_free(r);

@@ -235,13 +235,22 @@ if want tests; then
     say "== tests ($mode)"
     check test_cuda_load 120 env LD_LIBRARY_PATH="$TP_LD_LIBRARY_PATH" \
         "$bundle/plugins/backend-cuda/test_cuda_load"
-    # test_ops takes no precision setting (it creates the backend with its defaults): fp32.
-    # Its table of max errors per operation goes into the summary (gpu-validation.md wants it).
-    check test_ops_cuda 600 env LD_LIBRARY_PATH="$TP_LD_LIBRARY_PATH" \
+    # test_ops in fp32 (the 1e-4 contract), then in each reduced precision (tolerances in
+    # test_ops.c). Each table of max errors per operation goes into the summary
+    # (gpu-validation.md wants them).
+    check test_ops_cuda 300 env LD_LIBRARY_PATH="$TP_LD_LIBRARY_PATH" \
         "$bundle/tests/backend/test_ops" cuda
     sed -n '/^operation /,$p' "$work/tests/test_ops_cuda.log" | tee -a "$summary"
     grep -m5 '^FAIL' "$work/tests/test_ops_cuda.log" | tee -a "$summary"
-    say "      (test_ops has no precision option: it checks backend-cuda's default, fp32)"
+    if [ "$dry" != 1 ]; then
+        for prec in tf32 bf16 fp16; do
+            check "test_ops_cuda_$prec" 200 env LD_LIBRARY_PATH="$TP_LD_LIBRARY_PATH" \
+                "$bundle/tests/backend/test_ops" cuda "precision=$prec"
+            grep -E '^(conv|linear|gradcheck)' "$work/tests/test_ops_cuda_$prec.log" |
+                sed "s/^/      $prec /" | tee -a "$summary"
+            grep -m5 '^FAIL' "$work/tests/test_ops_cuda_$prec.log" | tee -a "$summary"
+        done
+    fi
     if [ "$dry" = 1 ]; then
         check test_ops_cpu 300 env LD_LIBRARY_PATH="$TP_LD_LIBRARY_PATH" \
             "$bundle/tests/backend/test_ops" cpu
