@@ -70,7 +70,8 @@ static tp_status reduce_host_bucket(void *arg)
         size_t off = 0;
         for (size_t i = b->first; i < b->last; i++) {
             size_t cnt = (size_t)tp_tensor_count(r->tensors[i]);
-            memcpy(b->flat + off, r->tensors[i]->data, cnt * sizeof(float));
+            if (cnt) /* an empty tensor has no data pointer */
+                memcpy(b->flat + off, r->tensors[i]->data, cnt * sizeof(float));
             off += cnt;
         }
     }
@@ -87,7 +88,8 @@ static tp_status reduce_host_bucket(void *arg)
         size_t off = 0;
         for (size_t i = b->first; i < b->last; i++) {
             size_t cnt = (size_t)tp_tensor_count(r->tensors[i]);
-            memcpy(r->tensors[i]->data, b->flat + off, cnt * sizeof(float));
+            if (cnt)
+                memcpy(r->tensors[i]->data, b->flat + off, cnt * sizeof(float));
             off += cnt;
         }
     }
