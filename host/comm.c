@@ -223,7 +223,8 @@ tp_status comm_start_worker(comm *c)
     if (c->worker)
         return TP_OK;
     if (!c->t.ops || !c->t.threads_ok)
-        return TP_ERR_UNSUPPORTED;
+        return services_fail(TP_ERR_UNSUPPORTED, "comm: the %s transport cannot run collectives "
+                             "on a communication thread", c->name);
     return comm_worker_start(&c->worker);
 }
 
@@ -266,6 +267,43 @@ static tp_status scale_tensor(const tp_backend *backend, const tp_backend_info *
     float s = (float)scale;
     for (int64_t k = 0, m = tp_tensor_count(t); k < m; k++)
         p[k] *= s;
+    return TP_OK;
+}
+
+tp_status comm_scale_tensors(const tp_backend *backend, const tp_backend_info *info,
+                             tp_tensor *const *tensors, size_t n, double scale)
+{
+    tp_status st;
+    for (size_t i = 0; i < n && scale != 1.0; i++)
+        if ((st = scale_tensor(backend, info, tensors[i], scale, i)))
+            return st;
+    return TP_OK;
+}
+
+tp_status comm_check_tensors(const char *who, const tp_backend *backend,
+                             tp_tensor *const *tensors, size_t n, double scale,
+                             tp_backend_info *info, size_t *on_device)
+{
+    tp_status st;
+    if (!backend || !backend->ops || (n && !tensors))
+        return services_fail(TP_ERR_INVALID, "%s: NULL argument", who);
+    if (!isfinite(scale))
+        return services_fail(TP_ERR_INVALID, "%s: scale %g", who, scale);
+    for (size_t i = 0; i < n; i++) {
+        if (!tensors[i] || (!tensors[i]->data && tp_tensor_count(tensors[i]) > 0))
+            return services_fail(TP_ERR_INVALID, "%s: tensor %zu has no data", who, i);
+        if (tensors[i]->dtype != TP_DTYPE_F32)
+            return services_fail(TP_ERR_UNSUPPORTED,
+                                 "%s: tensor %zu is %s; only f32 tensors are reduced", who, i,
+                                 tp_dtype_name(tensors[i]->dtype));
+    }
+    memset(info, 0, sizeof *info);
+    info->size = sizeof *info;
+    if ((st = backend->ops->info(backend->self, info)))
+        return st;
+    *on_device = 0;
+    for (size_t i = 0; i < n; i++)
+        *on_device += (size_t)comm_tensor_on_device(tensors[i], info);
     return TP_OK;
 }
 
@@ -446,27 +484,14 @@ tp_status comm_allreduce_tensors(comm *c, const tp_backend *backend, tp_tensor *
                                  size_t n, double scale)
 {
     tp_status st;
-    if (!c || !backend || !backend->ops || (n && !tensors))
-        return services_fail(TP_ERR_INVALID, "comm_allreduce_tensors: NULL argument");
-    if (!isfinite(scale))
-        return services_fail(TP_ERR_INVALID, "comm_allreduce_tensors: scale %g", scale);
-    for (size_t i = 0; i < n; i++) {
-        if (!tensors[i] || (!tensors[i]->data && tp_tensor_count(tensors[i]) > 0))
-            return services_fail(TP_ERR_INVALID, "comm_allreduce_tensors: tensor %zu has no data",
-                                 i);
-        if (tensors[i]->dtype != TP_DTYPE_F32)
-            return services_fail(TP_ERR_UNSUPPORTED,
-                                 "comm_allreduce_tensors: tensor %zu is %s; only f32 tensors are "
-                                 "reduced", i, tp_dtype_name(tensors[i]->dtype));
-    }
+    if (!c)
+        return services_fail(TP_ERR_INVALID, "comm_allreduce_tensors: NULL comm");
     tp_backend_info info;
-    memset(&info, 0, sizeof info);
-    info.size = sizeof info;
-    if ((st = backend->ops->info(backend->self, &info)))
+    size_t on_device;
+    if ((st = comm_check_tensors("comm_allreduce_tensors", backend, tensors, n, scale, &info,
+                                 &on_device)))
         return st;
-    int device_tensors = 0;
-    for (size_t i = 0; i < n; i++)
-        device_tensors |= comm_tensor_on_device(tensors[i], &info);
+    int device_tensors = on_device > 0;
     if (device_tensors && !backend->ops->copy)
         return services_fail(TP_ERR_UNSUPPORTED,
                              "comm_allreduce_tensors: backend '%s' has no copy operation",
@@ -479,20 +504,13 @@ tp_status comm_allreduce_tensors(comm *c, const tp_backend *backend, tp_tensor *
     if ((st = comm_decide_nccl(c, device_tensors, &info)))
         return st;
 #ifdef TP_HAVE_NCCL
-    if (c->nccl_state == NCCL_READY && device_tensors) {
-        int all_device = 1;
-        for (size_t i = 0; i < n; i++)
-            all_device &= comm_tensor_on_device(tensors[i], &info);
-        if (all_device)
-            return comm_nccl_allreduce(c->nccl, &c->t, backend, tensors, n, scale);
-    }
+    if (c->nccl_state == NCCL_READY && on_device == n && n > 0)
+        return (st = comm_nccl_allreduce(c->nccl, &c->t, tensors, n))
+                   ? st
+                   : comm_scale_tensors(backend, &info, tensors, n, scale);
 #endif
-    if (single) {
-        for (size_t i = 0; i < n && scale != 1.0; i++)
-            if ((st = scale_tensor(backend, &info, tensors[i], scale, i)))
-                return st;
-        return TP_OK;
-    }
+    if (single)
+        return comm_scale_tensors(backend, &info, tensors, n, scale);
 
     /* Groups of whole tensors of about bucket_target floats, one transport call each. */
     size_t i = 0;

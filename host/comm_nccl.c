@@ -204,8 +204,8 @@ static tp_status enqueue_group(comm_nccl *n, tp_tensor *const *tensors, size_t c
     return TP_OK;
 }
 
-tp_status comm_nccl_allreduce(comm_nccl *n, const comm_transport *t, const tp_backend *backend,
-                              tp_tensor *const *tensors, size_t count, double scale)
+tp_status comm_nccl_allreduce(comm_nccl *n, const comm_transport *t, tp_tensor *const *tensors,
+                              size_t count)
 {
     cudaError_t e;
     tp_status st;
@@ -216,17 +216,7 @@ tp_status comm_nccl_allreduce(comm_nccl *n, const comm_transport *t, const tp_ba
         return cuda_fail(n, e, "cudaSetDevice");
     if ((st = enqueue_group(n, tensors, count)))
         return st;
-    if ((st = wait_stream(n, t, start)))
-        return st;
-    if (scale == 1.0)
-        return TP_OK;
-    if (!backend->ops->scale)
-        return services_fail(TP_ERR_UNSUPPORTED, "comm: the backend has no scale operation");
-    for (size_t i = 0; i < count; i++)
-        if (tp_tensor_count(tensors[i]) > 0 &&
-            (st = backend->ops->scale(backend->self, scale, tensors[i])))
-            return st;
-    return TP_OK;
+    return wait_stream(n, t, start);
 }
 
 tp_status comm_nccl_enqueue(comm_nccl *n, void *compute_stream, tp_tensor *const *tensors,

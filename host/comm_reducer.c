@@ -8,7 +8,6 @@
 #include "comm_worker.h"
 #include "services.h"
 
-#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +41,7 @@ typedef struct bucket {
 struct comm_reducer {
     comm *c;
     tp_backend backend;
+    tp_backend_info info;
     tp_tensor **tensors;
     size_t n;
     double scale;
@@ -179,21 +179,6 @@ tp_status comm_reducer_ready(comm_reducer *r, size_t index)
     return b->waiting == 0 ? start_complete_buckets(r) : TP_OK;
 }
 
-static tp_status scale_on_backend(comm_reducer *r)
-{
-    tp_status st;
-    if (r->scale == 1.0)
-        return TP_OK;
-    if (!r->backend.ops->scale)
-        return services_fail(TP_ERR_UNSUPPORTED, "gradient reduction: the backend has no scale "
-                                                 "operation");
-    for (size_t i = 0; i < r->n; i++)
-        if (tp_tensor_count(r->tensors[i]) > 0 &&
-            (st = r->backend.ops->scale(r->backend.self, r->scale, r->tensors[i])))
-            return st;
-    return TP_OK;
-}
-
 tp_status comm_reducer_finish(comm_reducer *r)
 {
     tp_status st = TP_OK;
@@ -220,7 +205,7 @@ tp_status comm_reducer_finish(comm_reducer *r)
         }
 #ifdef TP_HAVE_NCCL
         if (r->mode == MODE_NCCL && !st && !(st = comm_nccl_wait(r->c->nccl, &r->c->t)))
-            st = scale_on_backend(r);
+            st = comm_scale_tensors(&r->backend, &r->info, r->tensors, r->n, r->scale);
 #endif
         break;
     }
@@ -302,27 +287,22 @@ static tp_status make_buckets(comm_reducer *r)
 }
 
 /* The mode this rank can offer; then every rank must agree (see comm_reducer_create). */
-static reducer_mode local_mode(comm_reducer *r, const tp_backend_info *info, int overlap,
-                               int device_tensors)
+static reducer_mode local_mode(comm_reducer *r, int overlap, size_t on_device)
 {
     comm *c = r->c;
     if (r->n == 0 || (c->t.size <= 1 && c->nccl_state != NCCL_READY))
         return MODE_NONE;
     if (!overlap)
         return MODE_AFTER;
-    if (device_tensors) {
+    if (on_device > 0) {
 #ifdef TP_HAVE_NCCL
-        int all_device = 1;
-        for (size_t i = 0; i < r->n; i++)
-            all_device &= comm_tensor_on_device(r->tensors[i], info);
-        if (c->nccl_state == NCCL_READY && all_device && r->backend.ops->native_stream &&
+        if (c->nccl_state == NCCL_READY && on_device == r->n && r->backend.ops->native_stream &&
             (r->compute_stream = r->backend.ops->native_stream(r->backend.self,
                                                                TP_STREAM_COMPUTE)))
             return MODE_NCCL;
 #endif
         return MODE_AFTER; /* staged through the host: nothing to overlap with */
     }
-    (void)info;
     return c->t.ops && c->t.threads_ok ? MODE_THREAD : MODE_AFTER;
 }
 
@@ -333,26 +313,13 @@ tp_status comm_reducer_create(comm *c, const tp_backend *backend, tp_tensor *con
     if (!out)
         return services_fail(TP_ERR_INVALID, "comm_reducer_create: out is NULL");
     *out = NULL;
-    if (!c || !backend || !backend->ops || (n && !tensors) || !isfinite(scale))
-        return services_fail(TP_ERR_INVALID, "comm_reducer_create: bad argument");
-    for (size_t i = 0; i < n; i++) {
-        if (!tensors[i] || (!tensors[i]->data && tp_tensor_count(tensors[i]) > 0))
-            return services_fail(TP_ERR_INVALID, "comm_reducer_create: tensor %zu has no data",
-                                 i);
-        if (tensors[i]->dtype != TP_DTYPE_F32)
-            return services_fail(TP_ERR_UNSUPPORTED,
-                                 "comm_reducer_create: tensor %zu is %s; only f32 tensors are "
-                                 "reduced", i, tp_dtype_name(tensors[i]->dtype));
-    }
+    if (!c)
+        return services_fail(TP_ERR_INVALID, "comm_reducer_create: NULL comm");
     tp_backend_info info;
-    memset(&info, 0, sizeof info);
-    info.size = sizeof info;
-    if ((st = backend->ops->info(backend->self, &info)))
-        return st;
-    int device_tensors = 0;
-    for (size_t i = 0; i < n; i++)
-        device_tensors |= comm_tensor_on_device(tensors[i], &info);
-    if ((st = comm_decide_nccl(c, device_tensors, &info)))
+    size_t on_device;
+    if ((st = comm_check_tensors("comm_reducer_create", backend, tensors, n, scale, &info,
+                                 &on_device)) ||
+        (st = comm_decide_nccl(c, on_device > 0, &info)))
         return st;
 
     comm_reducer *r = calloc(1, sizeof *r);
@@ -360,6 +327,7 @@ tp_status comm_reducer_create(comm *c, const tp_backend *backend, tp_tensor *con
         return services_fail(TP_ERR_NOMEM, "gradient reduction: out of memory");
     r->c = c;
     r->backend = *backend;
+    r->info = info;
     r->n = n;
     r->scale = scale;
     if (!(r->tensors = malloc((n ? n : 1) * sizeof *r->tensors))) {
@@ -371,24 +339,17 @@ tp_status comm_reducer_create(comm *c, const tp_backend *backend, tp_tensor *con
 
     /* Overlap only when every rank can: a rank reducing after backward issues different
      * transport calls than one reducing in buckets, and the job would hang. */
-    reducer_mode mode = local_mode(r, &info, overlap, device_tensors);
-    if (mode == MODE_THREAD || mode == MODE_NCCL) {
-        double can = 1.0;
-        if (c->t.ops && c->t.size > 1 &&
-            (st = comm_run_allreduce(c, &can, 1, COMM_F64, "allreduce (setup)")))
+    reducer_mode mode = local_mode(r, overlap, on_device);
+    if (mode != MODE_NONE && c->t.ops && c->t.size > 1) {
+        double can = mode == MODE_THREAD || mode == MODE_NCCL ? 1.0 : 0.0;
+        if ((st = comm_run_allreduce(c, &can, 1, COMM_F64, "allreduce (setup)")))
             goto fail;
         if (can < (double)c->t.size)
             mode = MODE_AFTER;
-    } else if (mode == MODE_AFTER && c->t.ops && c->t.size > 1) {
-        double can = 0.0; /* the same collective, so the ranks stay in step */
-        if ((st = comm_run_allreduce(c, &can, 1, COMM_F64, "allreduce (setup)")))
-            goto fail;
     }
-    if (mode == MODE_THREAD && (st = comm_start_worker(c))) {
-        if (st != TP_ERR_UNSUPPORTED)
-            goto fail;
-        mode = MODE_AFTER; /* cannot happen after the vote: threads_ok was checked */
-    }
+    /* threads_ok was part of the vote: what can fail here is local (no thread). */
+    if (mode == MODE_THREAD && (st = comm_start_worker(c)))
+        goto fail;
     r->mode = mode;
     r->stats.mode = mode_names[mode];
     if ((st = make_buckets(r)))

@@ -71,12 +71,23 @@ tp_status comm_run_allreduce(comm *c, void *data, size_t count, comm_dtype dtype
 tp_status comm_run_broadcast(comm *c, void *bytes, size_t n, int root);
 tp_status comm_run_barrier(comm *c);
 
-/* Starts the communication thread (idempotent). TP_ERR_UNSUPPORTED, with no message
- * recorded, when the transport cannot run collectives off the main thread. */
+/* Starts the communication thread (idempotent). TP_ERR_UNSUPPORTED when the transport
+ * cannot run collectives off the main thread (check c->t.threads_ok first). */
 tp_status comm_start_worker(comm *c);
 
 /* Whether t lives in device memory on a backend described by info. */
 int comm_tensor_on_device(const tp_tensor *t, const tp_backend_info *info);
+
+/* Checks what comm_allreduce_tensors() and comm_reducer_create() accept (`who` names the
+ * caller in messages): a backend, a finite scale, f32 tensors with data. Fills the backend's
+ * info and how many of the tensors live in device memory. */
+tp_status comm_check_tensors(const char *who, const tp_backend *backend,
+                             tp_tensor *const *tensors, size_t n, double scale,
+                             tp_backend_info *info, size_t *on_device);
+
+/* Multiplies every tensor by `scale` where it lives (nothing when scale is 1). */
+tp_status comm_scale_tensors(const tp_backend *backend, const tp_backend_info *info,
+                             tp_tensor *const *tensors, size_t n, double scale);
 
 /* Decides, collectively and once, whether device gradients go through NCCL: a no-op when
  * decided, or with one rank unless TRAINPIPE_COMM_NCCL=1. Sets c->nccl_state. */
@@ -112,10 +123,10 @@ tp_status comm_nccl_load(comm_nccl **out);
 /* Joins the NCCL communicator on the calling thread's current CUDA device: rank 0 makes the
  * unique id and t broadcasts it. Collective over t. */
 tp_status comm_nccl_init(comm_nccl *n, const comm_transport *t);
-/* Sum-all-reduces the device tensors (f32) on NCCL's own stream after a backend sync, waits
- * for it within t->timeout, then scales them on the backend. */
-tp_status comm_nccl_allreduce(comm_nccl *n, const comm_transport *t, const tp_backend *backend,
-                              tp_tensor *const *tensors, size_t count, double scale);
+/* Sum-all-reduces the device tensors (f32) on NCCL's own stream after a backend sync, and
+ * waits for it within t->timeout; the caller applies its scale. */
+tp_status comm_nccl_allreduce(comm_nccl *n, const comm_transport *t, tp_tensor *const *tensors,
+                              size_t count);
 /* Overlapped use (comm_reducer.c): sums `count` device tensors on NCCL's stream once the
  * backend's compute stream (its native handle, a cudaStream_t) has finished what is queued
  * on it now, without waiting on the host. Calls on every rank must come in one order. */

@@ -120,6 +120,27 @@ typedef struct tensor_set {
     tp_tensor *p[N_TENSORS];
 } tensor_set;
 
+/* The worst relative difference of tensors [first, last) from the expectation. */
+static double set_error(const tensor_set *s, int size, float scale, int first, int last)
+{
+    double max_rel = 0.0;
+    for (int k = first; k < last; k++) {
+        const float *v = s->t[k].data;
+        for (int64_t i = 0; i < tensor_sizes[k]; i++) {
+            double want = expected(size, k, i, scale);
+            max_rel = fmax(max_rel, fabs((double)v[i] - want) / fmax(fabs(want), 1e-3));
+        }
+    }
+    return max_rel;
+}
+
+static void refill_set(tensor_set *s, int rank)
+{
+    for (int k = 0; k < N_TENSORS; k++)
+        for (int64_t i = 0; i < tensor_sizes[k]; i++)
+            ((float *)s->t[k].data)[i] = contribution(rank, k, i);
+}
+
 /* Allocates with `backend` (NULL: malloc) on `device`, filled with this rank's values. */
 static int make_set(tensor_set *s, const tp_backend *backend, tp_device device, int rank)
 {
@@ -136,10 +157,8 @@ static int make_set(tensor_set *s, const tp_backend *backend, tp_device device, 
         } else if (!(s->t[k].data = malloc(tp_tensor_bytes(&s->t[k]) + 4))) {
             return -1;
         }
-        float *v = s->t[k].data;
-        for (int64_t i = 0; i < tensor_sizes[k]; i++)
-            v[i] = contribution(rank, k, i);
     }
+    refill_set(s, rank);
     return 0;
 }
 
@@ -184,16 +203,7 @@ static double reduce_and_compare(comm *c, const tp_backend *backend, tp_device d
     CHECK(st == TP_OK);
     if (st)
         fprintf(stderr, "rank %d: %s: %s\n", rank, label, services_last_error());
-    double max_rel = 0.0;
-    for (int k = 0; k < N_TENSORS; k++) {
-        const float *v = s.t[k].data;
-        for (int64_t i = 0; i < tensor_sizes[k]; i++) {
-            double want = expected(size, k, i, scale);
-            double rel = fabs((double)v[i] - want) / fmax(fabs(want), 1e-3);
-            if (rel > max_rel)
-                max_rel = rel;
-        }
-    }
+    double max_rel = set_error(&s, size, scale, 0, N_TENSORS);
     /* All ranks must hold the same bits: compare with rank 0's hash. */
     uint64_t mine = hash_set(&s), root = mine;
     CHECK(comm_broadcast_host(c, &root, sizeof root, 0) == TP_OK);
@@ -231,27 +241,6 @@ static int load_backend_cpu(registry *reg, instance *inst, tp_backend *out)
 }
 
 /* ---------------------------------------------------------------- the reducer */
-
-/* The worst relative difference of tensors [first, last) from the expectation. */
-static double set_error(const tensor_set *s, int size, float scale, int first, int last)
-{
-    double max_rel = 0.0;
-    for (int k = first; k < last; k++) {
-        const float *v = s->t[k].data;
-        for (int64_t i = 0; i < tensor_sizes[k]; i++) {
-            double want = expected(size, k, i, scale);
-            max_rel = fmax(max_rel, fabs((double)v[i] - want) / fmax(fabs(want), 1e-3));
-        }
-    }
-    return max_rel;
-}
-
-static void refill_set(tensor_set *s, int rank)
-{
-    for (int k = 0; k < N_TENSORS; k++)
-        for (int64_t i = 0; i < tensor_sizes[k]; i++)
-            ((float *)s->t[k].data)[i] = contribution(rank, k, i);
-}
 
 /* The gradient reducer on host tensors (needs TRAINPIPE_COMM_BUCKET_MB=0.01: buckets
  * {1, 7, 1000} {2304} {70000} {0, 10}). Returns the hash of the result, equal on all ranks
