@@ -58,6 +58,9 @@ static const tp_param_def settings_params[] = {
     TP_PARAM_DEF_BOOL(PS, overlap_allreduce, "overlap_allreduce", "true",
                       "data parallel: sum gradient buckets across ranks while backward still "
                       "runs (false: all of them after backward; same results)"),
+    TP_PARAM_DEF_BOOL(PS, capture_step, "capture_step", "false",
+                      "record forward, loss and backward of a full batch once and replay the "
+                      "recording every step (a CUDA graph on backend-cuda; same results)"),
     TP_PARAM_DEF_BOOL(PS, fuse_layers, "fuse_layers", "true",
                       "compute a ReLU inside the batch norm or addition before it when the "
                       "backend can (same results; false runs every layer on its own)"),

@@ -39,6 +39,7 @@ typedef struct pipeline_settings {
     int sync_batchnorm;             /* batch-norm statistics over all ranks */
     int fuse_layers;                /* ReLUs folded into batch norms and additions */
     int overlap_allreduce;          /* gradient buckets reduced during backward */
+    int capture_step;               /* record the step once, replay it (API 1.4 backends) */
 } pipeline_settings;
 
 /* [checkpoint] */

@@ -26,6 +26,7 @@
 #include "safetensors.h"
 #include "services.h"
 #include "stage.h"
+#include "step_capture.h"
 
 #define CHECKPOINT_FORMAT "trainpipe-checkpoint-1"
 #define BEST_CHECKPOINT "best.ckpt"
@@ -105,6 +106,10 @@ typedef struct trainer {
     comm_reducer *reducer;
     size_t *ready_position;
     double reducer_wait_logged; /* wait_seconds at the last epoch line */
+
+    /* [pipeline] capture_step: full batches run as one recording (step_capture.h); NULL
+     * when off or impossible. */
+    step_capture *capture;
 } trainer;
 
 static int saved_argc;
@@ -227,6 +232,7 @@ static tp_status bind_batch(trainer *t, int batch)
 {
     if (t->bound_batch == batch && t->have_scalars)
         return TP_OK;
+    step_capture_invalidate(t->capture); /* its graph buffers and dlogits go away */
     tp_status st = graph_bind(t->g, &t->backend, batch, t->layout);
     if (st)
         return st;
@@ -293,6 +299,8 @@ static void trainer_release(trainer *t)
         if (t->grad_sumsq_part.data)
             t->backend.ops->free(t->backend.self, &t->grad_sumsq_part);
     }
+    step_capture_free(t->capture); /* before the graph whose buffers it recorded */
+    t->capture = NULL;
     comm_reducer_free(t->reducer); /* before the graph: it reduces the graph's gradients */
     t->reducer = NULL;
     free(t->ready_position);
@@ -1279,6 +1287,52 @@ done:
     return st;
 }
 
+/* One training step up to the gradients, for a batch of the bound size: forward, loss (its
+ * gradient scaled by the loss scale), top-1 count, backward. Only enqueued: this is what
+ * step capture records. */
+static tp_status enqueue_step(void *ctx, const tp_tensor *images, const tp_tensor *labels)
+{
+    trainer *t = ctx;
+    const tp_backend_ops *ops = t->backend.ops;
+    tp_status st = graph_forward(t->g, images, 1);
+    if (!st)
+        st = ops->softmax_xent(t->backend.self, graph_logits(t->g), labels,
+                               t->s->label_smoothing, t->scaling ? t->loss_scale : 1.0,
+                               &t->loss, &t->dlogits);
+    if (!st)
+        st = ops->topk_correct(t->backend.self, graph_logits(t->g), labels, 1, &t->correct);
+    if (!st)
+        st = graph_backward(t->g, &t->dlogits);
+    return st;
+}
+
+/* [pipeline] capture_step: records the step where nothing in it needs the host (no
+ * gradient bucket handed to a reducer during backward, no batch-norm statistics summed
+ * across ranks during forward). */
+static tp_status make_step_capture(trainer *t)
+{
+    if (!t->s->capture_step)
+        return TP_OK;
+    comm_reducer_stats rs;
+    comm_reducer_get_stats(t->reducer, &rs);
+    const char *why_not = NULL;
+    if (!step_capture_supported(&t->backend))
+        why_not = "the backend cannot record its work";
+    else if (rs.buckets > 0)
+        why_not = "gradient buckets are reduced during backward (overlap_allreduce)";
+    else if (t->world > 1 && t->s->sync_batchnorm)
+        why_not = "batch norm sums statistics across ranks during forward (sync_batchnorm)";
+    if (why_not) {
+        LOG_INFO("step capture: off, %s; every step runs op by op", why_not);
+        return TP_OK;
+    }
+    tp_status st = step_capture_create(&t->backend, &t->capture);
+    if (!st)
+        LOG_INFO("step capture: full batches of %lld run as one recording on backend %s after "
+                 "one unrecorded step", (long long)t->s->batch_size, t->binfo.name);
+    return st;
+}
+
 /* A non-finite loss: keep what came before it and stop. */
 static tp_status stop_on_nonfinite(trainer *t, double loss, const dataloader_batch *b)
 {
@@ -1299,8 +1353,6 @@ static tp_status stop_on_nonfinite(trainer *t, double loss, const dataloader_bat
 
 static tp_status train_loop(trainer *t)
 {
-    const tp_backend_ops *ops = t->backend.ops;
-    const int k1 = 1;
     /* Where the loader starts: after the last trained batch. */
     int64_t first_epoch = t->pos.epoch < 0 ? 0 : t->pos.epoch;
     int64_t first_position = t->pos.epoch < 0 ? 0 : t->pos.epoch_position;
@@ -1310,6 +1362,8 @@ static tp_status train_loop(trainer *t)
     }
     int64_t epochs_left = t->s->steps > 0 ? 0 : t->total_epochs - first_epoch;
     tp_status st = make_reducer(t);
+    if (!st)
+        st = make_step_capture(t);
     if (st)
         return st;
     if (t->pos.step >= t->total_steps || (t->s->steps == 0 && epochs_left <= 0)) {
@@ -1362,16 +1416,15 @@ static tp_status train_loop(trainer *t)
              (t->s->lr_scaling == 1 ? (double)t->world : 1.0);
         float h[2];
         const tp_tensor *dev[] = { &t->loss, &t->correct };
-        if (!(st = bind_batch(t, (int)b.count)) && !(st = graph_forward(t->g, &b.images, 1)) &&
-            !(st = ops->softmax_xent(t->backend.self, graph_logits(t->g), &b.labels,
-                                     t->s->label_smoothing, t->scaling ? t->loss_scale : 1.0,
-                                     &t->loss, &t->dlogits)) &&
-            !(st = ops->topk_correct(t->backend.self, graph_logits(t->g), &b.labels, k1,
-                                     &t->correct)) &&
-            /* Backward is queued before the loss is read, so a GPU is not left idle while
-             * the host waits for the loss and then issues the backward pass. A non-finite
-             * loss still stops the run before the update: only gradients exist by then. */
-            !(st = graph_backward(t->g, &t->dlogits)))
+        /* Backward is queued before the loss is read, so a GPU is not left idle while the
+         * host waits for the loss and then issues the backward pass. A non-finite loss
+         * still stops the run before the update: only gradients exist by then. */
+        if (!(st = bind_batch(t, (int)b.count)))
+            st = t->capture && b.count == t->s->batch_size
+                     ? step_capture_run(t->capture, &b.images, &b.labels,
+                                        t->scaling ? t->loss_scale : 1.0, enqueue_step, t)
+                     : enqueue_step(t, &b.images, &b.labels);
+        if (!st)
             st = read_scalars(t, dev, h, 2);
         double count = (double)b.count;
         if (!st && t->world > 1) {
@@ -1486,6 +1539,14 @@ static tp_status train_loop(trainer *t)
              (long long)steps_this_run, total,
              steps_this_run ? total / (double)steps_this_run * (double)t->steps_per_epoch : 0.0,
              (long long)t->steps_per_epoch);
+    if (t->capture) {
+        step_capture_stats cs;
+        step_capture_get_stats(t->capture, &cs);
+        LOG_INFO("step capture: %lld steps replayed from %lld recording%s, %lld run op by "
+                 "op%s", (long long)cs.replays, (long long)cs.recordings,
+                 cs.recordings == 1 ? "" : "s", (long long)cs.unrecorded,
+                 cs.disabled ? " (recording failed; see the warning)" : "");
+    }
     comm_reducer_stats rs;
     comm_reducer_get_stats(t->reducer, &rs);
     if (t->world > 1)

@@ -32,9 +32,12 @@ static const char *precision_name(cuda_precision p)
     return (int)p >= 0 && (int)p < 4 ? precision_choices[p] : "?";
 }
 
+/* Takes the lock; while another thread records the compute stream (API 1.4), waits for
+ * the recording to end, so no work of this thread slips into it. */
 static void cuda_enter(cuda_backend *b)
 {
     pthread_mutex_lock(&b->lock);
+    cuda_capture_gate(b);
     (void)cudaSetDevice(b->device);
 }
 
@@ -56,6 +59,8 @@ static void cuda_destroy(void *self)
         cudnnDestroy(b->cudnn);
     if (b->cublas)
         cublasDestroy(b->cublas);
+    if (b->blas_workspace)
+        (void)cudaFree(b->blas_workspace);
     if (b->compute_mark)
         cudaEventDestroy(b->compute_mark);
     if (b->compute)
@@ -64,6 +69,7 @@ static void cuda_destroy(void *self)
         cudaStreamDestroy(b->copy);
     cuda_algo_cache_free(b);
     pthread_mutex_destroy(&b->lock);
+    pthread_cond_destroy(&b->capture_cond);
     b->host->free(b);
 }
 
@@ -100,6 +106,7 @@ static tp_status cuda_create(const tp_host *host, const void *config, void **sel
     b->benchmark = cfg->benchmark != 0;
     b->workspace_limit = (size_t)cfg->workspace_mb << 20;
     pthread_mutex_init(&b->lock, NULL);
+    pthread_cond_init(&b->capture_cond, NULL);
 
     tp_status st;
     struct cudaDeviceProp prop;
@@ -146,6 +153,7 @@ fail:
         cuda_backend *b = self;                                                                \
         cuda_enter(b);                                                                         \
         tp_status st_ = (call);                                                                \
+        cuda_capture_note(b, st_);                                                             \
         cuda_leave(b);                                                                         \
         return st_;                                                                            \
     } while (0)
@@ -168,20 +176,27 @@ static tp_status op_info(void *self, tp_backend_info *out)
 
 static tp_status op_alloc(void *self, tp_tensor *t, const char *what)
 {
-    LOCKED(cuda_alloc(b, t, what));
+    LOCKED(cuda_capture_forbid(b, "alloc") ? TP_ERR_INVALID : cuda_alloc(b, t, what));
 }
 
+/* Freeing cannot be recorded either: the recording is spoiled and the tensor freed anyway
+ * (cudaFree waits for the device, so the memory is not reused under queued work). */
 static void op_free(void *self, tp_tensor *t)
 {
     cuda_backend *b = self;
     cuda_enter(b);
+    (void)cuda_capture_forbid(b, "free");
     cuda_free(b, t);
     cuda_leave(b);
 }
 
 static tp_status op_copy(void *self, tp_tensor *dst, const tp_tensor *src, tp_stream stream)
 {
-    LOCKED(cuda_copy(b, dst, src, stream));
+    int host_side =
+        (dst && dst->device == TP_DEVICE_HOST) || (src && src->device == TP_DEVICE_HOST);
+    LOCKED(host_side && cuda_capture_forbid(b, "copy through host memory")
+               ? TP_ERR_INVALID
+               : cuda_copy(b, dst, src, stream));
 }
 
 static tp_status op_fill(void *self, tp_tensor *t, double value) { LOCKED(cuda_fill(b, t, value)); }
@@ -206,20 +221,38 @@ static tp_status op_stream_wait(void *self, tp_stream stream, tp_event *ev)
     LOCKED(cuda_stream_wait(b, stream, ev));
 }
 
-/* The two waits do not hold the lock: other threads keep enqueueing meanwhile. */
-static tp_status op_event_sync(void *self, tp_event *ev)
+/* The two waits do not hold the lock while they wait: other threads keep enqueueing
+ * meanwhile. They are counted in host_waits, because a recording must not begin while a
+ * thread synchronises the stream it would capture; the recording thread itself may not
+ * wait at all. */
+static tp_status host_wait(cuda_backend *b, const char *op, tp_event *ev)
 {
-    cuda_backend *b = self;
-    (void)cudaSetDevice(b->device);
-    return cuda_event_sync(b, ev);
+    cuda_enter(b);
+    tp_status st = cuda_capture_forbid(b, op);
+    if (st) {
+        cuda_leave(b);
+        return st;
+    }
+    b->host_waits++;
+    cuda_leave(b);
+    st = ev ? cuda_event_sync(b, ev) : cuda_sync(b);
+    pthread_mutex_lock(&b->lock);
+    if (--b->host_waits == 0)
+        pthread_cond_broadcast(&b->capture_cond);
+    pthread_mutex_unlock(&b->lock);
+    return st;
 }
 
-static tp_status op_sync(void *self)
+static tp_status op_event_sync(void *self, tp_event *ev)
 {
-    cuda_backend *b = self;
-    (void)cudaSetDevice(b->device);
-    return cuda_sync(b);
+    if (!ev) {
+        cuda_backend *b = self;
+        return b->host->fail(b->host, TP_ERR_INVALID, "event_sync: NULL event");
+    }
+    return host_wait(self, "event_sync", ev);
 }
+
+static tp_status op_sync(void *self) { return host_wait(self, "sync", NULL); }
 
 static tp_status op_conv_forward(void *self, const tp_conv_desc *d, const tp_tensor *x,
                                  const tp_tensor *w, const tp_tensor *bias, tp_tensor *y)
@@ -403,6 +436,28 @@ static void *op_native_stream(void *self, tp_stream stream)
     return (void *)cuda_stream(self, stream);
 }
 
+/* API 1.4: the training step recorded once as a CUDA graph and replayed (cuda_capture.c). */
+static tp_status op_capture_begin(void *self) { LOCKED(cuda_capture_begin(b)); }
+
+static tp_status op_capture_end(void *self, tp_recording **out)
+{
+    cuda_backend *b = self;
+    cuda_enter(b);
+    tp_status st = cuda_capture_end(b, out);
+    cuda_leave(b);
+    return st;
+}
+
+static tp_status op_replay(void *self, tp_recording *r) { LOCKED(cuda_replay(b, r)); }
+
+static void op_recording_free(void *self, tp_recording *r)
+{
+    cuda_backend *b = self;
+    cuda_enter(b);
+    cuda_recording_free(b, r);
+    cuda_leave(b);
+}
+
 static const tp_backend_ops cuda_ops = {
     .size = sizeof(tp_backend_ops),
     .info = op_info,
@@ -445,6 +500,10 @@ static const tp_backend_ops cuda_ops = {
     .sgd_update = op_sgd_update,
     .adam_update = op_adam_update,
     .native_stream = op_native_stream,
+    .capture_begin = op_capture_begin,
+    .capture_end = op_capture_end,
+    .replay = op_replay,
+    .recording_free = op_recording_free,
 };
 
 static const tp_component cuda_component = {

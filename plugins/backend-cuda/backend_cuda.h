@@ -84,8 +84,20 @@ typedef struct cuda_backend {
     void *scratch;
     size_t scratch_size;
 
+    /* cuBLAS's own workspace, set once, so recorded GEMMs never allocate (cuda_gemm.c). */
+    void *blas_workspace;
+
     cuda_algo_cache algos;
     pthread_mutex_t lock;
+
+    /* API 1.4 recordings (cuda_capture.c), all under `lock`: the thread recording on the
+     * compute stream, whether something failed meanwhile, how many threads are waiting on
+     * the host without the lock, and the condition the other threads wait on. */
+    int capturing;
+    int capture_spoiled;
+    pthread_t capture_owner;
+    int host_waits;
+    pthread_cond_t capture_cond;
 } cuda_backend;
 
 /* ------------------------------------------------------------------ errors (cuda_check.c)
@@ -153,6 +165,22 @@ tp_status cuda_event_record(cuda_backend *b, tp_event *ev, tp_stream stream);
 tp_status cuda_stream_wait(cuda_backend *b, tp_stream stream, tp_event *ev);
 tp_status cuda_event_sync(cuda_backend *b, tp_event *ev);
 tp_status cuda_sync(cuda_backend *b);
+
+/* ------------------------------------------------------------------ recordings (cuda_capture.c)
+ * All are called with `lock` held. */
+/* Non-zero when the calling thread is recording the compute stream. */
+int cuda_recording_here(const cuda_backend *b);
+/* Waits (releasing the lock meanwhile) while another thread is recording. */
+void cuda_capture_gate(cuda_backend *b);
+/* Marks the recording spoiled when st is an error raised by the recording thread. */
+void cuda_capture_note(cuda_backend *b, tp_status st);
+/* Fails, and spoils the recording, when the calling thread is recording: `op` cannot be
+ * recorded. TP_OK otherwise. */
+tp_status cuda_capture_forbid(cuda_backend *b, const char *op);
+tp_status cuda_capture_begin(cuda_backend *b);
+tp_status cuda_capture_end(cuda_backend *b, tp_recording **out);
+tp_status cuda_replay(cuda_backend *b, tp_recording *r);
+void cuda_recording_free(cuda_backend *b, tp_recording *r);
 
 /* ------------------------------------------------------------------ algorithm cache */
 void cuda_algo_cache_free(cuda_backend *b);

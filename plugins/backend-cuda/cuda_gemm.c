@@ -22,11 +22,22 @@ static cublasComputeType_t compute_type(const cuda_backend *b)
     return CUBLAS_COMPUTE_32F;
 }
 
+/* cuBLAS's workspace: 32 MiB, what NVIDIA recommends for Hopper (4 MiB elsewhere). Ours
+ * rather than cuBLAS's internal pool, so a recorded GEMM (API 1.4) has a fixed buffer and
+ * never allocates inside a CUDA graph. */
+#define BLAS_WORKSPACE_BYTES ((size_t)32 << 20)
+
 tp_status cuda_gemm_setup(cuda_backend *b)
 {
     cublasMath_t mode =
         b->precision == CUDA_PRECISION_FP32 ? CUBLAS_DEFAULT_MATH : CUBLAS_TF32_TENSOR_OP_MATH;
-    return CUDA_BLAS(cublasSetMathMode(b->cublas, mode));
+    tp_status st = CUDA_BLAS(cublasSetMathMode(b->cublas, mode));
+    if (!st)
+        st = CUDA_RT(cudaMalloc(&b->blas_workspace, BLAS_WORKSPACE_BYTES));
+    /* After cublasSetStream, which would reset it to the default pool. */
+    if (!st)
+        st = CUDA_BLAS(cublasSetWorkspace(b->cublas, b->blas_workspace, BLAS_WORKSPACE_BYTES));
+    return st;
 }
 
 /* C (col-major m x n, ld ldc) = op(A) op(B), all f32. */

@@ -37,6 +37,11 @@ static tp_status arena_reserve(cuda_backend *b, void **buf, size_t *size, size_t
                                const char *what, void **out)
 {
     if (bytes > *size) {
+        /* A recorded step must find its arenas grown by an unrecorded run of it. */
+        tp_status forbidden =
+            cuda_capture_forbid(b, "growing an arena (cuDNN workspace or scratch)");
+        if (forbidden)
+            return forbidden;
         size_t want = bytes + (bytes >> 3);  /* headroom: fewer regrowths */
         want = (want + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
         if (*buf) {

@@ -28,6 +28,7 @@ extern "C" {
 #endif
 
 typedef struct tp_event tp_event; /* opaque, backend-defined */
+typedef struct tp_recording tp_recording; /* opaque, backend-defined (API 1.4) */
 
 typedef enum tp_stream {
     TP_STREAM_COMPUTE = 0,
@@ -244,7 +245,30 @@ typedef struct tp_backend_ops {
      * objects of a library the host could use. */
     void *(*native_stream)(void *self, tp_stream stream);
 
-    void *reserved[11];
+    /* API 1.4, optional: record the work one thread enqueues on the compute stream once, then
+     * enqueue the whole recording again in one call (CUDA graphs on backend-cuda). A backend
+     * offers all four or none.
+     *
+     * capture_begin: from now until capture_end, the operations the calling thread enqueues
+     *   on the compute stream are recorded instead of run. Each records the tensors' data
+     *   pointers and its scalar arguments as they are at that moment; replaying reuses
+     *   them, so the caller keeps those buffers alive and unmoved and feeds new inputs by
+     *   copying them into the recorded buffers first. While recording, the calling thread
+     *   must not allocate or free, copy to or from host memory, or wait (event_sync, sync):
+     *   such a call fails and spoils the recording. Other threads' operations on this
+     *   instance wait until the recording ends, so none of their work slips into it.
+     * capture_end: stops recording. On success *out is the recording; when anything during
+     *   the recording failed, *out is NULL, the error is reported, nothing recorded has run,
+     *   and the instance works as before. Always call it after capture_begin succeeded.
+     * replay: enqueues the recorded work on the compute stream, ordered like any operation.
+     * recording_free: releases a recording (NULL is ignored); work already enqueued from it
+     *   still completes. */
+    tp_status (*capture_begin)(void *self);
+    tp_status (*capture_end)(void *self, tp_recording **out);
+    tp_status (*replay)(void *self, tp_recording *recording);
+    void (*recording_free)(void *self, tp_recording *recording);
+
+    void *reserved[7];
 } tp_backend_ops;
 
 /* A live backend: what tp_host.backend() returns and what ops receive. */
