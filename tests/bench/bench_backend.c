@@ -1,6 +1,6 @@
 /* bench_backend [BACKEND] [--model resnet20|resnet50] [--mode train|infer] [--batch N]
  *               [--steps S] [--warmup W] [--layout nchw|nhwc] [--threads T]
- *               [--set KEY=VALUE]... [--json] [--profile] [--no-fuse]
+ *               [--set KEY=VALUE]... [--json] [--profile] [--no-fuse] [--capture]
  *
  * --set passes a parameter to the backend (e.g. --set precision=bf16 for backend-cuda);
  * --threads T is short for --set threads=T.
@@ -23,6 +23,10 @@
  * --profile (with --model) times every backend call the graph makes and prints the table.
  * --no-fuse (with --model) keeps every ReLU a separate operation (graph_set_fusion), to
  * measure what the fused batch norm + ReLU and add + ReLU save.
+ * --capture (with --model, training) runs forward, loss and backward through step capture
+ * (host/step_capture.c, what `capture_step = true` does in the trainer): recorded once
+ * during the warm-up, replayed in every timed step, the batch copied into the recording's
+ * input buffers first; the optimizer runs op by op after it, as in the trainer.
  * --json prints one machine-readable line instead of the human summary (the harness in
  * tests/bench/cpu reads it). A benchmark, not a test: built by `make bench`, never run by
  * `make check`. */
@@ -39,6 +43,7 @@
 #include "params.h"
 #include "registry.h"
 #include "services.h"
+#include "step_capture.h"
 
 #ifndef TP_BENCH_BUILDDIR
 #define TP_BENCH_BUILDDIR "."
@@ -449,6 +454,7 @@ typedef struct options {
     int json;
     int profile; /* with --model: time every backend call */
     int no_fuse; /* with --model: graph_set_fusion(g, 0) */
+    int capture; /* with --model, training: forward/loss/backward through step capture */
 } options;
 
 static int cmp_rows(const void *pa, const void *pb)
@@ -475,10 +481,11 @@ static void print_json(const options *o, const tp_backend_info *info, const char
     printf("{\"impl\": \"trainpipe\", \"backend\": \"%s\", \"model\": \"%s\", \"mode\": \"%s\", "
            "\"batch\": %d, \"layout\": \"%s\", \"threads\": %d, \"params\": %lld, "
            "\"steps\": %d, \"median_step_s\": %.6f, \"best_step_s\": %.6f, "
-           "\"first_step_s\": %.6f, \"images_per_s\": %.3f, \"settings\": \"",
+           "\"first_step_s\": %.6f, \"images_per_s\": %.3f, \"capture\": %s, "
+           "\"settings\": \"",
            info->name, model, o->training ? "train" : "infer", o->batch,
            o->layout == TP_LAYOUT_NHWC ? "nhwc" : "nchw", info->threads, (long long)params,
-           o->steps, med, best, warm, o->batch / med);
+           o->steps, med, best, warm, o->batch / med, o->capture ? "true" : "false");
     for (int i = 0; i < o->n_settings; i++)
         printf("%s%s", i ? " " : "", o->settings[i]);
     printf("\"}\n");
@@ -764,6 +771,7 @@ typedef struct graph_bench {
     tp_tensor *velocity; /* one per parameter */
     size_t n_params;
     int training;
+    step_capture *capture; /* --capture */
 } graph_bench;
 
 /* Uploads n values from host memory into the freshly allocated t. */
@@ -781,16 +789,31 @@ static tp_status upload(const tp_backend *be, tp_tensor *t, const void *host)
     return st ? st : be->ops->sync(be->self);
 }
 
+/* Forward, loss and backward of a training step (what step capture records). */
+static tp_status forward_backward(void *ctx, const tp_tensor *x, const tp_tensor *labels)
+{
+    graph_bench *gb = ctx;
+    const tp_backend *be = gb->be;
+    tp_status st = graph_forward(gb->g, x, 1);
+    if (!st)
+        st = be->ops->softmax_xent(be->self, graph_logits(gb->g), labels, 0.0, 1.0, &gb->loss,
+                                   &gb->dlogits);
+    if (!st)
+        st = graph_backward(gb->g, &gb->dlogits);
+    return st;
+}
+
 /* One step as the trainer runs it (the data already on the backend). */
 static tp_status graph_step(graph_bench *gb)
 {
     const tp_backend *be = gb->be;
-    tp_status st = graph_forward(gb->g, &gb->input, gb->training);
-    if (!st && gb->training)
-        st = be->ops->softmax_xent(be->self, graph_logits(gb->g), &gb->labels, 0.0, 1.0,
-                                   &gb->loss, &gb->dlogits);
-    if (!st && gb->training)
-        st = graph_backward(gb->g, &gb->dlogits);
+    tp_status st;
+    if (!gb->training)
+        st = graph_forward(gb->g, &gb->input, 0);
+    else if (gb->capture)
+        st = step_capture_run(gb->capture, &gb->input, &gb->labels, 1.0, forward_backward, gb);
+    else
+        st = forward_backward(gb, &gb->input, &gb->labels);
     if (!st && gb->training) {
         /* conf/default.ini's optimizer: Nesterov SGD, lr 0.1, momentum 0.9, wd 5e-4 */
         size_t n;
@@ -875,6 +898,8 @@ static int run_graph(const options *o, registry *r, const tp_backend *be,
             (st = be->ops->fill(be->self, &gb.velocity[i], 0.0)))
             goto done;
     }
+    if (o->capture && (st = step_capture_create(be, &gb.capture)))
+        goto done;
     double t0 = now(), warm = 0;
     for (int s = 0; s < o->warmup && !st; s++) {
         st = graph_step(&gb);
@@ -892,6 +917,13 @@ static int run_graph(const options *o, registry *r, const tp_backend *be,
     }
     if (st)
         goto done;
+    step_capture_stats cs;
+    step_capture_get_stats(gb.capture, &cs);
+    if (gb.capture && cs.replays < o->steps) {
+        fprintf(stderr, "bench_backend: --capture: only %lld of %d timed steps were replayed "
+                        "(recording failed?)\n", (long long)cs.replays, o->steps);
+        goto done;
+    }
     double med = median(times, o->steps);
     if (o->json) {
         print_json(o, info, spec->name, params, med, best, warm);
@@ -903,6 +935,9 @@ static int run_graph(const options *o, registry *r, const tp_backend *be,
                info->threads, o->batch, o->layout == TP_LAYOUT_NHWC ? "NHWC" : "NCHW");
         printf("ReLUs fused into the node before them: %d%s\n", graph_fused_count(gb.g),
                o->no_fuse ? " (--no-fuse)" : "");
+        if (gb.capture)
+            printf("step capture: %lld recording(s), %lld replays, %lld steps op by op\n",
+                   (long long)cs.recordings, (long long)cs.replays, (long long)cs.unrecorded);
         printf("first step %.1f ms; %d timed steps: mean %.1f ms, median %.1f ms, best %.1f "
                "ms\n", 1e3 * warm, o->steps, 1e3 * total / o->steps, 1e3 * med, 1e3 * best);
         printf("throughput: %.1f images/s (median step), %.1f images/s (best step)\n",
@@ -920,6 +955,7 @@ done:
         if (gb.velocity[i].data)
             be->ops->free(be->self, &gb.velocity[i]);
     free(gb.velocity);
+    step_capture_free(gb.capture);
     tp_tensor *owned[4] = { &gb.input, &gb.labels, &gb.loss, &gb.dlogits };
     for (int i = 0; i < 4; i++)
         if (owned[i]->data)
@@ -938,7 +974,7 @@ static int usage(const char *argv0)
 {
     fprintf(stderr, "usage: %s [BACKEND] [--model resnet20|resnet50] [--mode train|infer] "
                     "[--batch N] [--steps S] [--warmup W] [--layout nchw|nhwc] [--threads T] "
-                    "[--set KEY=VALUE]... [--json] [--profile] [--no-fuse]\n", argv0);
+                    "[--set KEY=VALUE]... [--json] [--profile] [--no-fuse] [--capture]\n", argv0);
     return 2;
 }
 
@@ -982,6 +1018,8 @@ int main(int argc, char **argv)
             o.profile = 1;
         else if (!strcmp(a, "--no-fuse"))
             o.no_fuse = 1;
+        else if (!strcmp(a, "--capture"))
+            o.capture = 1;
         else if (a[0] != '-')
             o.backend = a;
         else
@@ -992,12 +1030,22 @@ int main(int argc, char **argv)
                         "inference\n", argv[0]);
         return 2;
     }
+    if (o.capture && (!o.model || !o.training || o.profile)) {
+        fprintf(stderr, "%s: --capture needs --model in training mode, without --profile (its "
+                        "per-call synchronisation cannot be recorded)\n", argv[0]);
+        return 2;
+    }
     if (!batch_given) /* the issue's shapes: ResNet-50 batch 16, ResNet-20 inference 256 */
         o.batch = o.model && !strcmp(o.model, "resnet50") ? 16 : o.training ? 128 : 256;
     if (!o.steps)
         o.steps = o.model && !strcmp(o.model, "resnet50") ? 5 : 10;
     if (!o.warmup)
         o.warmup = 2;
+    if (o.capture && o.warmup < 2) {
+        fprintf(stderr, "%s: --capture needs --warmup >= 2 (one unrecorded step, then the "
+                        "recording), so that only replays are timed\n", argv[0]);
+        return 2;
+    }
     if (o.batch < 1 || o.steps < 1 || o.warmup < 1) {
         fprintf(stderr, "%s: --batch, --steps and --warmup must be >= 1\n", argv[0]);
         return 2;

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """trainpipe against PyTorch on one GPU (the `bench` part of run_gpu_bench.sh; see
 README.md). For each row, alternately, `--rounds` times: trainpipe (tests/bench/bench_backend
---model ..., i.e. model-resnet on the graph executor and backend-cuda), PyTorch eager, and
-PyTorch with torch.compile (torch_gpu_bench.py). PyTorch runs in one process per row that
+--model ..., i.e. model-resnet on the graph executor and backend-cuda), trainpipe with
+step capture (bench_backend --capture: forward, loss and backward replayed from one CUDA
+graph, what `capture_step = true` does; GPU only), PyTorch eager, and PyTorch with
+torch.compile (torch_gpu_bench.py). PyTorch runs in one process per row that
 lives across the rounds, so torch.compile compiles once per row (its time is reported
 separately); trainpipe starts a fresh process each round, its first steps being warm-up.
 
@@ -53,7 +55,7 @@ CPU_ROWS = [
     ("r50_bf16", "ResNet-50 b2 bf16*, NHWC/CL [CPU dry run]", "resnet50", 2, "bf16", "nhwc",
      1, 1),
 ]
-IMPLS = ("trainpipe", "torch eager", "torch compile")
+IMPLS = ("trainpipe", "trainpipe graph", "torch eager", "torch compile")
 
 
 def log(msg):
@@ -234,6 +236,11 @@ def main():
                     break
                 if impl == "trainpipe":
                     res = run_trainpipe(tp_cmd, tp_env, tp_timeout, tp_log)
+                elif impl == "trainpipe graph":
+                    if not gpu:  # backend-cpu cannot record its work
+                        notes[key][impl] = "n/a: step capture needs backend-cuda"
+                        continue
+                    res = run_trainpipe(tp_cmd + ["--capture"], tp_env, tp_timeout, tp_log)
                 elif server is None:
                     continue
                 else:
@@ -248,7 +255,7 @@ def main():
                 if "error" in res:
                     notes[key][impl] = res["error"]
                     log("  %-9s round %d %-13s %s" % (key, rnd + 1, impl, res["error"]))
-                    if impl == "trainpipe":
+                    if impl.startswith("trainpipe"):
                         tp_failed += 1
                     continue
                 results[key][impl].append(res["images_per_s"])
@@ -294,20 +301,22 @@ def main():
                                                 torch_info.get("cudnn", "n/a"), args.rounds,
                                                 time.time() - start))
     lines.append("")
-    head = "%-46s %10s %10s %10s %8s %8s" % ("row", "trainpipe", "eager", "compile",
-                                           "tp/eager", "tp/comp")
+    head = "%-46s %10s %10s %10s %10s %8s %8s %8s %8s" % (
+        "row", "trainpipe", "tp graph", "eager", "compile", "tp/eager", "tp/comp",
+        "gr/eager", "gr/comp")
     lines.append(head)
     lines.append("-" * len(head))
     summary = []
     for key, label, *_ in rows:
         med = {i: statistics.median(v) if v else None for i, v in results[key].items()}
-        tp = med["trainpipe"]
+        tp, graph = med["trainpipe"], med["trainpipe graph"]
 
-        def ratio(other):
-            return "%.2fx" % (tp / other) if tp and other else "n/a"
-        lines.append("%-46s %10s %10s %10s %8s %8s" % (
-            label, fmt(tp), fmt(med["torch eager"]), fmt(med["torch compile"]),
-            ratio(med["torch eager"]), ratio(med["torch compile"])))
+        def ratio(ours, other):
+            return "%.2fx" % (ours / other) if ours and other else "n/a"
+        lines.append("%-46s %10s %10s %10s %10s %8s %8s %8s %8s" % (
+            label, fmt(tp), fmt(graph), fmt(med["torch eager"]), fmt(med["torch compile"]),
+            ratio(tp, med["torch eager"]), ratio(tp, med["torch compile"]),
+            ratio(graph, med["torch eager"]), ratio(graph, med["torch compile"])))
         summary.append({"row": key, "label": label, "median_images_per_s": med,
                         "rounds": {i: len(v) for i, v in results[key].items()},
                         "notes": notes[key]})
@@ -315,12 +324,14 @@ def main():
         if "compile_s" in n:
             lines.append("    torch.compile: first compiled step (compilation) %.1f s"
                          % n["compile_s"])
-        for what in ("trainpipe", "torch eager", "torch compile", "torch", "budget"):
+        for what in ("trainpipe", "trainpipe graph", "torch eager", "torch compile", "torch",
+                     "budget"):
             if what in n:
                 lines.append("    %s: %s" % (what, n[what][:150]))
     lines.append("")
-    lines.append("ratios: trainpipe's images/s over PyTorch's; above 1 means trainpipe is "
-                 "faster. Raw measurements: bench.jsonl")
+    lines.append("ratios: trainpipe's images/s over PyTorch's (tp: op by op, gr: step capture "
+                 "with a CUDA graph); above 1 means trainpipe is faster. Raw measurements: "
+                 "bench.jsonl")
     if not gpu:
         lines.append("CPU dry run: tiny sizes, numbers meaningless; *: trainpipe's CPU backend "
                      "has no bf16, its side runs fp32")
