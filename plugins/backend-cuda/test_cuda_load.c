@@ -4,14 +4,18 @@
  *     message naming CUDA (no GPU) -- it must never crash;
  *   - with a GPU: a smoke test of copies (layout changes), convolution in both layouts,
  *     linear, softmax cross-entropy, batch-norm running statistics, sum_squares and the
- *     SGD step against float64 host references, printing the max difference of each.
+ *     SGD step against float64 host references, printing the max difference of each;
+ *     and the API 1.4 recordings (replays, nothing run while recording, another thread's
+ *     work kept out, a refused allocation spoiling the recording).
  * The full per-op accuracy suite is tests/backend/test_ops (`test_ops cuda`). */
 #include "config.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "params.h"
 #include "registry.h"
@@ -295,6 +299,91 @@ static void smoke_optim(gpu *g)
         g->ops->free(g->self, all[i]);
 }
 
+/* API 1.4: a recording replays what was recorded and nothing else, does not run while it
+ * is recorded, refuses an allocation, and keeps other threads' work out of it. */
+typedef struct filler {
+    gpu *g;
+    tp_tensor *t;
+    tp_status st;
+} filler;
+
+static void *fill_from_thread(void *arg)
+{
+    filler *f = arg;
+    f->st = f->g->ops->fill(f->g->self, f->t, 7.0); /* waits while main records */
+    return NULL;
+}
+
+static void smoke_capture(gpu *g)
+{
+    enum { COUNT = 1000 };
+    static float x[COUNT], out[COUNT], other[COUNT];
+    randomize(x, COUNT);
+    const tp_backend_ops *o = g->ops;
+    tp_tensor tx = tp_tensor_2d(TP_DTYPE_F32, COUNT, 0), ty = tx, tz = tx, extra = tx;
+    tp_recording *rec = NULL;
+    int ok = !upload(g, &tx, x, TP_LAYOUT_NCHW) && !o->alloc(g->self, &ty, "y") &&
+             !o->alloc(g->self, &tz, "z") && !o->fill(g->self, &ty, 0.0) &&
+             !o->fill(g->self, &tz, 0.0) && !o->sync(g->self);
+    CHECK(ok, "capture setup: %s", services_last_error());
+    /* y += x recorded while another thread fills z: the fill waits and is not recorded. */
+    filler f = {g, &tz, TP_ERR_INVALID};
+    pthread_t th;
+    int started = 0;
+    if (ok) {
+        ok = o->capture_begin(g->self) == TP_OK;
+        CHECK(ok, "capture_begin: %s", services_last_error());
+    }
+    if (ok) {
+        started = pthread_create(&th, NULL, fill_from_thread, &f) == 0;
+        usleep(50000);
+        tp_status st = o->axpby(g->self, 1.0, &tx, 1.0, &ty);
+        CHECK(st == TP_OK, "axpby while recording: %s", services_last_error());
+        ok = o->capture_end(g->self, &rec) == TP_OK && rec;
+        CHECK(ok, "capture_end: %s", services_last_error());
+    }
+    if (started)
+        pthread_join(th, NULL);
+    CHECK(!started || f.st == TP_OK, "fill from another thread: %d", (int)f.st);
+    if (ok && !download(g, &ty, out) && !download(g, &tz, other)) {
+        CHECK(out[0] == 0.0f && out[COUNT - 1] == 0.0f, "the recorded axpby ran while recording");
+        CHECK(other[0] == 7.0f, "the other thread's fill did not run (z = %g)", other[0]);
+    }
+    /* Three replays: y = 3x; z, filled again with 0, is untouched by them. */
+    if (ok)
+        ok = !o->fill(g->self, &tz, 0.0) && !o->replay(g->self, rec) &&
+             !o->replay(g->self, rec) && !o->replay(g->self, rec) && !download(g, &ty, out) &&
+             !download(g, &tz, other);
+    CHECK(ok, "replay: %s", services_last_error());
+    if (ok) {
+        double worst = 0;
+        for (int i = 0; i < COUNT; i++)
+            worst = fmax(worst, fabs((double)out[i] - 3.0 * x[i]));
+        report("capture: 3 replays of y += x", worst, 1e-6);
+        CHECK(other[0] == 0.0f, "a replay touched the other thread's tensor");
+    }
+    o->recording_free(g->self, rec);
+    /* An allocation while recording fails, spoils the recording, and leaves the backend
+     * working. */
+    if (o->capture_begin(g->self) == TP_OK) {
+        tp_status st = o->alloc(g->self, &extra, "inside a recording");
+        CHECK(st == TP_ERR_INVALID, "alloc while recording returned %d", (int)st);
+        tp_recording *spoiled = NULL;
+        st = o->capture_end(g->self, &spoiled);
+        CHECK(st != TP_OK && spoiled == NULL, "a spoiled recording was kept (%d)", (int)st);
+        printf("spoiled recording: %s\n", services_last_error());
+        if (extra.data)
+            o->free(g->self, &extra);
+    } else {
+        CHECK(0, "capture_begin: %s", services_last_error());
+    }
+    CHECK(!o->fill(g->self, &ty, 1.0) && !download(g, &ty, out) && out[0] == 1.0f,
+          "the backend does not work after a spoiled recording: %s", services_last_error());
+    tp_tensor *all[] = {&tx, &ty, &tz};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        o->free(g->self, all[i]);
+}
+
 static void smoke_errors(gpu *g)
 {
     /* A host tensor handed to a compute op must be refused, not dereferenced. */
@@ -331,7 +420,7 @@ static int all_ops_present(const tp_backend_ops *o)
     NEED(topk_correct) NEED(subsample_pad_forward) NEED(subsample_pad_backward) NEED(axpby)
     NEED(scale) NEED(sum_squares) NEED(convert_u8_batch) NEED(crop_flip)
     NEED(standardize_images) NEED(normalize_channels) NEED(sgd_update) NEED(adam_update)
-    NEED(native_stream)
+    NEED(native_stream) NEED(capture_begin) NEED(capture_end) NEED(replay) NEED(recording_free)
 #undef NEED
     return missing == 0 && o->size == sizeof(tp_backend_ops);
 }
@@ -372,6 +461,7 @@ int main(void)
         smoke_batchnorm(&g);
         smoke_optim(&g);
         smoke_errors(&g);
+        smoke_capture(&g);
         /* API 1.3: two distinct native streams for NCCL to follow. */
         void *compute = ops->native_stream(inst.self, TP_STREAM_COMPUTE);
         void *copy = ops->native_stream(inst.self, TP_STREAM_COPY);
