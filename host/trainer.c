@@ -1287,9 +1287,16 @@ done:
     return st;
 }
 
+/* What the loss gradient is multiplied by: the loss scale, or 1 without loss scaling. A
+ * recording of the step holds it, so it also selects the recording. */
+static double loss_gradient_scale(const trainer *t)
+{
+    return t->scaling ? t->loss_scale : 1.0;
+}
+
 /* One training step up to the gradients, for a batch of the bound size: forward, loss (its
- * gradient scaled by the loss scale), top-1 count, backward. Only enqueued: this is what
- * step capture records. */
+ * gradient scaled), top-1 count, backward. Only enqueued: this is what step capture
+ * records. */
 static tp_status enqueue_step(void *ctx, const tp_tensor *images, const tp_tensor *labels)
 {
     trainer *t = ctx;
@@ -1297,8 +1304,8 @@ static tp_status enqueue_step(void *ctx, const tp_tensor *images, const tp_tenso
     tp_status st = graph_forward(t->g, images, 1);
     if (!st)
         st = ops->softmax_xent(t->backend.self, graph_logits(t->g), labels,
-                               t->s->label_smoothing, t->scaling ? t->loss_scale : 1.0,
-                               &t->loss, &t->dlogits);
+                               t->s->label_smoothing, loss_gradient_scale(t), &t->loss,
+                               &t->dlogits);
     if (!st)
         st = ops->topk_correct(t->backend.self, graph_logits(t->g), labels, 1, &t->correct);
     if (!st)
@@ -1422,7 +1429,7 @@ static tp_status train_loop(trainer *t)
         if (!(st = bind_batch(t, (int)b.count)))
             st = t->capture && b.count == t->s->batch_size
                      ? step_capture_run(t->capture, &b.images, &b.labels,
-                                        t->scaling ? t->loss_scale : 1.0, enqueue_step, t)
+                                        loss_gradient_scale(t), enqueue_step, t)
                      : enqueue_step(t, &b.images, &b.labels);
         if (!st)
             st = read_scalars(t, dev, h, 2);
@@ -1542,8 +1549,8 @@ static tp_status train_loop(trainer *t)
     if (t->capture) {
         step_capture_stats cs;
         step_capture_get_stats(t->capture, &cs);
-        LOG_INFO("step capture: %lld steps replayed from %lld recording%s, %lld run op by "
-                 "op%s", (long long)cs.replays, (long long)cs.recordings,
+        LOG_INFO("step capture: %lld steps replayed from %lld recording%s, %lld full "
+                 "batches run op by op%s", (long long)cs.replays, (long long)cs.recordings,
                  cs.recordings == 1 ? "" : "s", (long long)cs.unrecorded,
                  cs.disabled ? " (recording failed; see the warning)" : "");
     }
