@@ -97,10 +97,10 @@ static void record(step_capture *sc, step_capture_fn fn, void *ctx, tp_recording
     if (st) /* the first error says why; capture_end's would only say it was discarded */
         snprintf(why, why_size, "%s", services_last_error());
     tp_status end = o->capture_end(sc->backend.self, rec);
-    if (end && !st)
-        snprintf(why, why_size, "%s", services_last_error());
-    if (!st && end)
+    if (!st && end) {
         st = end;
+        snprintf(why, why_size, "%s", services_last_error());
+    }
     if (st) {
         o->recording_free(sc->backend.self, *rec);
         *rec = NULL;
