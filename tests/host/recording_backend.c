@@ -440,7 +440,8 @@ static tp_status w_capture_end(void *self, tp_recording **out)
         free(r);
         return services_fail(TP_ERR_NOMEM, "capture_end: out of memory");
     }
-    memcpy(r->calls, rb.calls, rb.n * sizeof *r->calls);
+    if (rb.n) /* an empty recording has no call array yet */
+        memcpy(r->calls, rb.calls, rb.n * sizeof *r->calls);
     r->n = rb.last_calls = rb.n;
     rb.live++;
     *out = r;
