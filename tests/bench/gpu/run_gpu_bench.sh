@@ -75,6 +75,13 @@ failures=0
 
 say() { echo "$*" | tee -a "$summary"; }
 elapsed() { echo $(( $(date +%s) - start_time )); }
+# cap SECONDS: SECONDS, or less where the deadline leaves less (30 s kept for packing and
+# the summary; never under 10), so that one slow or hung check cannot eat the whole lease.
+cap() {
+    local left=$((deadline - $(elapsed) - 30))
+    [ "$left" -lt 10 ] && left=10
+    echo $(( $1 < left ? $1 : left ))
+}
 # Packs the logs into the one archive that comes back (the tool returns at most 8 files);
 # redone after each part, so a run stopped at the time limit still returns what it logged.
 # Checkpoints and exported weights stay out (megabytes each, and nothing to read).
@@ -216,8 +223,10 @@ check() {
     shift 2
     local logf="$work/tests/$name.log" rc
     echo "-- $name: $*" >&2
+    limit=$(cap "$limit")
     timeout "$limit" "$@" > "$logf" 2>&1
     rc=$?
+    pack_logs
     case $rc in
         0) say "PASS  $name" ;;
         77) say "SKIP  $name: $(grep -m1 -iE 'skip|no CUDA|cannot' "$logf" | cut -c1-140)"
@@ -273,7 +282,7 @@ if want tests; then
     nccl_train() {  # NAME [ENV=VALUE...]: one run into $nccl_dir/NAME, exported
         local name=$1
         shift
-        timeout 300 env LD_LIBRARY_PATH="$TP_LD_LIBRARY_PATH" "$@" "$TRAINPIPE" train \
+        timeout "$(cap 120)" env LD_LIBRARY_PATH="$TP_LD_LIBRARY_PATH" "$@" "$TRAINPIPE" train \
             "$top/tests/integration/train-tiny.ini" --set backend.plugin=$backend \
             --set pipeline.steps=$steps --set pipeline.eval_every_epochs=0 \
             --set checkpoint.every_steps=$steps --set pipeline.run_dir="$nccl_dir/$name" \
@@ -369,7 +378,7 @@ if want realdata; then
             > "$rd/data-bench.log" 2>&1 ||
             echo "(trainpipe data --bench failed: $(tail -1 "$rd/data-bench.log"))" >> "$rd/data-bench.log"
         # shellcheck disable=SC2086
-        timeout 400 env LD_LIBRARY_PATH="$TP_LD_LIBRARY_PATH" "$TRAINPIPE" train \
+        timeout "$(cap 400)" env LD_LIBRARY_PATH="$TP_LD_LIBRARY_PATH" "$TRAINPIPE" train \
             "$here/cifar-resnet20-gpu.ini" --set pipeline.run_dir="$rd/run" $common \
             > "$rd/train.log" 2>&1
         rc=$?
