@@ -13,6 +13,7 @@
 #include <string.h>
 
 static const char *const precision_choices[] = {"fp32", "tf32", "bf16", "fp16", NULL};
+static const char *const batchnorm_choices[] = {"auto", "cudnn", NULL};
 
 static const tp_param_def cuda_params[] = {
     TP_PARAM_DEF_INT(cuda_config, device, "device", "0", 0, 1023,
@@ -25,6 +26,9 @@ static const tp_param_def cuda_params[] = {
                       "instead of trusting the heuristics."),
     TP_PARAM_DEF_INT(cuda_config, workspace_mb, "workspace_mb", "1024", 0, 1048576,
                      "Largest cuDNN workspace an algorithm may use, in MiB."),
+    TP_PARAM_DEF_ENUM(cuda_config, batchnorm, "batchnorm", "auto", batchnorm_choices,
+                      "Batch norm: auto (the backend's own kernels for channels-last tensors, "
+                      "cuDNN for NCHW) or cudnn (cuDNN for every layout)."),
 };
 
 static const char *precision_name(cuda_precision p)
@@ -103,6 +107,7 @@ static tp_status cuda_create(const tp_host *host, const void *config, void **sel
     b->host = host;
     b->device = (int)cfg->device;
     b->precision = (cuda_precision)cfg->precision;
+    b->batchnorm = (cuda_batchnorm_impl)cfg->batchnorm;
     b->benchmark = cfg->benchmark != 0;
     b->workspace_limit = (size_t)cfg->workspace_mb << 20;
     pthread_mutex_init(&b->lock, NULL);
@@ -297,6 +302,45 @@ static tp_status op_batchnorm_backward(void *self, const tp_bn_desc *d, const tp
 {
     LOCKED(cuda_batchnorm_backward(b, d, x, dy, gamma, save_mean, save_invstd, dx, dgamma,
                                    dbeta));
+}
+
+/* API 1.2 fused operations: batch norm + ReLU needs no workspace (backward masks by y). */
+static tp_status op_batchnorm_relu_workspace_bytes(void *self, const tp_bn_desc *d,
+                                                   const tp_tensor *x, int64_t *bytes)
+{
+    (void)self;
+    (void)d;
+    (void)x;
+    *bytes = 0;
+    return TP_OK;
+}
+
+static tp_status op_batchnorm_relu_train(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                                         const tp_tensor *gamma, const tp_tensor *beta,
+                                         tp_tensor *y, tp_tensor *running_mean,
+                                         tp_tensor *running_var, tp_tensor *save_mean,
+                                         tp_tensor *save_invstd, tp_tensor *workspace)
+{
+    (void)workspace;
+    LOCKED(cuda_batchnorm_relu_train(b, d, x, gamma, beta, y, running_mean, running_var,
+                                     save_mean, save_invstd));
+}
+
+static tp_status op_batchnorm_relu_backward(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                                            const tp_tensor *y, const tp_tensor *workspace,
+                                            const tp_tensor *dy, const tp_tensor *gamma,
+                                            const tp_tensor *save_mean,
+                                            const tp_tensor *save_invstd, tp_tensor *dx,
+                                            tp_tensor *dgamma, tp_tensor *dbeta)
+{
+    (void)workspace;
+    LOCKED(cuda_batchnorm_relu_backward(b, d, x, y, dy, gamma, save_mean, save_invstd, dx,
+                                        dgamma, dbeta));
+}
+
+static tp_status op_add_relu(void *self, const tp_tensor *a, const tp_tensor *bt, tp_tensor *y)
+{
+    LOCKED(cuda_add_relu(b, a, bt, y));
 }
 
 static tp_status op_relu_forward(void *self, const tp_tensor *x, tp_tensor *y)
@@ -499,6 +543,10 @@ static const tp_backend_ops cuda_ops = {
     .normalize_channels = op_normalize_channels,
     .sgd_update = op_sgd_update,
     .adam_update = op_adam_update,
+    .add_relu = op_add_relu,
+    .batchnorm_relu_workspace_bytes = op_batchnorm_relu_workspace_bytes,
+    .batchnorm_relu_train = op_batchnorm_relu_train,
+    .batchnorm_relu_backward = op_batchnorm_relu_backward,
     .native_stream = op_native_stream,
     .capture_begin = op_capture_begin,
     .capture_end = op_capture_end,

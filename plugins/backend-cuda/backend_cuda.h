@@ -27,12 +27,19 @@ typedef enum cuda_precision {
     CUDA_PRECISION_FP16 = 3  /* fp32 I/O, convolutions/GEMMs may down-convert to fp16 */
 } cuda_precision;
 
+/* The `batchnorm` parameter, in the order of its choices. */
+typedef enum cuda_batchnorm_impl {
+    CUDA_BATCHNORM_AUTO = 0, /* own kernels for channels-last tensors, cuDNN for NCHW */
+    CUDA_BATCHNORM_CUDNN = 1 /* cuDNN for every layout */
+} cuda_batchnorm_impl;
+
 /* What the host's parameter table writes (see backend_cuda.c). */
 typedef struct cuda_config {
     int64_t device;
     int precision; /* cuda_precision */
     int benchmark;
     int64_t workspace_mb;
+    int batchnorm; /* cuda_batchnorm_impl */
 } cuda_config;
 
 /* Convolution algorithm cache: open addressing keyed by everything that decides the choice. */
@@ -69,6 +76,7 @@ typedef struct cuda_backend {
     const tp_host *host;
     int device;
     cuda_precision precision;
+    cuda_batchnorm_impl batchnorm;
     int benchmark;
     size_t workspace_limit; /* bytes a cuDNN algorithm may ask for */
     char device_name[256];
@@ -83,6 +91,11 @@ typedef struct cuda_backend {
     size_t workspace_size;
     void *scratch;
     size_t scratch_size;
+    /* Arena buffers outgrown while recordings that point into them exist: kept until the
+     * last recording is freed (a replay must never touch freed memory). */
+    void **retired;
+    size_t n_retired, retired_cap;
+    size_t live_recordings;
 
     /* cuBLAS's own workspace, set once, so recorded GEMMs never allocate (cuda_gemm.c). */
     void *blas_workspace;
@@ -144,6 +157,8 @@ tp_status cuda_tensor_desc(cuda_backend *b, const tp_tensor *t, cudnnTensorDescr
 tp_status cuda_workspace(cuda_backend *b, size_t bytes, void **out);
 tp_status cuda_scratch(cuda_backend *b, size_t bytes, void **out);
 void cuda_arenas_release(cuda_backend *b);
+/* Frees the retired arena buffers (stream-ordered); called when no recording is left. */
+void cuda_retired_release(cuda_backend *b);
 cudaStream_t cuda_stream(cuda_backend *b, tp_stream s);
 
 /* Layout views, for operations whose tensors come in mixed layouts: *view describes t in
@@ -201,6 +216,16 @@ tp_status cuda_batchnorm_train(cuda_backend *b, const tp_bn_desc *d, const tp_te
                                const tp_tensor *gamma, const tp_tensor *beta, tp_tensor *y,
                                tp_tensor *running_mean, tp_tensor *running_var,
                                tp_tensor *save_mean, tp_tensor *save_invstd);
+/* The API 1.2 fused forms: batch norm then ReLU; backward masks dy by y > 0 (no workspace). */
+tp_status cuda_batchnorm_relu_train(cuda_backend *b, const tp_bn_desc *d, const tp_tensor *x,
+                                    const tp_tensor *gamma, const tp_tensor *beta, tp_tensor *y,
+                                    tp_tensor *running_mean, tp_tensor *running_var,
+                                    tp_tensor *save_mean, tp_tensor *save_invstd);
+tp_status cuda_batchnorm_relu_backward(cuda_backend *b, const tp_bn_desc *d, const tp_tensor *x,
+                                       const tp_tensor *y, const tp_tensor *dy,
+                                       const tp_tensor *gamma, const tp_tensor *save_mean,
+                                       const tp_tensor *save_invstd, tp_tensor *dx,
+                                       tp_tensor *dgamma, tp_tensor *dbeta);
 tp_status cuda_batchnorm_infer(cuda_backend *b, const tp_bn_desc *d, const tp_tensor *x,
                                const tp_tensor *gamma, const tp_tensor *beta,
                                const tp_tensor *running_mean, const tp_tensor *running_var,
@@ -228,6 +253,8 @@ tp_status cuda_relu_forward(cuda_backend *b, const tp_tensor *x, tp_tensor *y);
 tp_status cuda_relu_backward(cuda_backend *b, const tp_tensor *y, const tp_tensor *dy,
                              tp_tensor *dx);
 tp_status cuda_add(cuda_backend *b, const tp_tensor *a, const tp_tensor *bt, tp_tensor *y);
+/* y = max(0, a + b), the API 1.2 fused addition (y may alias a or b). */
+tp_status cuda_add_relu(cuda_backend *b, const tp_tensor *a, const tp_tensor *bt, tp_tensor *y);
 tp_status cuda_global_avgpool_forward(cuda_backend *b, const tp_tensor *x, tp_tensor *y);
 tp_status cuda_global_avgpool_backward(cuda_backend *b, const tp_tensor *dy, tp_tensor *dx);
 tp_status cuda_subsample_pad_forward(cuda_backend *b, int stride, const tp_tensor *x,

@@ -99,8 +99,13 @@ tp_status cuda_capture_end(cuda_backend *b, tp_recording **out)
     size_t nodes = 0;
     if (!st)
         st = CUDA_RT(cudaGraphGetNodes(graph, NULL, &nodes));
-    if (!st)
+    if (!st) {
         st = CUDA_RT(cudaGraphInstantiate(&r->exec, graph, 0));
+        if (!st)
+            b->live_recordings++; /* arena buffers it points into now outlive regrowth */
+        else
+            r->exec = NULL;
+    }
     /* Uploading now keeps the first replay from paying for it inside a step. */
     if (!st)
         st = CUDA_RT(cudaGraphUpload(r->exec, b->compute));
@@ -129,7 +134,11 @@ void cuda_recording_free(cuda_backend *b, tp_recording *r)
 {
     if (!r)
         return;
-    if (r->exec && cudaGraphExecDestroy(r->exec) != cudaSuccess)
-        (void)cudaGetLastError();
+    if (r->exec) {
+        if (cudaGraphExecDestroy(r->exec) != cudaSuccess)
+            (void)cudaGetLastError();
+        if (b->live_recordings > 0 && --b->live_recordings == 0)
+            cuda_retired_release(b);
+    }
     b->host->free(r);
 }

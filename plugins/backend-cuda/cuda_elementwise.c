@@ -53,25 +53,38 @@ tp_status cuda_relu_backward(cuda_backend *b, const tp_tensor *y, const tp_tenso
     return st ? st : st2;
 }
 
-tp_status cuda_add(cuda_backend *b, const tp_tensor *a, const tp_tensor *bt, tp_tensor *y)
+/* y = a + b, then ReLU when `relu`; an input in another layout goes through a view. */
+static tp_status add_maybe_relu(cuda_backend *b, const char *op, const tp_tensor *a,
+                                const tp_tensor *bt, tp_tensor *y, int relu)
 {
     tp_status st;
-    if ((st = cuda_need_f32(b, "add", "a", a)) || (st = cuda_need_f32(b, "add", "b", bt)) ||
-        (st = cuda_need_f32(b, "add", "y", y)) ||
-        (st = cuda_need_same(b, "add", "a", a, "b", bt)) ||
-        (st = cuda_need_same(b, "add", "a", a, "y", y)))
+    if ((st = cuda_need_f32(b, op, "a", a)) || (st = cuda_need_f32(b, op, "b", bt)) ||
+        (st = cuda_need_f32(b, op, "y", y)) || (st = cuda_need_same(b, op, "a", a, "b", bt)) ||
+        (st = cuda_need_same(b, op, "a", a, "y", y)))
         return st;
     /* An input aliasing y has y's layout, so it is never copied: in-place adds stay safe. */
     tp_tensor av, bv;
     if ((st = cuda_view_begin(b, a, y->layout, 1, &av)))
         return st;
     if (!(st = cuda_view_begin(b, bt, y->layout, 1, &bv))) {
-        st = CUDA_RT(ck_add(av.data, bv.data, y->data, tp_tensor_count(a), b->compute));
+        int64_t n = tp_tensor_count(a);
+        st = CUDA_RT(relu ? ck_add_relu(av.data, bv.data, y->data, n, b->compute)
+                          : ck_add(av.data, bv.data, y->data, n, b->compute));
         tp_status st2 = cuda_view_end(b, &bv, bt, 0);
         st = st ? st : st2;
     }
     tp_status st2 = cuda_view_end(b, &av, a, 0);
     return st ? st : st2;
+}
+
+tp_status cuda_add(cuda_backend *b, const tp_tensor *a, const tp_tensor *bt, tp_tensor *y)
+{
+    return add_maybe_relu(b, "add", a, bt, y, 0);
+}
+
+tp_status cuda_add_relu(cuda_backend *b, const tp_tensor *a, const tp_tensor *bt, tp_tensor *y)
+{
+    return add_maybe_relu(b, "add_relu", a, bt, y, 1);
 }
 
 tp_status cuda_global_avgpool_forward(cuda_backend *b, const tp_tensor *x, tp_tensor *y)

@@ -150,6 +150,15 @@ __global__ void add_kernel(const float *a, const float *b, float *y, int64_t cou
     }
 }
 
+__global__ void add_relu_kernel(const float *a, const float *b, float *y, int64_t count)
+{
+    GRID_STRIDE(i, count)
+    {
+        float v = a[i] + b[i];
+        y[i] = v > 0.0f ? v : 0.0f;
+    }
+}
+
 __global__ void axpby_kernel(float alpha, const float *x, float beta, float *y, int64_t count)
 {
     GRID_STRIDE(i, count)
@@ -599,6 +608,15 @@ cudaError_t ck_add(const float *a, const float *b, float *y, int64_t count, cuda
     if (count == 0)
         return cudaSuccess;
     add_kernel<<<grid_for(count), CK_THREADS, 0, stream>>>(a, b, y, count);
+    return cudaGetLastError();
+}
+
+cudaError_t ck_add_relu(const float *a, const float *b, float *y, int64_t count,
+                        cudaStream_t stream)
+{
+    if (count == 0)
+        return cudaSuccess;
+    add_relu_kernel<<<grid_for(count), CK_THREADS, 0, stream>>>(a, b, y, count);
     return cudaGetLastError();
 }
 

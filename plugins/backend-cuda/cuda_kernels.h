@@ -33,6 +33,9 @@ cudaError_t ck_relu_forward(const float *x, float *y, int64_t count, cudaStream_
 cudaError_t ck_relu_backward(const float *y, const float *dy, float *dx, int64_t count,
                              cudaStream_t stream);
 cudaError_t ck_add(const float *a, const float *b, float *y, int64_t count, cudaStream_t stream);
+/* y = max(0, a + b); y may alias a or b. */
+cudaError_t ck_add_relu(const float *a, const float *b, float *y, int64_t count,
+                        cudaStream_t stream);
 /* y = alpha * x + beta * y (y is not read when beta == 0). */
 cudaError_t ck_axpby(float alpha, const float *x, float beta, float *y, int64_t count,
                      cudaStream_t stream);
@@ -98,6 +101,25 @@ cudaError_t ck_sgd_update(float *p, const float *g, float *v, int64_t count, flo
 cudaError_t ck_adam_update(float *p, const float *g, float *m, float *v, int64_t count,
                            float lr, float beta1, float beta2, float eps, float weight_decay,
                            int decoupled, float bc1, float bc2, cudaStream_t stream);
+
+/* Batch normalisation of channels-last data (cuda_bn_kernels.cu): x holds `rows` rows of
+ * `c` channels (NHWC: rows = N*H*W; 2-D: rows = N); y, dy, dx and the fused output y have
+ * x's memory order; per-channel vectors hold c floats. `scratch` holds at least
+ * ck_bn_scratch_bytes(rows, c) bytes for per-block partial results. Semantics as the SDK's
+ * batchnorm_train / _infer / _backward (running_var from the unbiased batch variance);
+ * `relu` (train) applies ReLU to y, and a non-NULL y (backward) masks dy by y > 0. */
+size_t ck_bn_scratch_bytes(int64_t rows, int64_t c);
+cudaError_t ck_bn_train(const float *x, float *y, int64_t rows, int64_t c, const float *gamma,
+                        const float *beta, float *running_mean, float *running_var,
+                        float *save_mean, float *save_invstd, float momentum, float eps,
+                        int relu, void *scratch, cudaStream_t stream);
+cudaError_t ck_bn_infer(const float *x, float *y, int64_t rows, int64_t c, const float *gamma,
+                        const float *beta, const float *mean, const float *var, float eps,
+                        cudaStream_t stream);
+cudaError_t ck_bn_backward(const float *x, const float *y, const float *dy, float *dx,
+                           int64_t rows, int64_t c, const float *gamma, const float *save_mean,
+                           const float *save_invstd, float *dgamma, float *dbeta,
+                           void *scratch, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

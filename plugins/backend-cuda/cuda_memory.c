@@ -44,7 +44,20 @@ static tp_status arena_reserve(cuda_backend *b, void **buf, size_t *size, size_t
             return forbidden;
         size_t want = bytes + (bytes >> 3);  /* headroom: fewer regrowths */
         want = (want + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
-        if (*buf) {
+        if (*buf && b->live_recordings > 0) {
+            /* A recording may point into the old buffer: keep it for the recording. */
+            if (b->n_retired == b->retired_cap) {
+                size_t cap = b->retired_cap ? 2 * b->retired_cap : 8;
+                void **grown = b->host->realloc(b->retired, cap * sizeof *grown);
+                if (!grown)
+                    return b->host->fail(b->host, TP_ERR_NOMEM, "%s: out of host memory", what);
+                b->retired = grown;
+                b->retired_cap = cap;
+            }
+            b->retired[b->n_retired++] = *buf;
+            *buf = NULL;
+            *size = 0;
+        } else if (*buf) {
             tp_status st = CUDA_RT(cudaFreeAsync(*buf, b->compute));
             *buf = NULL;
             *size = 0;
@@ -77,8 +90,19 @@ tp_status cuda_scratch(cuda_backend *b, size_t bytes, void **out)
     return arena_reserve(b, &b->scratch, &b->scratch_size, bytes, "scratch", out);
 }
 
+void cuda_retired_release(cuda_backend *b)
+{
+    for (size_t i = 0; i < b->n_retired; i++)
+        (void)cudaFreeAsync(b->retired[i], b->compute);
+    b->n_retired = 0;
+}
+
 void cuda_arenas_release(cuda_backend *b)
 {
+    cuda_retired_release(b);
+    b->host->free(b->retired);
+    b->retired = NULL;
+    b->retired_cap = 0;
     if (b->workspace)
         cudaFreeAsync(b->workspace, b->compute);
     if (b->scratch)

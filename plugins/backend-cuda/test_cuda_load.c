@@ -420,7 +420,8 @@ static int all_ops_present(const tp_backend_ops *o)
     NEED(topk_correct) NEED(subsample_pad_forward) NEED(subsample_pad_backward) NEED(axpby)
     NEED(scale) NEED(sum_squares) NEED(convert_u8_batch) NEED(crop_flip)
     NEED(standardize_images) NEED(normalize_channels) NEED(sgd_update) NEED(adam_update)
-    NEED(native_stream) NEED(capture_begin) NEED(capture_end) NEED(replay) NEED(recording_free)
+    NEED(add_relu) NEED(batchnorm_relu_workspace_bytes) NEED(batchnorm_relu_train)
+    NEED(batchnorm_relu_backward) NEED(native_stream) NEED(capture_begin) NEED(capture_end) NEED(replay) NEED(recording_free)
 #undef NEED
     return missing == 0 && o->size == sizeof(tp_backend_ops);
 }
@@ -443,7 +444,7 @@ int main(void)
     }
     const tp_backend_ops *ops = e->component->ops;
     CHECK(ops && all_ops_present(ops), "the ops table is incomplete");
-    CHECK(e->component->n_params == 4, "expected 4 parameters, found %zu",
+    CHECK(e->component->n_params == 5, "expected 5 parameters, found %zu",
           e->component->n_params);
 
     instance inst;

@@ -516,6 +516,14 @@ static void test_batchnorm(ctx *c)
         tp_layout ly = i % 4 == 3 ? TP_LAYOUT_NCHW : lx;
         bn_case(c, N, irand(c, 1, 17), H, W, lx, ly);
     }
+    /* Wider and longer channels-last tensors, for backends that split the rows and channels
+     * of NHWC data over many thread blocks (backend-cuda's own kernels): channel counts
+     * that are and are not multiples of 4, more channels than one block covers, and enough
+     * rows for many partial results per channel. */
+    bn_case(c, 8, 64, 16, 16, TP_LAYOUT_NHWC, TP_LAYOUT_NHWC);
+    bn_case(c, 4, 160, 5, 7, TP_LAYOUT_NHWC, TP_LAYOUT_NCHW);
+    bn_case(c, 3, 37, 9, 9, TP_LAYOUT_NHWC, TP_LAYOUT_NHWC);
+    bn_case(c, 32, 8, 32, 32, TP_LAYOUT_NHWC, TP_LAYOUT_NHWC);
 }
 
 /* ------------------------------------------------------------------ relu, add */

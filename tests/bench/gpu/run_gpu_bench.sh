@@ -260,6 +260,12 @@ if want tests; then
             grep -m5 '^FAIL' "$work/tests/test_ops_cuda_$prec.log" | tee -a "$summary"
         done
     fi
+    if [ "$dry" != 1 ]; then
+        # batch norm on cuDNN for every layout (the own channels-last kernels' baseline)
+        check test_ops_cuda_cudnn_bn 200 env LD_LIBRARY_PATH="$TP_LD_LIBRARY_PATH" \
+            "$bundle/tests/backend/test_ops" cuda batchnorm=cudnn
+        grep -m5 '^FAIL' "$work/tests/test_ops_cuda_cudnn_bn.log" | tee -a "$summary"
+    fi
     if [ "$dry" = 1 ]; then
         check test_ops_cpu 300 env LD_LIBRARY_PATH="$TP_LD_LIBRARY_PATH" \
             "$bundle/tests/backend/test_ops" cpu
