@@ -272,8 +272,11 @@ if want tests; then
     fi
     check test_gpu_loss_match 600 env LD_LIBRARY_PATH="$TP_LD_LIBRARY_PATH" \
         sh "$top/tests/integration/test_gpu_loss_match.sh" &&
-        grep -m1 'steps compared' "$work/tests/test_gpu_loss_match.log" | sed 's/^/      /' |
-        tee -a "$summary"
+        grep 'steps compared\|step capture' "$work/tests/test_gpu_loss_match.log" |
+        sed 's/^/      /' | tee -a "$summary"
+    [ -s "$work/tests/test_gpu_loss_match.log" ] &&
+        ! grep -q '^PASS' "$work/tests/test_gpu_loss_match.log" &&
+        tail -25 "$work/tests/test_gpu_loss_match.log" | sed 's/^/      /' | tee -a "$summary"
 
     # The 1-GPU NCCL check (issue 9): train-tiny.ini on backend-cuda, a few steps, plain and
     # with TRAINPIPE_COMM_NCCL=1 (gradients all-reduced through NCCL over one rank): once in
