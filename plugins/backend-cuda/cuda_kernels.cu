@@ -228,8 +228,43 @@ __global__ void gap_backward_kernel(const float *dy, float *dx, ck_shape s)
     }
 }
 
-__global__ void maxpool_backward_kernel(const float *x, ck_shape xs, const float *dy,
-                                        ck_shape ys, float *dx, ck_pool p)
+/* The window-local index (row-major, 0 .. kh*kw-1) of each output cell's first maximum,
+ * padding excluded; CK_NO_ARGMAX for a window that lies wholly in the padding. */
+#define CK_NO_ARGMAX 255
+
+__global__ void maxpool_argmax_kernel(const float *x, ck_shape xs, ck_shape ys, uint8_t *arg,
+                                      ck_pool p)
+{
+    int64_t count = ys.n * ys.c * ys.h * ys.w;
+    GRID_STRIDE(i, count)
+    {
+        int64_t n, c, oh, ow;
+        coords4(ys, i, n, c, oh, ow);
+        int64_t h0 = oh * p.sh - p.ph, w0 = ow * p.sw - p.pw;
+        int best_at = CK_NO_ARGMAX;
+        float best = 0.0f;
+        for (int kh = 0; kh < p.kh; kh++) {
+            int64_t h = h0 + kh;
+            if (h < 0 || h >= xs.h)
+                continue;
+            for (int kw = 0; kw < p.kw; kw++) {
+                int64_t w = w0 + kw;
+                if (w < 0 || w >= xs.w)
+                    continue;
+                float v = x[offset4(xs, n, c, h, w)];
+                if (best_at == CK_NO_ARGMAX || v > best) {
+                    best = v;
+                    best_at = kh * p.kw + kw;
+                }
+            }
+        }
+        arg[i] = (uint8_t)best_at;
+    }
+}
+
+/* Each dx cell sums dy over the windows whose recorded first maximum is that cell. */
+__global__ void maxpool_backward_kernel(const uint8_t *arg, const float *dy, ck_shape ys,
+                                        float *dx, ck_shape xs, ck_pool p)
 {
     int64_t count = xs.n * xs.c * xs.h * xs.w;
     GRID_STRIDE(i, count)
@@ -250,26 +285,10 @@ __global__ void maxpool_backward_kernel(const float *x, ck_shape xs, const float
         float acc = 0.0f;
         for (int64_t oh = oh_lo; oh <= oh_hi; oh++) {
             for (int64_t ow = ow_lo; ow <= ow_hi; ow++) {
-                /* The window's first maximum in row-major order. */
-                int64_t h0 = oh * p.sh - p.ph, w0 = ow * p.sw - p.pw;
-                int64_t bh = -1, bw = -1;
-                float best = 0.0f;
-                for (int64_t h = h0; h < h0 + p.kh; h++) {
-                    if (h < 0 || h >= xs.h)
-                        continue;
-                    for (int64_t w = w0; w < w0 + p.kw; w++) {
-                        if (w < 0 || w >= xs.w)
-                            continue;
-                        float v = x[offset4(xs, n, c, h, w)];
-                        if (bh < 0 || v > best) {
-                            best = v;
-                            bh = h;
-                            bw = w;
-                        }
-                    }
-                }
-                if (bh == ih && bw == iw)
-                    acc += dy[offset4(ys, n, c, oh, ow)];
+                int64_t local = (ih - (oh * p.sh - p.ph)) * p.kw + (iw - (ow * p.sw - p.pw));
+                int64_t at = offset4(ys, n, c, oh, ow);
+                if (arg[at] == local)
+                    acc += dy[at];
             }
         }
         dx[i] = acc;
@@ -667,12 +686,19 @@ cudaError_t ck_gap_backward(const float *dy, float *dx, ck_shape dxs, cudaStream
 }
 
 cudaError_t ck_maxpool_backward(const float *x, ck_shape xs, const float *dy, ck_shape ys,
-                                float *dx, ck_pool p, cudaStream_t stream)
+                                float *dx, ck_pool p, uint8_t *argmax, cudaStream_t stream)
 {
-    int64_t count = xs.n * xs.c * xs.h * xs.w;
+    int64_t count = xs.n * xs.c * xs.h * xs.w, out = ys.n * ys.c * ys.h * ys.w;
     if (count == 0)
         return cudaSuccess;
-    maxpool_backward_kernel<<<grid_for(count), CK_THREADS, 0, stream>>>(x, xs, dy, ys, dx, p);
+    if (p.kh * p.kw >= CK_NO_ARGMAX)
+        return cudaErrorInvalidValue;
+    /* Two passes: each window's maximum found once (not once per cell it covers), then a
+     * gather that sums in a fixed order (no atomics, so the bits repeat). */
+    if (out > 0)
+        maxpool_argmax_kernel<<<grid_for(out), CK_THREADS, 0, stream>>>(x, xs, ys, argmax, p);
+    maxpool_backward_kernel<<<grid_for(count), CK_THREADS, 0, stream>>>(argmax, dy, ys, dx,
+                                                                        xs, p);
     return cudaGetLastError();
 }
 

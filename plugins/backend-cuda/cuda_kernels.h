@@ -51,12 +51,14 @@ cudaError_t ck_gap_forward(const float *x, ck_shape xs, float *y, cudaStream_t s
 cudaError_t ck_gap_backward(const float *dy, float *dx, ck_shape dxs, cudaStream_t stream);
 
 /* Max pooling backward as a gather: each dx cell sums dy over the windows whose first
- * maximum (row-major window order, padding excluded) is that cell. */
+ * maximum (row-major window order, padding excluded) is that cell; each window's maximum is
+ * found once, into `argmax`. */
 typedef struct ck_pool {
     int kh, kw, sh, sw, ph, pw;
 } ck_pool;
+/* argmax: scratch of one byte per output cell; windows of at most 254 cells. */
 cudaError_t ck_maxpool_backward(const float *x, ck_shape xs, const float *dy, ck_shape ys,
-                                float *dx, ck_pool p, cudaStream_t stream);
+                                float *dx, ck_pool p, uint8_t *argmax, cudaStream_t stream);
 
 /* Linear helpers on row-major (rows, cols) matrices: y[r,c] += bias[c]; db[c] = sum_r dy[r,c]. */
 cudaError_t ck_add_row_bias(float *y, const float *bias, int64_t rows, int64_t cols,

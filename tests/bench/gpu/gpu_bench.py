@@ -13,13 +13,16 @@ Rows (GPU):
   r20_bf16  ResNet-20, batch 128, bf16 (trainpipe precision = bf16 / PyTorch autocast
             bf16 with fp32 weights), NHWC / channels-last
   r50_bf16  ResNet-50, ImageNet shapes, batch 256, bf16, NHWC / channels-last
+  r20_fp32_cl  ResNet-20, batch 128, fp32 (TF32 off), NHWC / channels-last: the layout in
+            which backend-cuda's batch norm runs on its own kernels, fused with the ReLU
 With --device cpu (the harness's dry run) the same rows run on backend-cpu and PyTorch's CPU
 with tiny batches and step counts; trainpipe's CPU backend has no precision setting, so its
 bf16 rows run fp32 there (said in the table). The numbers only show that the harness works.
 
 Writes OUT/bench.jsonl (every measurement, one JSON line each, as it happens), OUT/bench.md
-(the table) and, with --profile, OUT/profile-resnet20-bf16.txt and profile-resnet50-bf16.txt
-(bench_backend --profile: every backend call the graph makes, timed). Prints the table last.
+(the table) and, with --profile, OUT/profile-resnet20-fp32.txt (NCHW),
+profile-resnet20-bf16.txt and profile-resnet50-bf16.txt (NHWC) (bench_backend --profile:
+every backend call the graph makes, timed). Prints the table last.
 Exit status: 0 when every trainpipe measurement succeeded, 1 otherwise (PyTorch failures
 are reported as n/a in the table but do not fail the run).
 """
@@ -44,6 +47,8 @@ GPU_ROWS = [
      50, 10),
     ("r50_bf16", "ResNet-50 3x224x224 b256 bf16, NHWC/CL", "resnet50", 256, "bf16", "nhwc",
      15, 3),
+    ("r20_fp32_cl", "ResNet-20 3x32x32 b128 fp32 (TF32 off), NHWC/CL", "resnet20", 128,
+     "fp32", "nhwc", 50, 10),
 ]
 # The dry run on a CPU: same rows, tiny. (*: trainpipe's CPU backend has no precision
 # setting, so its side of the bf16 rows runs fp32; PyTorch autocasts to bf16 on the CPU.)
@@ -54,6 +59,8 @@ CPU_ROWS = [
      2, 1),
     ("r50_bf16", "ResNet-50 b2 bf16*, NHWC/CL [CPU dry run]", "resnet50", 2, "bf16", "nhwc",
      1, 1),
+    ("r20_fp32_cl", "ResNet-20 b8 fp32, NHWC/CL [CPU dry run]", "resnet20", 8, "fp32",
+     "nhwc", 2, 1),
 ]
 IMPLS = ("trainpipe", "trainpipe graph", "torch eager", "torch compile")
 
@@ -167,7 +174,7 @@ def main():
     ap.add_argument("--work", default=None, help="folder for logs (default: --out)")
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--rows", default="r20_fp32,r20_bf16,r50_bf16")
+    ap.add_argument("--rows", default="r20_fp32,r20_bf16,r50_bf16,r20_fp32_cl")
     ap.add_argument("--python", default="python3", help="the Python that has torch")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads (cpu)")
     ap.add_argument("--budget", type=float, default=420,
@@ -269,16 +276,18 @@ def main():
     # bench_backend --profile: where trainpipe's time goes, per backend operation and shape
     profiles = []
     if args.profile:
-        for model, batch, steps, warmup in (("resnet20", 128 if gpu else 8, 20, 5),
-                                            ("resnet50", 256 if gpu else 2, 5, 2)):
-            path = os.path.join(args.out, "profile-%s-bf16.txt" % model)
+        for model, batch, steps, warmup, precision, layout in (
+                ("resnet20", 128 if gpu else 8, 20, 5, "fp32", "nchw"),
+                ("resnet20", 128 if gpu else 8, 20, 5, "bf16", "nhwc"),
+                ("resnet50", 256 if gpu else 2, 5, 2, "bf16", "nhwc")):
+            path = os.path.join(args.out, "profile-%s-%s.txt" % (model, precision))
             if time.time() - start > args.budget + 60:
                 profiles.append("%s: skipped (time budget)" % os.path.basename(path))
                 continue
             cmd = [bench, backend, "--model", model, "--mode", "train", "--batch", str(batch),
-                   "--layout", "nhwc", "--steps", str(steps if gpu else 1),
+                   "--layout", layout, "--steps", str(steps if gpu else 1),
                    "--warmup", str(warmup if gpu else 1), "--profile"]
-            cmd += ["--set", "precision=bf16"] if gpu else ["--threads", str(args.threads)]
+            cmd += ["--set", "precision=" + precision] if gpu else ["--threads", str(args.threads)]
             try:
                 r = subprocess.run(cmd, capture_output=True, text=True, env=tp_env,
                                    timeout=240)
