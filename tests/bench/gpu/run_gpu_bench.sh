@@ -412,6 +412,24 @@ print("%.2f" % (100 * (d["steady_data_wait"] or 0)))' "$rd/metrics.json")
         say "FAIL  realdata: generating the dataset failed: $(tail -1 "$rd/make-cifar.log")"
         failures=$((failures + 1))
     fi
+    # The scaling benchmark of issue 9 on the ranks this machine has GPUs for (1 on a
+    # one-GPU machine: the per-rank baseline a multi-GPU run is measured against).
+    if [ "$dry" != 1 ]; then
+        ngpu=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+        ranks=1; r=2
+        while [ "$r" -le "${ngpu:-1}" ]; do ranks="$ranks $r"; r=$((r * 2)); done
+        if timeout "$(cap 120)" env LD_LIBRARY_PATH="$TP_LD_LIBRARY_PATH" \
+            sh "$top/tests/bench/run_scaling.sh" --trainpipe "$TRAINPIPE" --ranks "$ranks" \
+            --steps 100 "$top/tests/integration/train-tiny.ini" --set backend.plugin=cuda \
+            --set pipeline.batch_size=128 --set model.depth=20 --set source.train.count=12800 \
+            > "$rd/scaling.log" 2>&1; then
+            say "      scaling (ResNet-20 b128 per rank, synthetic data, ${ngpu:-1} GPU(s)):"
+            sed -n '/^ranks/,$p' "$rd/scaling.log" | sed 's/^/        /' | tee -a "$summary"
+        else
+            say "FAIL  scaling: $(tail -1 "$rd/scaling.log")"
+            failures=$((failures + 1))
+        fi
+    fi
     pack_logs
 fi
 
