@@ -10,6 +10,7 @@
 static const char *const layout_choices[] = { "auto", "nchw", "nhwc", NULL };
 static const char *const loss_scaling_choices[] = { "auto", "dynamic", "off", NULL };
 static const char *const lr_scaling_choices[] = { "none", "linear", NULL };
+static const char *const capture_step_choices[] = { "auto", "true", "false", NULL };
 
 #define PS pipeline_settings
 static const tp_param_def settings_params[] = {
@@ -58,9 +59,10 @@ static const tp_param_def settings_params[] = {
     TP_PARAM_DEF_BOOL(PS, overlap_allreduce, "overlap_allreduce", "true",
                       "data parallel: sum gradient buckets across ranks while backward still "
                       "runs (false: all of them after backward; same results)"),
-    TP_PARAM_DEF_BOOL(PS, capture_step, "capture_step", "false",
+    TP_PARAM_DEF_ENUM(PS, capture_step, "capture_step", "auto", capture_step_choices,
                       "record forward, loss and backward of a full batch once and replay the "
-                      "recording every step (a CUDA graph on backend-cuda; same results)"),
+                      "recording every step (a CUDA graph on backend-cuda; same results); "
+                      "auto: where the backend can record"),
     TP_PARAM_DEF_BOOL(PS, fuse_layers, "fuse_layers", "true",
                       "compute a ReLU inside the batch norm or addition before it when the "
                       "backend can (same results; false runs every layer on its own)"),

@@ -39,8 +39,15 @@ typedef struct pipeline_settings {
     int sync_batchnorm;             /* batch-norm statistics over all ranks */
     int fuse_layers;                /* ReLUs folded into batch norms and additions */
     int overlap_allreduce;          /* gradient buckets reduced during backward */
-    int capture_step;               /* record the step once, replay it (API 1.4 backends) */
+    int capture_step;               /* CAPTURE_STEP_*: record the step once, replay it */
 } pipeline_settings;
+
+/* [pipeline] capture_step, in the order of its choices. */
+enum {
+    CAPTURE_STEP_AUTO = 0, /* where the backend can record (API 1.4); quiet elsewhere */
+    CAPTURE_STEP_ON = 1,   /* the same, and say why when it cannot be done */
+    CAPTURE_STEP_OFF = 2
+};
 
 /* [checkpoint] */
 typedef struct checkpoint_settings {

@@ -1318,14 +1318,17 @@ static tp_status enqueue_step(void *ctx, const tp_tensor *images, const tp_tenso
  * across ranks during forward). */
 static tp_status make_step_capture(trainer *t)
 {
-    if (!t->s->capture_step)
+    if (t->s->capture_step == CAPTURE_STEP_OFF)
         return TP_OK;
     comm_reducer_stats rs;
     comm_reducer_get_stats(t->reducer, &rs);
     const char *why_not = NULL;
-    if (!step_capture_supported(&t->backend))
+    if (!step_capture_supported(&t->backend)) {
+        /* auto on a backend without recordings (backend-cpu): nothing worth saying */
+        if (t->s->capture_step == CAPTURE_STEP_AUTO)
+            return TP_OK;
         why_not = "the backend cannot record its work";
-    else if (rs.buckets > 0)
+    } else if (rs.buckets > 0)
         why_not = "gradient buckets are reduced during backward (overlap_allreduce)";
     else if (t->world > 1 && t->s->sync_batchnorm)
         why_not = "batch norm sums statistics across ranks during forward (sync_batchnorm)";

@@ -24,6 +24,7 @@ common="--set pipeline.steps=50 --set pipeline.log_every_steps=1 --set pipeline.
         --set checkpoint.every_steps=0 --set checkpoint.every_epochs=0 --set optimizer.lr=0.01"
 # shellcheck disable=SC2086
 "$TRAINPIPE" -q train "$conf" --set backend.plugin=cuda --set backend.precision=fp32 \
+    --set pipeline.layout=nchw --set pipeline.capture_step=false \
     --set pipeline.run_dir="$tmp/gpu" $common >"$tmp/gpu.log" 2>&1
 rc=$?
 if [ $rc -ne 0 ]; then
@@ -65,18 +66,20 @@ compare() {
 compare "CPU 1 thread against CPU 2 threads (the rounding floor)" "$tmp/cpu1/metrics.csv" \
     "$(awk -v l="$limit" 'BEGIN { print l / 5 }')" ||
     { echo "FAIL: this configuration amplifies rounding too much for a $limit comparison"; exit 1; }
-compare "GPU op by op against the CPU" "$tmp/gpu/metrics.csv" ||
+compare "GPU op by op (NCHW, cuDNN batch norm) against the CPU" "$tmp/gpu/metrics.csv" ||
     { VERBOSE=1 compare "every step (CPU, GPU, relative)" "$tmp/gpu/metrics.csv"; echo "FAIL"; exit 1; }
 # Channels-last on the GPU: batch norm runs on backend-cuda's own kernels instead of cuDNN.
 # shellcheck disable=SC2086
 "$TRAINPIPE" -q train "$conf" --set backend.plugin=cuda --set backend.precision=fp32 \
-    --set pipeline.layout=nhwc --set pipeline.run_dir="$tmp/nhwc" $common >"$tmp/nhwc.log" 2>&1 ||
+    --set pipeline.layout=nhwc --set pipeline.capture_step=false \
+    --set pipeline.run_dir="$tmp/nhwc" $common >"$tmp/nhwc.log" 2>&1 ||
     { cat "$tmp/nhwc.log"; echo "FAIL: the channels-last GPU run failed"; exit 1; }
 compare "GPU channels-last (own batch-norm kernels) against the CPU" "$tmp/nhwc/metrics.csv" ||
     { VERBOSE=1 compare "every step (CPU, GPU, relative)" "$tmp/nhwc/metrics.csv"; echo "FAIL"; exit 1; }
 # shellcheck disable=SC2086
 "$TRAINPIPE" train "$conf" --set backend.plugin=cuda --set backend.precision=fp32 \
-    --set pipeline.capture_step=true --set pipeline.run_dir="$tmp/graph" $common \
+    --set pipeline.capture_step=true --set pipeline.layout=nchw \
+    --set pipeline.run_dir="$tmp/graph" $common \
     >"$tmp/graph.log" 2>&1 || { cat "$tmp/graph.log"; echo "FAIL: the captured GPU run failed"; exit 1; }
 grep "step capture" "$tmp/graph.log"
 if grep -q "recording the training step failed" "$tmp/graph.log" ||
