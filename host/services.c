@@ -47,7 +47,11 @@ static void host_log(const tp_host *host, tp_log_level level, const char *who, c
 
 static tp_status vfail(tp_status status, const char *fmt, va_list ap)
 {
-    vsnprintf(thread_error, sizeof thread_error, fmt, ap);
+    /* Formatted aside first: callers wrap the previous error, passing
+     * services_last_error(), which is thread_error itself. */
+    char line[ERROR_MESSAGE_MAX];
+    vsnprintf(line, sizeof line, fmt, ap);
+    memcpy(thread_error, line, sizeof line);
     /* Messages are one line by contract; fold any stray newline so output stays one line. */
     for (char *p = thread_error; *p; p++)
         if (*p == '\n' || *p == '\r')

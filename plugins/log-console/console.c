@@ -175,25 +175,26 @@ static tp_status console_begin(void *self, const tp_run_info *run)
     return TP_OK;
 }
 
-/* The progress text (no control characters, no newline) for event p. */
-static void progress_text(console_logger *c, const tp_progress *p, int with_bar, int width,
-                          char *line, size_t size)
+/* One rendering of the progress text: a bar of bar_w cells (0: none), the learning rate or
+ * not, fields separated by `sep`. */
+static void progress_compose(console_logger *c, const tp_progress *p, int bar_w, int with_lr,
+                             const char *sep, char *line, size_t size)
 {
     line[0] = '\0';
     double frac = p->total_steps > 0 ? (double)p->step / (double)p->total_steps : NAN;
     if (p->total_epochs > 0)
-        line_add(line, size, "epoch %lld/%lld  ", (long long)p->epoch, (long long)p->total_epochs);
+        line_add(line, size, "epoch %lld/%lld%s", (long long)p->epoch,
+                 (long long)p->total_epochs, sep);
     else
-        line_add(line, size, "epoch %lld  ", (long long)p->epoch);
+        line_add(line, size, "epoch %lld%s", (long long)p->epoch, sep);
     line_add(line, size, "step %lld/%lld", (long long)p->step, (long long)p->total_steps);
-    if (with_bar && c->cfg.bar_width > 0 && isfinite(frac)) {
-        int w = (int)c->cfg.bar_width;
+    if (bar_w > 0 && isfinite(frac)) {
         double f = frac < 0 ? 0 : frac > 1 ? 1 : frac;
-        int filled = (int)(f * w);
+        int filled = (int)(f * bar_w);
         char bar[256];
         int k = 0;
         bar[k++] = '[';
-        for (int i = 0; i < w && k < (int)sizeof bar - 3; i++)
+        for (int i = 0; i < bar_w && k < (int)sizeof bar - 3; i++)
             bar[k++] = i < filled ? '=' : (i == filled ? '>' : ' ');
         bar[k++] = ']';
         bar[k] = '\0';
@@ -208,17 +209,45 @@ static void progress_text(console_logger *c, const tp_progress *p, int with_bar,
               (double)(p->step - c->first_step);
     char dur[32];
     format_duration(dur, sizeof dur, eta);
-    line_add(line, size, "  ETA %s", dur);
+    line_add(line, size, "%sETA %s", sep, dur);
     if (isfinite(p->images_per_sec))
-        line_add(line, size, "  %.1f img/s", p->images_per_sec);
+        line_add(line, size, "%s%.1f img/s", sep, p->images_per_sec);
     if (isfinite(p->loss))
-        line_add(line, size, "  loss %.4f", p->loss);
+        line_add(line, size, "%sloss %.4f", sep, p->loss);
     if (isfinite(p->error_top1))
-        line_add(line, size, "  err %.2f%%", 100.0 * p->error_top1);
-    if (isfinite(c->learning_rate))
-        line_add(line, size, "  lr %.4g", c->learning_rate);
+        line_add(line, size, "%serr %.2f%%", sep, 100.0 * p->error_top1);
+    if (with_lr && isfinite(c->learning_rate))
+        line_add(line, size, "%slr %.4g", sep, c->learning_rate);
     strip_controls(line);
-    if (width > 0 && strlen(line) >= (size_t)width)
+}
+
+/* The progress text (no control characters, no newline) for event p, at most width - 1
+ * columns (width <= 0: no limit) so that it never wraps. Where the full line does not fit,
+ * the bar shrinks, then goes, then the learning rate, then the separators narrow, so
+ * that step, ETA, images/s, loss and error stay visible on an 80-column terminal. */
+static void progress_text(console_logger *c, const tp_progress *p, int with_bar, int width,
+                          char *line, size_t size)
+{
+    int bar_w = with_bar ? (int)c->cfg.bar_width : 0;
+    progress_compose(c, p, bar_w, 1, "  ", line, size);
+    if (width <= 0 || strlen(line) < (size_t)width)
+        return;
+    if (bar_w > 0) {
+        /* room for a shorter bar: the line without one, plus " [" and "]" */
+        progress_compose(c, p, 0, 1, "  ", line, size);
+        int room = width - 1 - (int)strlen(line) - 3;
+        if (room >= 10) {
+            progress_compose(c, p, room < bar_w ? room : bar_w, 1, "  ", line, size);
+            return;
+        }
+        if (strlen(line) < (size_t)width)
+            return;
+    }
+    progress_compose(c, p, 0, 0, "  ", line, size);
+    if (strlen(line) < (size_t)width)
+        return;
+    progress_compose(c, p, 0, 0, " ", line, size);
+    if (strlen(line) >= (size_t)width)
         line[width > 1 ? width - 1 : 0] = '\0'; /* never wrap: \r only returns one row */
 }
 

@@ -33,8 +33,11 @@ echo "== terminal"
 quoted=$(printf "'%s'" "$(printf %s "$drv" | sed "s/'/'\\\\''/g")")
 if command -v script >/dev/null 2>&1 &&
    script -qfec "true" /dev/null </dev/null >/dev/null 2>&1; then
-    TERM=xterm script -qfec "$quoted console 200" /dev/null </dev/null > "$tmp/tty.txt" 2>&1 ||
-        fail "driver under script"
+    TERM=xterm script -qfec "stty cols 120 rows 30; $quoted console 200" /dev/null \
+        </dev/null > "$tmp/tty.txt" 2>&1 || fail "driver under script"
+    # 80 columns: the bar and the learning rate give way; loss and error stay on the row.
+    TERM=xterm script -qfec "stty cols 80 rows 30; $quoted console 200" /dev/null \
+        </dev/null > "$tmp/tty80.txt" 2>&1 || fail "driver under script (80 columns)"
 elif command -v tmux >/dev/null 2>&1; then
     # The pane runs the driver on its terminal; pipe-pane copies the raw bytes to a file.
     sock="$tmp/tmux.sock"
@@ -54,6 +57,15 @@ echo "terminal: $redraws in-place redraws"
 LC_ALL=C grep -q "$(printf '\r\033')\[2Kepoch 5/4  step 200/200 \[" "$tmp/tty.txt" ||
     fail "final progress line with bar not drawn"
 grep -q 'finished at step 200/200' "$tmp/tty.txt" || fail "no closing summary on the terminal"
+if [ -f "$tmp/tty80.txt" ]; then
+    # every redrawn row fits in 79 columns and still shows the loss and the error
+    LC_ALL=C tr '\r' '\n' < "$tmp/tty80.txt" | LC_ALL=C sed -n 's/^\x1b\[2K//p' > "$tmp/rows80.txt"
+    longest=$(awk '{ if (length($0) > m) m = length($0) } END { print m + 0 }' "$tmp/rows80.txt")
+    last=$(grep '^epoch .*step 200/200' "$tmp/rows80.txt" | tail -1)
+    echo "80 columns: longest row $longest, last: $last"
+    [ "$longest" -ge 40 ] && [ "$longest" -le 79 ] || fail "80 columns: a row of $longest characters"
+    case $last in *"loss "*"err "*) ;; *) fail "80 columns: loss and error cut off" ;; esac
+fi
 
 [ $bad = 0 ] && echo PASS
 exit $bad
