@@ -210,8 +210,8 @@ static void progress_compose(console_logger *c, const tp_progress *p, int bar_w,
     char dur[32];
     format_duration(dur, sizeof dur, eta);
     line_add(line, size, "%sETA %s", sep, dur);
-    if (isfinite(p->images_per_sec))
-        line_add(line, size, "%s%.1f img/s", sep, p->images_per_sec);
+    if (isfinite(p->images_per_sec)) /* whole images/s when the separators are narrow */
+        line_add(line, size, sep[1] ? "%s%.1f img/s" : "%s%.0f img/s", sep, p->images_per_sec);
     if (isfinite(p->loss))
         line_add(line, size, "%sloss %.4f", sep, p->loss);
     if (isfinite(p->error_top1))
@@ -223,7 +223,8 @@ static void progress_compose(console_logger *c, const tp_progress *p, int bar_w,
 
 /* The progress text (no control characters, no newline) for event p, at most width - 1
  * columns (width <= 0: no limit) so that it never wraps. Where the full line does not fit,
- * the bar shrinks, then goes, then the learning rate, then the separators narrow, so
+ * the bar shrinks, then goes, then the learning rate, then the separators narrow (and
+ * images/s loses its decimal), so
  * that step, ETA, images/s, loss and error stay visible on an 80-column terminal. */
 static void progress_text(console_logger *c, const tp_progress *p, int with_bar, int width,
                           char *line, size_t size)
