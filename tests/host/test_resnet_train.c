@@ -1,12 +1,13 @@
-/* The graph executor on a tiny CIFAR ResNet (depth 8, n = 1, batch 4, 3x32x32, shortcuts
- * A and B): forward and backward, gradients checked against float64 central differences of
- * the loss (the loss is evaluated in double on the host from the f32 logits), on the naive
- * test backend and on backend-cpu when it is built; both backends must then agree. Also:
- * inference mode, re-binding with another batch size, no leaked tensors, and the fused plan
- * (ReLUs folded into batch norms and additions) against the unfused one: bit for bit on the
- * naive backend, whose fused operations compose the plain ones, and within rounding on
- * backend-cpu. And the gradient-ready hook of data-parallel training: every parameter is
- * reported once, in graph_param_ready_order(), with its gradient already final. */
+/* The graph executor on a tiny CIFAR ResNet (depth 8, n = 1, batch 4, 3x32x32, shortcuts A and
+ * B, post-activation v1 and pre-activation v2): forward and backward, gradients checked
+ * against float64 central differences of the loss (the loss is evaluated in double on the host
+ * from the f32 logits), on the naive test backend and on backend-cpu when it is built; both
+ * backends must then agree. Also: inference mode, re-binding with another batch size, no
+ * leaked tensors, and the fused plan (ReLUs folded into batch norms and additions) against the
+ * unfused one: bit for bit on the naive backend, whose fused operations compose the plain
+ * ones, and within rounding on backend-cpu. And the gradient-ready hook of data-parallel
+ * training: every parameter is reported once, in graph_param_ready_order(), with its gradient
+ * already final. */
 #include "config.h"
 
 #include <math.h>
@@ -140,12 +141,12 @@ static double fd_check(graph *g, const tp_backend *be, const tp_tensor *x, const
 
 /* Builds, binds, initialises and runs one forward/backward; fills res. Returns the graph
  * (still bound) for further checks, or NULL. */
-static graph *train_step(const tp_backend *be, const char *shortcut, int fuse, tp_tensor *x,
-                         tp_tensor *labels_t, const float *xh, const int32_t *labels,
-                         result *res)
+static graph *train_step(const tp_backend *be, const char *version, const char *shortcut,
+                         int fuse, tp_tensor *x, tp_tensor *labels_t, const float *xh,
+                         const int32_t *labels, result *res)
 {
     instance inst;
-    const char *kv[] = {"depth=8", shortcut, NULL};
+    const char *kv[] = {"depth=8", version, shortcut, NULL};
     if (!test_instance(reg, TP_KIND_MODEL, "resnet", kv, &inst))
         return NULL;
     graph *g = test_build_graph(&inst, CH, SIZE, SIZE, CLASSES);
@@ -221,12 +222,14 @@ static double max_rel_diff(const float *a, const float *b, size_t n)
     return scale > 0 ? diff / scale : diff;
 }
 
-static void run_backend(const char *label, const tp_backend *be, const char *shortcut,
-                        const float *xh, const int32_t *labels, result *res)
+static void run_backend(const char *label, const tp_backend *be, const char *version,
+                        const char *shortcut, const float *xh, const int32_t *labels,
+                        result *res)
 {
     tp_tensor x, lt;
-    printf("== %s, %s\n", label, shortcut);
-    graph *g = train_step(be, shortcut, 1, &x, &lt, xh, labels, res);
+    int v2 = strcmp(version, "version=v2") == 0;
+    printf("== %s, %s, %s\n", label, version, shortcut);
+    graph *g = train_step(be, version, shortcut, 1, &x, &lt, xh, labels, res);
     CHECK(g != NULL);
     if (!g)
         return;
@@ -239,12 +242,26 @@ static void run_backend(const char *label, const tp_backend *be, const char *sho
         "layer1.0.conv1.weight", "layer1.0.bn2.weight",  "layer2.0.conv1.weight",
         "layer3.0.conv2.weight", "layer3.0.bn2.bias",    "fc.weight",
         "fc.bias"};
+    /* v2 (pre-activation): no stem BN; each block starts with bn1 (whose ReLU output also
+     * feeds a changing shortcut, e.g. layer2.0's), and bn_final precedes the pooling. */
+    static const char *const names_v2[] = {
+        "conv1.weight",          "layer1.0.bn1.weight",  "layer1.0.bn1.bias",
+        "layer1.0.conv1.weight", "layer1.0.bn2.weight",  "layer2.0.bn1.weight",
+        "layer2.0.bn1.bias",     "layer2.0.conv1.weight", "layer3.0.conv2.weight",
+        "layer3.0.bn2.bias",     "bn_final.weight",      "bn_final.bias",
+        "fc.weight",             "fc.bias"};
+    const char *const *list = v2 ? names_v2 : names;
+    size_t n_list = v2 ? sizeof names_v2 / sizeof names_v2[0] : sizeof names / sizeof names[0];
     /* Convolution and linear weights are checked tightly; batch-norm parameters see the
      * curvature of statistics over a batch of 4 (their error shrinks with the step). */
     double worst_w = 0, worst_bn = 0;
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        double e = fd_check(g, be, &x, labels, res, names[i], FD_STEP);
-        if (strstr(names[i], "bn"))
+    for (size_t i = 0; i < n_list; i++) {
+        /* v2's block-input batch norms (bn1, straight after an addition) are more curved: at
+         * FD_STEP their truncation error reaches 3.8e-2 and falls to 1.2e-2 at FD_STEP / 3,
+         * so they take the smaller step. */
+        double step = v2 && strstr(list[i], "bn") ? FD_STEP / 3 : FD_STEP;
+        double e = fd_check(g, be, &x, labels, res, list[i], step);
+        if (strstr(list[i], "bn"))
             worst_bn = fmax(worst_bn, e);
         else
             worst_w = fmax(worst_w, e);
@@ -252,8 +269,11 @@ static void run_backend(const char *label, const tp_backend *be, const char *sho
     if (strcmp(shortcut, "shortcut=B") == 0) {
         worst_w = fmax(worst_w, fd_check(g, be, &x, labels, res, "layer2.0.downsample.0.weight",
                                          FD_STEP));
-        worst_bn = fmax(worst_bn, fd_check(g, be, &x, labels, res, "layer2.0.downsample.1.weight",
-                                           FD_STEP));
+        if (v2) /* a v2 projection has no BN */
+            CHECK(graph_tensor_find(g, "layer2.0.downsample.1.weight") < 0);
+        else
+            worst_bn = fmax(worst_bn, fd_check(g, be, &x, labels, res,
+                                               "layer2.0.downsample.1.weight", FD_STEP));
     }
     printf("  worst gradient error vs central differences: weights %.3e (tolerance 5e-3), "
            "batch norm %.3e (tolerance 4e-2)\n", worst_w, worst_bn);
@@ -301,13 +321,13 @@ static void run_backend(const char *label, const tp_backend *be, const char *sho
 
 /* One training step with fusion off, compared with the fused step `fused`: exactly equal
  * when `exact`, else within 1e-5 (logits) and 1e-4 (gradients) relative. */
-static void compare_unfused(const char *label, const tp_backend *be, const char *shortcut,
-                            const float *xh, const int32_t *labels, const result *fused,
-                            int exact)
+static void compare_unfused(const char *label, const tp_backend *be, const char *version,
+                            const char *shortcut, const float *xh, const int32_t *labels,
+                            const result *fused, int exact)
 {
     tp_tensor x, lt;
     result plain;
-    graph *g = train_step(be, shortcut, 0, &x, &lt, xh, labels, &plain);
+    graph *g = train_step(be, version, shortcut, 0, &x, &lt, xh, labels, &plain);
     CHECK(g != NULL);
     if (!g)
         return;
@@ -317,10 +337,12 @@ static void compare_unfused(const char *label, const tp_backend *be, const char 
         dg = fmax(dg, max_rel_diff(plain.grads[i], fused->grads[i], plain.counts[i]));
         identical &= memcmp(plain.grads[i], fused->grads[i], plain.counts[i] * sizeof(float)) == 0;
     }
-    printf("  %s, %s: %d ReLUs fused vs %d; logits rel.diff %.3e, worst gradient rel.diff "
-           "%.3e%s\n", label, shortcut, fused->fused, plain.fused, d, dg,
+    printf("  %s, %s, %s: %d ReLUs fused vs %d; logits rel.diff %.3e, worst gradient rel.diff "
+           "%.3e%s\n", label, version, shortcut, fused->fused, plain.fused, d, dg,
            identical ? " (bit for bit)" : "");
-    /* depth 8: the stem and each of the 3 blocks' two ReLUs */
+    /* depth 8, v1: the stem and each of the 3 blocks' two ReLUs (both after a BN, the second
+     * after the addition); v2: each block's two BN ReLUs and bn_final's (no ReLU follows
+     * a v2 addition). */
     CHECK(fused->fused == 7);
     CHECK(plain.fused == 0);
     CHECK(plain.n_params == fused->n_params);
@@ -339,8 +361,8 @@ static void compare_unfused(const char *label, const tp_backend *be, const char 
 
 /* The data-parallel hook: one report per parameter, in the announced order, each with its
  * final gradient; a failing hook stops backward with its status. */
-static void check_ready_hook(const char *label, const tp_backend *be, const float *xh,
-                             const int32_t *labels, const result *ref)
+static void check_ready_hook(const char *label, const tp_backend *be, const char *version,
+                             const float *xh, const int32_t *labels, const result *ref)
 {
     tp_tensor x, lt;
     result res;
@@ -350,7 +372,7 @@ static void check_ready_hook(const char *label, const tp_backend *be, const floa
     log.order = calloc(ref->n_params, sizeof *log.order);
     log.snapshot = calloc(ref->n_params, sizeof *log.snapshot);
     step_log = &log;
-    graph *g = train_step(be, "shortcut=B", 1, &x, &lt, xh, labels, &res);
+    graph *g = train_step(be, version, "shortcut=B", 1, &x, &lt, xh, labels, &res);
     step_log = NULL;
     CHECK(g != NULL);
     if (!g)
@@ -369,8 +391,8 @@ static void check_ready_hook(const char *label, const tp_backend *be, const floa
     /* The ready order starts at the classifier and ends at the stem. */
     const tp_param_ref *params = graph_params(g, &np);
     const char *first = np ? params[want[0]].name : "-", *last = np ? params[want[np - 1]].name : "-";
-    printf("  %s: ready hook: %zu reports for %zu parameters, %s, %zu final when reported; "
-           "first %s, last %s\n", label, log.n, np,
+    printf("  %s, %s: ready hook: %zu reports for %zu parameters, %s, %zu final when "
+           "reported; first %s, last %s\n", label, version, log.n, np,
            in_order ? "in the announced order" : "NOT in the announced order", final, first,
            last);
     CHECK(in_order);
@@ -432,18 +454,21 @@ int main(void)
         printf("note: backend-cpu is not built; only the naive backend is checked\n");
     CHECK(cpu_st == TP_OK || cpu_st == TP_ERR_NOT_FOUND);
 
+    static const char *const versions[] = {"version=v1", "version=v2"};
     static const char *const shortcuts[] = {"shortcut=A", "shortcut=B"};
-    for (int s = 0; s < 2; s++) {
+    for (int k = 0; k < 4; k++) {
+        int s = k % 2;
+        const char *v = versions[k / 2];
         result rn, rc;
-        run_backend("naive backend", &naive, shortcuts[s], xh, labels, &rn);
-        compare_unfused("naive backend", &naive, shortcuts[s], xh, labels, &rn, 1);
+        run_backend("naive backend", &naive, v, shortcuts[s], xh, labels, &rn);
+        compare_unfused("naive backend", &naive, v, shortcuts[s], xh, labels, &rn, 1);
         if (s == 1)
-            check_ready_hook("naive backend", &naive, xh, labels, &rn);
+            check_ready_hook("naive backend", &naive, v, xh, labels, &rn);
         if (cpu_st == TP_OK) {
-            run_backend("backend-cpu", &cpu, shortcuts[s], xh, labels, &rc);
-            compare_unfused("backend-cpu", &cpu, shortcuts[s], xh, labels, &rc, 0);
+            run_backend("backend-cpu", &cpu, v, shortcuts[s], xh, labels, &rc);
+            compare_unfused("backend-cpu", &cpu, v, shortcuts[s], xh, labels, &rc, 0);
             if (s == 1)
-                check_ready_hook("backend-cpu", &cpu, xh, labels, &rc);
+                check_ready_hook("backend-cpu", &cpu, v, xh, labels, &rc);
             double d = max_rel_diff(rn.logits, rc.logits, BATCH * CLASSES), dg = 0;
             CHECK(rn.n_params == rc.n_params);
             for (size_t i = 0; i < rn.n_params && i < rc.n_params; i++)
