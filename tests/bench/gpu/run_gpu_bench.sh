@@ -275,8 +275,35 @@ if want tests; then
         grep 'steps compared\|step capture' "$work/tests/test_gpu_loss_match.log" |
         sed 's/^/      /' | tee -a "$summary"
     [ -s "$work/tests/test_gpu_loss_match.log" ] &&
-        ! grep -q '^PASS' "$work/tests/test_gpu_loss_match.log" &&
+        ! grep -q '^PASS\|^SKIP' "$work/tests/test_gpu_loss_match.log" &&
         tail -25 "$work/tests/test_gpu_loss_match.log" | sed 's/^/      /' | tee -a "$summary"
+
+    # backend = auto must pick the GPU; fp16 must train with dynamic loss scaling.
+    if [ "$dry" != 1 ]; then
+        check backend_auto 120 env LD_LIBRARY_PATH="$TP_LD_LIBRARY_PATH" "$TRAINPIPE" train \
+            "$top/tests/integration/train-tiny.ini" --set backend.plugin=auto \
+            --set pipeline.steps=5 --set pipeline.eval_every_epochs=0 \
+            --set checkpoint.every_steps=0 --set checkpoint.every_epochs=0 \
+            --set pipeline.run_dir="$work/auto" &&
+            if grep -q " on .* (cuda): " "$work/tests/backend_auto.log"; then
+                say "      backend = auto chose: $(grep -o ' on .* (cuda): ' "$work/tests/backend_auto.log" | head -1)"
+            else
+                say "FAIL  backend_auto: backend = auto did not choose cuda"
+                failures=$((failures + 1))
+            fi
+        check fp16_loss_scaling 180 env LD_LIBRARY_PATH="$TP_LD_LIBRARY_PATH" "$TRAINPIPE" train \
+            "$top/tests/integration/train-tiny.ini" --set backend.plugin=cuda \
+            --set backend.precision=fp16 --set pipeline.steps=60 \
+            --set pipeline.run_dir="$work/fp16" &&
+            if grep -q "dynamic loss scaling from" "$work/tests/fp16_loss_scaling.log"; then
+                say "      fp16: $(grep -o 'dynamic loss scaling from [^,]*' "$work/tests/fp16_loss_scaling.log" | head -1);" \
+                    "$(grep -c 'update skipped' "$work/tests/fp16_loss_scaling.log") updates skipped;" \
+                    "last validation: $(grep 'validation at step' "$work/tests/fp16_loss_scaling.log" | tail -1 | cut -c1-80)"
+            else
+                say "FAIL  fp16_loss_scaling: no dynamic loss scaling in the log"
+                failures=$((failures + 1))
+            fi
+    fi
 
     # The 1-GPU NCCL check (issue 9): train-tiny.ini on backend-cuda, a few steps, plain and
     # with TRAINPIPE_COMM_NCCL=1 (gradients all-reduced through NCCL over one rank): once in
@@ -393,6 +420,17 @@ if want realdata; then
         rc=$?
         grep -iE 'samples/s|images/s|MB/s' "$rd/data-bench.log" | tail -2 | sed 's/^/      input pipeline alone: /' |
             tee -a "$summary"
+        # What bounds the loader: the input pipeline alone against the number of workers
+        # (flat: a serial stage such as the device copy and augmenters; rising: the workers).
+        if [ "$dry" != 1 ]; then
+            for w in 1 2 4 8 16; do
+                # shellcheck disable=SC2086
+                r=$(timeout "$(cap 30)" env LD_LIBRARY_PATH="$TP_LD_LIBRARY_PATH" "$TRAINPIPE" \
+                    data "$here/cifar-resnet20-gpu.ini" $common --set pipeline.workers=$w \
+                    --bench 4 2>&1 | grep -o '[0-9.]* samples/s' | tail -1)
+                say "      input pipeline alone, workers = $w: ${r:-failed}"
+            done
+        fi
         if [ "$rc" = 0 ] && [ -f "$rd/run/metrics.csv" ]; then
             "$PY" "$here/gpu_tools.py" metrics "$rd/run/metrics.csv" --json "$rd/metrics.json" \
                 | tee -a "$summary"
