@@ -161,6 +161,11 @@ void cuda_arenas_release(cuda_backend *b);
 void cuda_retired_release(cuda_backend *b);
 cudaStream_t cuda_stream(cuda_backend *b, tp_stream s);
 
+/* A stream-ordered temporary of `bytes` on `stream` (free it with cudaFreeAsync there). On
+ * failure: "cudaMallocAsync(WHAT, N bytes) failed: REASON; try ADVICE", TP_ERR_NOMEM when
+ * the device is out of memory. */
+tp_status cuda_temp_alloc(cuda_backend *b, cudaStream_t stream, size_t bytes,
+                          const char *what, const char *advice, void **out);
 /* Layout views, for operations whose tensors come in mixed layouts: *view describes t in
  * `layout`. When t already has that memory order, the view shares t's data; otherwise it is
  * a stream-ordered temporary on the compute stream, filled from t when `load`.

@@ -215,16 +215,10 @@ static tp_status cudnn_backward(cuda_backend *b, const tp_bn_desc *d, const tp_t
     void *masked = NULL;
     const void *grad = dyv->data;
     if (yv) {
-        size_t bytes = tp_tensor_bytes(dyv);
-        cudaError_t e = cudaMallocAsync(&masked, bytes, b->compute);
-        if (e != cudaSuccess) {
-            (void)cudaGetLastError();
-            return b->host->fail(b->host,
-                                 e == cudaErrorMemoryAllocation ? TP_ERR_NOMEM : TP_ERR_LIBRARY,
-                                 "cudaMallocAsync(masked gradient of batchnorm_relu_backward, "
-                                 "%zu bytes) failed: %s; try a smaller batch size",
-                                 bytes, cudaGetErrorString(e));
-        }
+        if ((st = cuda_temp_alloc(b, b->compute, tp_tensor_bytes(dyv),
+                                  "masked gradient of batchnorm_relu_backward",
+                                  "a smaller batch size", &masked)))
+            return st;
         if ((st = CUDA_RT(ck_relu_backward(yv->data, dyv->data, masked, tp_tensor_count(x),
                                            b->compute)))) {
             (void)cudaFreeAsync(masked, b->compute);

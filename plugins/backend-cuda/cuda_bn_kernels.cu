@@ -112,6 +112,18 @@ __device__ __forceinline__ void welford_merge(T &n, T &mean, T &m2, T nb, T mean
     n = total;
 }
 
+/* Adds one row's V values to a thread's Welford states (count n shared by the V channels). */
+template <int V>
+__device__ __forceinline__ void welford_add(float &n, float *mean, float *m2, const vec_t<V> &a)
+{
+    n += 1.0f;
+    for (int k = 0; k < V; k++) {
+        float d = a.v[k] - mean[k];
+        mean[k] += d / n;
+        m2[k] += d * (a.v[k] - mean[k]);
+    }
+}
+
 /* Lane index and first channel of this thread; false when past the last channel. */
 __device__ __forceinline__ bool lane_channel(int v, int64_t lanes, int64_t &c0)
 {
@@ -141,28 +153,11 @@ __global__ void __launch_bounds__(kBlockThreads)
         /* two rows in flight per iteration: the loads are independent of the updates */
         for (; r + step < rows; r += 2 * step) {
             vec_t<V> a = load<V>(x + r * c + c0), b = load<V>(x + (r + step) * c + c0);
-            n += 1.0f;
-            for (int k = 0; k < V; k++) {
-                float d = a.v[k] - mean[k];
-                mean[k] += d / n;
-                m2[k] += d * (a.v[k] - mean[k]);
-            }
-            n += 1.0f;
-            for (int k = 0; k < V; k++) {
-                float d = b.v[k] - mean[k];
-                mean[k] += d / n;
-                m2[k] += d * (b.v[k] - mean[k]);
-            }
+            welford_add<V>(n, mean, m2, a);
+            welford_add<V>(n, mean, m2, b);
         }
-        if (r < rows) {
-            vec_t<V> a = load<V>(x + r * c + c0);
-            n += 1.0f;
-            for (int k = 0; k < V; k++) {
-                float d = a.v[k] - mean[k];
-                mean[k] += d / n;
-                m2[k] += d * (a.v[k] - mean[k]);
-            }
-        }
+        if (r < rows)
+            welford_add<V>(n, mean, m2, load<V>(x + r * c + c0));
     }
     /* Merge down the block's rows, one channel of the lane at a time, in a fixed tree. */
     for (int k = 0; k < V; k++) {
@@ -412,6 +407,18 @@ cudaError_t train(const float *x, float *y, int64_t rows, int64_t c, const float
     return cudaGetLastError();
 }
 
+/* Normalisation with the running statistics. */
+template <int V>
+cudaError_t infer(const float *x, float *y, int64_t rows, int64_t c, const float *gamma,
+                  const float *beta, const float *mean, const float *var, float eps,
+                  cudaStream_t stream)
+{
+    bn_plan p = make_plan(rows, c, V);
+    normalise_kernel<V, false><<<dim3(p.gx, p.gy), dim3(p.tx, p.ty), 0, stream>>>(
+        x, y, rows, c, p.lanes, gamma, beta, mean, nullptr, var, eps);
+    return cudaGetLastError();
+}
+
 template <int V, bool RELU>
 cudaError_t backward(const float *x, const float *y, const float *dy, float *dx, int64_t rows,
                      int64_t c, const float *gamma, const float *save_mean,
@@ -462,16 +469,9 @@ extern "C" cudaError_t ck_bn_infer(const float *x, float *y, int64_t rows, int64
 {
     if (rows < 1 || c < 1)
         return cudaErrorInvalidValue;
-    if (can_vectorise(c, x, y, nullptr, nullptr)) {
-        bn_plan p = make_plan(rows, c, 4);
-        normalise_kernel<4, false><<<dim3(p.gx, p.gy), dim3(p.tx, p.ty), 0, stream>>>(
-            x, y, rows, c, p.lanes, gamma, beta, mean, nullptr, var, eps);
-    } else {
-        bn_plan p = make_plan(rows, c, 1);
-        normalise_kernel<1, false><<<dim3(p.gx, p.gy), dim3(p.tx, p.ty), 0, stream>>>(
-            x, y, rows, c, p.lanes, gamma, beta, mean, nullptr, var, eps);
-    }
-    return cudaGetLastError();
+    if (can_vectorise(c, x, y, nullptr, nullptr))
+        return infer<4>(x, y, rows, c, gamma, beta, mean, var, eps, stream);
+    return infer<1>(x, y, rows, c, gamma, beta, mean, var, eps, stream);
 }
 
 extern "C" cudaError_t ck_bn_backward(const float *x, const float *y, const float *dy,

@@ -230,7 +230,7 @@ __global__ void gap_backward_kernel(const float *dy, float *dx, ck_shape s)
 
 /* The window-local index (row-major, 0 .. kh*kw-1) of each output cell's first maximum,
  * padding excluded; CK_NO_ARGMAX for a window that lies wholly in the padding. */
-#define CK_NO_ARGMAX 255
+#define CK_NO_ARGMAX (CK_MAXPOOL_MAX_WINDOW + 1)
 
 __global__ void maxpool_argmax_kernel(const float *x, ck_shape xs, ck_shape ys, uint8_t *arg,
                                       ck_pool p)
@@ -691,7 +691,7 @@ cudaError_t ck_maxpool_backward(const float *x, ck_shape xs, const float *dy, ck
     int64_t count = xs.n * xs.c * xs.h * xs.w, out = ys.n * ys.c * ys.h * ys.w;
     if (count == 0)
         return cudaSuccess;
-    if (p.kh * p.kw >= CK_NO_ARGMAX)
+    if (p.kh * p.kw > CK_MAXPOOL_MAX_WINDOW)
         return cudaErrorInvalidValue;
     /* Two passes: each window's maximum found once (not once per cell it covers), then a
      * gather that sums in a fixed order (no atomics, so the bits repeat). */

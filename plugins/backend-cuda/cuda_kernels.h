@@ -56,7 +56,9 @@ cudaError_t ck_gap_backward(const float *dy, float *dx, ck_shape dxs, cudaStream
 typedef struct ck_pool {
     int kh, kw, sh, sw, ph, pw;
 } ck_pool;
-/* argmax: scratch of one byte per output cell; windows of at most 254 cells. */
+/* argmax: scratch of one byte per output cell, so windows of at most CK_MAXPOOL_MAX_WINDOW
+ * cells (255 marks a window wholly in the padding). */
+#define CK_MAXPOOL_MAX_WINDOW 254
 cudaError_t ck_maxpool_backward(const float *x, ck_shape xs, const float *dy, ck_shape ys,
                                 float *dx, ck_pool p, uint8_t *argmax, cudaStream_t stream);
 

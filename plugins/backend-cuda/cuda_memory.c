@@ -274,15 +274,9 @@ tp_status cuda_copy(cuda_backend *b, tp_tensor *dst, const tp_tensor *src, tp_st
 
     /* One side in host memory: stage through a device temporary, in stream order. */
     void *tmp = NULL;
-    cudaError_t e = cudaMallocAsync(&tmp, bytes, s);
-    if (e != cudaSuccess) {
-        (void)cudaGetLastError();
-        return b->host->fail(b->host,
-                             e == cudaErrorMemoryAllocation ? TP_ERR_NOMEM : TP_ERR_LIBRARY,
-                             "cudaMallocAsync(layout staging buffer, %zu bytes) failed: %s; try "
-                             "a smaller batch size",
-                             bytes, cudaGetErrorString(e));
-    }
+    if ((st = cuda_temp_alloc(b, s, bytes, "layout staging buffer", "a smaller batch size",
+                              &tmp)))
+        return st;
     if (src_dev) {
         st = CUDA_RT(ck_permute(src->data, shape, tmp, dst_nhwc, (int)esize, s));
         if (!st)
@@ -296,6 +290,19 @@ tp_status cuda_copy(cuda_backend *b, tp_tensor *dst, const tp_tensor *src, tp_st
     return st ? st : st2;
 }
 
+tp_status cuda_temp_alloc(cuda_backend *b, cudaStream_t stream, size_t bytes,
+                          const char *what, const char *advice, void **out)
+{
+    cudaError_t e = cudaMallocAsync(out, bytes, stream);
+    if (e == cudaSuccess)
+        return TP_OK;
+    (void)cudaGetLastError();
+    *out = NULL;
+    return b->host->fail(b->host, e == cudaErrorMemoryAllocation ? TP_ERR_NOMEM : TP_ERR_LIBRARY,
+                         "cudaMallocAsync(%s, %zu bytes) failed: %s; try %s", what, bytes,
+                         cudaGetErrorString(e), advice);
+}
+
 tp_status cuda_view_begin(cuda_backend *b, const tp_tensor *t, tp_layout layout, int load,
                           tp_tensor *view)
 {
@@ -305,20 +312,16 @@ tp_status cuda_view_begin(cuda_backend *b, const tp_tensor *t, tp_layout layout,
     view->layout = layout;
     if (cuda_same_memory_order(t, view))
         return TP_OK; /* the same bytes, only relabelled */
-    size_t bytes = tp_tensor_bytes(t);
-    cudaError_t e = cudaMallocAsync(&view->data, bytes, b->compute);
-    if (e != cudaSuccess) {
-        (void)cudaGetLastError();
+    tp_status st = cuda_temp_alloc(b, b->compute, tp_tensor_bytes(t),
+                                   "layout conversion buffer",
+                                   "a smaller batch size or a single layout", &view->data);
+    if (st) {
         view->data = t->data;
-        return b->host->fail(b->host,
-                             e == cudaErrorMemoryAllocation ? TP_ERR_NOMEM : TP_ERR_LIBRARY,
-                             "cudaMallocAsync(layout conversion buffer, %zu bytes) failed: %s; "
-                             "try a smaller batch size or a single layout",
-                             bytes, cudaGetErrorString(e));
+        return st;
     }
     if (!load)
         return TP_OK;
-    tp_status st = CUDA_RT(ck_permute(t->data, shape_of(t), view->data,
+    st = CUDA_RT(ck_permute(t->data, shape_of(t), view->data,
                                       layout == TP_LAYOUT_NHWC, (int)tp_dtype_size(t->dtype),
                                       b->compute));
     if (st) {

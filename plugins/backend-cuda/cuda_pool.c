@@ -99,10 +99,10 @@ static tp_status pool_backward_views(cuda_backend *b, const tp_pool_desc *d, con
     tp_status st;
     if (d->mode == TP_POOL_MAX) {
         ck_pool p = {d->kernel_h, d->kernel_w, d->stride_h, d->stride_w, d->pad_h, d->pad_w};
-        if ((int64_t)p.kh * p.kw > 254)
+        if ((int64_t)p.kh * p.kw > CK_MAXPOOL_MAX_WINDOW)
             return b->host->fail(b->host, TP_ERR_UNSUPPORTED,
                                  "pool_backward: max pooling windows of %d x %d cells; at most "
-                                 "254 are supported", p.kh, p.kw);
+                                 "%d are supported", p.kh, p.kw, CK_MAXPOOL_MAX_WINDOW);
         void *argmax;
         if ((st = cuda_scratch(b, (size_t)tp_tensor_count(dy), &argmax)))
             return st;

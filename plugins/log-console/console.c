@@ -176,10 +176,11 @@ static tp_status console_begin(void *self, const tp_run_info *run)
 }
 
 /* One rendering of the progress text: a bar of bar_w cells (0: none), the learning rate or
- * not, fields separated by `sep`. */
+ * not, and fields two spaces apart, or one when `narrow` (which also rounds images/s). */
 static void progress_compose(console_logger *c, const tp_progress *p, int bar_w, int with_lr,
-                             const char *sep, char *line, size_t size)
+                             int narrow, char *line, size_t size)
 {
+    const char *sep = narrow ? " " : "  ";
     line[0] = '\0';
     double frac = p->total_steps > 0 ? (double)p->step / (double)p->total_steps : NAN;
     if (p->total_epochs > 0)
@@ -210,8 +211,8 @@ static void progress_compose(console_logger *c, const tp_progress *p, int bar_w,
     char dur[32];
     format_duration(dur, sizeof dur, eta);
     line_add(line, size, "%sETA %s", sep, dur);
-    if (isfinite(p->images_per_sec)) /* whole images/s when the separators are narrow */
-        line_add(line, size, sep[1] ? "%s%.1f img/s" : "%s%.0f img/s", sep, p->images_per_sec);
+    if (isfinite(p->images_per_sec))
+        line_add(line, size, "%s%.*f img/s", sep, narrow ? 0 : 1, p->images_per_sec);
     if (isfinite(p->loss))
         line_add(line, size, "%sloss %.4f", sep, p->loss);
     if (isfinite(p->error_top1))
@@ -223,31 +224,29 @@ static void progress_compose(console_logger *c, const tp_progress *p, int bar_w,
 
 /* The progress text (no control characters, no newline) for event p, at most width - 1
  * columns (width <= 0: no limit) so that it never wraps. Where the full line does not fit,
- * the bar shrinks, then goes, then the learning rate, then the separators narrow (and
- * images/s loses its decimal), so
- * that step, ETA, images/s, loss and error stay visible on an 80-column terminal. */
+ * the bar shrinks, then goes, then the learning rate, then the fields close up, so that
+ * step, ETA, images/s, loss and error stay visible on an 80-column terminal. */
 static void progress_text(console_logger *c, const tp_progress *p, int with_bar, int width,
                           char *line, size_t size)
 {
     int bar_w = with_bar ? (int)c->cfg.bar_width : 0;
-    progress_compose(c, p, bar_w, 1, "  ", line, size);
+    progress_compose(c, p, bar_w, 1, 0, line, size);
     if (width <= 0 || strlen(line) < (size_t)width)
         return;
     if (bar_w > 0) {
-        /* room for a shorter bar: the line without one, plus " [" and "]" */
-        progress_compose(c, p, 0, 1, "  ", line, size);
+        /* the full line did not fit, so any bar that does is shorter: the line without one,
+         * plus " [" and "]", leaves `room` cells */
+        progress_compose(c, p, 0, 1, 0, line, size);
         int room = width - 1 - (int)strlen(line) - 3;
-        if (room >= 10) {
-            progress_compose(c, p, room < bar_w ? room : bar_w, 1, "  ", line, size);
-            return;
-        }
-        if (strlen(line) < (size_t)width)
+        if (room >= 10)
+            progress_compose(c, p, room, 1, 0, line, size);
+        if (room >= 10 || strlen(line) < (size_t)width)
             return;
     }
-    progress_compose(c, p, 0, 0, "  ", line, size);
+    progress_compose(c, p, 0, 0, 0, line, size);
     if (strlen(line) < (size_t)width)
         return;
-    progress_compose(c, p, 0, 0, " ", line, size);
+    progress_compose(c, p, 0, 0, 1, line, size);
     if (strlen(line) >= (size_t)width)
         line[width > 1 ? width - 1 : 0] = '\0'; /* never wrap: \r only returns one row */
 }

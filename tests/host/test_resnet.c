@@ -253,6 +253,15 @@ static int tensor_moments(graph *g, const char *name, moments *m)
     return 1;
 }
 
+/* The largest |w| of Keras's truncated he_normal of standard deviation `std`: two standard
+ * deviations of the untruncated normal, whose std is std / 0.87962566 (the std of N(0, 1)
+ * truncated to [-2, 2]). Written out here rather than taken from host/graph.c, so that the
+ * test states the expectation independently. */
+static double truncation_bound(double std)
+{
+    return 2 * std / 0.87962566103423978;
+}
+
 /* A convolution's initial spread: std within 3% of sqrt(2 / fan) (fan_in = in * kh * kw,
  * fan_out = out * kh * kw, from the tensor's OIHW shape), mean within 3% of that std of 0.
  * The layers are picked with >= 10k values (the std's sampling error is < 0.7%) and fans
@@ -280,7 +289,7 @@ static void check_conv_init(const char *mode, graph *g, const char *name, int us
     CHECK(fabs(m.std / expected - 1) < 0.03);
     CHECK(fabs(m.mean) < 0.03 * expected);
     if (truncated) {
-        double bound = 2 * expected / 0.87962566103423978;
+        double bound = truncation_bound(expected);
         printf("%-19s %-28s max |w| %.5f, truncation bound %.5f\n", mode, name, m.max_abs,
                bound);
         CHECK(m.max_abs <= bound * (1 + 1e-6));
@@ -300,7 +309,7 @@ static void check_fc_init(const char *mode, graph *g, int truncated)
     const tp_tensor *t = graph_tensor_desc(g, (size_t)graph_tensor_find(g, "fc.weight"));
     double fan_in = (double)t->shape[1];
     if (truncated) {
-        double expected = sqrt(2.0 / fan_in), bound = 2 * expected / 0.87962566103423978;
+        double expected = sqrt(2.0 / fan_in), bound = truncation_bound(expected);
         printf("%-19s %-28s std %.5f expected %.5f (sqrt(2/fan_in)), max |w| %.5f bound "
                "%.5f; bias max |b| %.1e (expected 0)\n", mode, "fc.weight", w.std, expected,
                w.max_abs, bound, b.max_abs);

@@ -67,36 +67,34 @@ compare() {
 compare "CPU 1 thread against CPU 2 threads (the rounding floor)" "$tmp/cpu1/metrics.csv" \
     "$(awk -v l="$limit" 'BEGIN { print l / 5 }')" ||
     { echo "FAIL: this configuration amplifies rounding too much for a $limit comparison"; exit 1; }
-compare "GPU op by op (NCHW, cuDNN batch norm) against the CPU" "$tmp/gpu/metrics.csv" ||
-    { VERBOSE=1 compare "every step (CPU, GPU, relative)" "$tmp/gpu/metrics.csv"; echo "FAIL"; exit 1; }
+# judge LABEL NAME: the GPU run NAME against the CPU; every step printed when it fails.
+judge() {
+    compare "$1" "$tmp/$2/metrics.csv" ||
+        { VERBOSE=1 compare "every step (CPU, GPU, relative)" "$tmp/$2/metrics.csv"; echo "FAIL"; exit 1; }
+}
+# gpu_run NAME REPLAYED [--set ...]: trains fp32 on backend-cuda into $tmp/NAME; with
+# REPLAYED = 1 the log must show the step recorded once and replayed.
+gpu_run() {
+    local name=$1 replayed=$2
+    shift 2
+    # shellcheck disable=SC2086
+    "$TRAINPIPE" train "$conf" --set backend.plugin=cuda --set backend.precision=fp32 "$@" \
+        --set pipeline.run_dir="$tmp/$name" $common >"$tmp/$name.log" 2>&1 ||
+        { cat "$tmp/$name.log"; echo "FAIL: the GPU run '$name' failed"; exit 1; }
+    [ "$replayed" = 1 ] || return 0
+    grep "step capture" "$tmp/$name.log"
+    if grep -q "recording the training step failed" "$tmp/$name.log" ||
+        ! grep -q "step capture: [1-9][0-9]* steps replayed" "$tmp/$name.log"; then
+        echo "FAIL: the GPU run '$name' did not replay its recording"; exit 1
+    fi
+}
+judge "GPU op by op (NCHW, cuDNN batch norm) against the CPU" gpu
 # Channels-last on the GPU: batch norm runs on backend-cuda's own kernels instead of cuDNN.
-# shellcheck disable=SC2086
-"$TRAINPIPE" -q train "$conf" --set backend.plugin=cuda --set backend.precision=fp32 \
-    --set pipeline.layout=nhwc --set pipeline.capture_step=false \
-    --set pipeline.run_dir="$tmp/nhwc" $common >"$tmp/nhwc.log" 2>&1 ||
-    { cat "$tmp/nhwc.log"; echo "FAIL: the channels-last GPU run failed"; exit 1; }
-compare "GPU channels-last (own batch-norm kernels) against the CPU" "$tmp/nhwc/metrics.csv" ||
-    { VERBOSE=1 compare "every step (CPU, GPU, relative)" "$tmp/nhwc/metrics.csv"; echo "FAIL"; exit 1; }
-# shellcheck disable=SC2086
-"$TRAINPIPE" train "$conf" --set backend.plugin=cuda --set backend.precision=fp32 \
-    --set pipeline.capture_step=true --set pipeline.layout=nchw \
-    --set pipeline.run_dir="$tmp/graph" $common \
-    >"$tmp/graph.log" 2>&1 || { cat "$tmp/graph.log"; echo "FAIL: the captured GPU run failed"; exit 1; }
-grep "step capture" "$tmp/graph.log"
-if grep -q "recording the training step failed" "$tmp/graph.log" ||
-    ! grep -q "step capture: [1-9][0-9]* steps replayed" "$tmp/graph.log"; then
-    echo "FAIL: the captured run did not replay its recording"; exit 1
-fi
-compare "GPU captured against the CPU" "$tmp/graph/metrics.csv" ||
-    { VERBOSE=1 compare "every step (CPU, GPU, relative)" "$tmp/graph/metrics.csv"; echo "FAIL"; exit 1; }
+gpu_run nhwc 0 --set pipeline.layout=nhwc --set pipeline.capture_step=false
+judge "GPU channels-last (own batch-norm kernels) against the CPU" nhwc
+gpu_run graph 1 --set pipeline.capture_step=true --set pipeline.layout=nchw
+judge "GPU captured against the CPU" graph
 # The defaults on a GPU: channels-last and capture_step = auto (recorded and replayed).
-# shellcheck disable=SC2086
-"$TRAINPIPE" train "$conf" --set backend.plugin=cuda --set backend.precision=fp32 \
-    --set pipeline.run_dir="$tmp/default" $common \
-    >"$tmp/default.log" 2>&1 || { cat "$tmp/default.log"; echo "FAIL: the default GPU run failed"; exit 1; }
-grep "step capture" "$tmp/default.log"
-grep -q "step capture: [1-9][0-9]* steps replayed" "$tmp/default.log" ||
-    { echo "FAIL: the default run (capture_step = auto) did not replay"; exit 1; }
-compare "GPU defaults (NHWC, captured) against the CPU" "$tmp/default/metrics.csv" ||
-    { VERBOSE=1 compare "every step (CPU, GPU, relative)" "$tmp/default/metrics.csv"; echo "FAIL"; exit 1; }
+gpu_run default 1
+judge "GPU defaults (NHWC, captured) against the CPU" default
 echo "PASS"
