@@ -47,6 +47,7 @@ typedef struct node {
     int fused_relu;  /* BN or ADD: the ReLU node folded into it (its output is post-ReLU), or -1 */
     int fused_into;  /* RELU: the BN or ADD that computes it, or -1 */
     int grad_from;   /* the node whose gradient buffer this one took over or reads, or -1 */
+    tp_dtype dtype;  /* of out and grad: the activation dtype, or f32 (see choose_dtypes) */
     /* Bound on a backend. */
     tp_tensor out, grad;
     tp_tensor save_mean, save_invstd;
@@ -65,7 +66,7 @@ typedef struct named_tensor {
 } named_tensor;
 
 typedef struct grad_buffer {
-    int64_t capacity; /* floats */
+    int64_t capacity; /* bytes */
     int users;        /* nodes whose gradient lives here at this point of the plan */
     tp_tensor t;
 } grad_buffer;
@@ -89,7 +90,11 @@ struct graph {
     tp_layout layout;
     grad_buffer *bufs;
     size_t n_bufs;
-    tp_tensor scratch; /* for summing a second gradient contribution */
+    tp_tensor scratch; /* for summing a second gradient contribution (u8, bytes) */
+    tp_dtype act_dtype;      /* of the bound activations (see choose_dtypes) */
+    tp_dtype act_requested;  /* graph_set_activation_dtype(): 0 lets the backend choose */
+    tp_tensor input_cast;    /* the input batch in act_dtype and the bound layout, when that
+                              * is not f32 */
     int *grad_ready;
     tp_tensor logits;  /* 2-D view of the output node */
     int forward_done;  /* 0 none, 1 inference, 2 training */
@@ -700,6 +705,7 @@ static void unbind_activations(graph *g)
     g->bufs = NULL;
     g->n_bufs = 0;
     be_free(g, &g->scratch);
+    be_free(g, &g->input_cast);
     bn_sync_free(g->bn_sync);
     g->bn_sync = NULL;
     g->bound = 0;
@@ -894,7 +900,8 @@ static tp_status plan_grad_buffers(graph *g)
             node *in = &g->nodes[n->in[k]];
             if (in->op == OP_INPUT || in->grad_buf >= 0)
                 continue;
-            int64_t need = (int64_t)g->batch * in->c * in->h * in->w;
+            int64_t need = (int64_t)g->batch * in->c * in->h * in->w *
+                           (int64_t)tp_dtype_size(in->dtype);
             int best = -1, largest = -1;
             for (size_t b = 0; b < g->n_bufs; b++) {
                 if (g->bufs[b].users)
@@ -931,7 +938,7 @@ static tp_status plan_grad_buffers(graph *g)
 
 static tp_tensor node_tensor(const graph *g, const node *n, void *data)
 {
-    tp_tensor t = tp_tensor_4d(TP_DTYPE_F32, g->layout, g->batch, n->c, n->h, n->w);
+    tp_tensor t = tp_tensor_4d(n->dtype, g->layout, g->batch, n->c, n->h, n->w);
     t.data = data;
     return t;
 }
@@ -939,10 +946,40 @@ static tp_tensor node_tensor(const graph *g, const node *n, void *data)
 /* A 2-D (batch x features) view of a node's activation or gradient. */
 static tp_tensor view_2d(const tp_tensor *t)
 {
-    tp_tensor v = tp_tensor_2d(TP_DTYPE_F32, t->shape[0], t->shape[1] * t->shape[2] * t->shape[3]);
+    tp_tensor v = tp_tensor_2d(t->dtype, t->shape[0], t->shape[1] * t->shape[2] * t->shape[3]);
     v.device = t->device;
     v.data = t->data;
     return v;
+}
+
+/* The activation dtype of a binding: what an API 1.5 backend asks for in its preferred
+ * layout, unless graph_set_activation_dtype() forced f32, the batch norms are synchronised
+ * across ranks (bn_sync works on f32), or a linear layer reads anything but a global average
+ * pool (linear is f32 only, and only the pool converts). Every node then stores its output
+ * and gradient in it, except the pool's and linear layers' outputs (f32: the logits and what
+ * feeds them); the input node's output is the graph's converted copy of the batch. */
+static tp_dtype choose_act_dtype(const graph *g, const tp_backend *backend, tp_layout layout)
+{
+    tp_backend_info info;
+    memset(&info, 0, sizeof info);
+    info.size = sizeof info;
+    if (g->act_requested == TP_DTYPE_F32 || !backend->ops->info ||
+        backend->ops->info(backend->self, &info) != TP_OK ||
+        info.size < offsetof(tp_backend_info, activation_dtype) + sizeof info.activation_dtype ||
+        info.activation_dtype != TP_DTYPE_BF16 || layout != info.preferred_layout ||
+        (g->bn_allreduce && g->bn_world > 1))
+        return TP_DTYPE_F32;
+    for (size_t i = 0; i < g->n_nodes; i++)
+        if (g->nodes[i].op == OP_LINEAR && g->nodes[g->nodes[i].in[0]].op != OP_GAP)
+            return TP_DTYPE_F32;
+    return TP_DTYPE_BF16;
+}
+
+void graph_set_activation_dtype(graph *g, tp_dtype dtype) { g->act_requested = dtype; }
+
+tp_dtype graph_activation_dtype(const graph *g)
+{
+    return g->bound ? g->act_dtype : TP_DTYPE_F32;
 }
 
 tp_status graph_bind(graph *g, const tp_backend *backend, int batch_size, tp_layout layout)
@@ -983,16 +1020,25 @@ tp_status graph_bind(graph *g, const tp_backend *backend, int batch_size, tp_lay
     }
 
     plan_fusion(g);
-    int64_t max_count = 1;
+    g->act_dtype = choose_act_dtype(g, backend, layout);
+    int64_t max_bytes = 1, max_count = 1;
     for (size_t i = 0; i < g->n_nodes; i++) {
         node *n = &g->nodes[i];
+        n->dtype = n->op == OP_GAP || n->op == OP_LINEAR ? TP_DTYPE_F32 : g->act_dtype;
         n->out = node_tensor(g, n, NULL);
         n->grad = n->out;
-        int64_t count = tp_tensor_count(&n->out);
-        if (count > max_count)
-            max_count = count;
-        if (n->op == OP_INPUT)
+        if ((int64_t)tp_tensor_bytes(&n->out) > max_bytes)
+            max_bytes = (int64_t)tp_tensor_bytes(&n->out);
+        if (tp_tensor_count(&n->out) > max_count)
+            max_count = tp_tensor_count(&n->out);
+        if (n->op == OP_INPUT) {
+            if (n->dtype != TP_DTYPE_F32) {
+                g->input_cast = n->out;
+                if ((st = be_alloc(g, &g->input_cast, "input batch in the activation dtype")))
+                    goto fail;
+            }
             continue;
+        }
         if (n->fused_into >= 0) { /* computed in place by its producer (allocated earlier) */
             n->out.data = g->nodes[n->fused_into].out.data;
             continue;
@@ -1025,7 +1071,7 @@ tp_status graph_bind(graph *g, const tp_backend *backend, int batch_size, tp_lay
     if ((st = plan_grad_buffers(g)) != TP_OK)
         goto fail;
     for (size_t b = 0; b < g->n_bufs; b++) {
-        g->bufs[b].t = tp_tensor_2d(TP_DTYPE_F32, g->bufs[b].capacity, 0);
+        g->bufs[b].t = tp_tensor_2d(TP_DTYPE_U8, g->bufs[b].capacity, 0);
         if ((st = be_alloc(g, &g->bufs[b].t, "gradient buffer")) != TP_OK)
             goto fail;
     }
@@ -1034,7 +1080,7 @@ tp_status graph_bind(graph *g, const tp_backend *backend, int batch_size, tp_lay
         if (n->grad_buf >= 0)
             n->grad.data = g->bufs[n->grad_buf].t.data;
     }
-    g->scratch = tp_tensor_2d(TP_DTYPE_F32, max_count, 0);
+    g->scratch = tp_tensor_2d(TP_DTYPE_U8, max_bytes, 0);
     if ((st = be_alloc(g, &g->scratch, "gradient scratch")) != TP_OK)
         goto fail;
     if (g->bn_allreduce && g->bn_world > 1) {
@@ -1258,7 +1304,14 @@ tp_status graph_forward(graph *g, const tp_tensor *input, int training)
                              input ? (long long)input->shape[1] : 0LL,
                              input ? (long long)input->shape[2] : 0LL,
                              input ? (long long)input->shape[3] : 0LL);
-    in->out = *input;
+    if (g->input_cast.data) { /* converted into the activation dtype and the bound layout */
+        tp_status st = OPS->copy(BE, &g->input_cast, input, TP_STREAM_COMPUTE);
+        if (st != TP_OK)
+            return st;
+        in->out = g->input_cast;
+    } else {
+        in->out = *input;
+    }
     g->forward_done = 0;
     for (int j = 0; j <= g->output_node; j++) {
         node *n = &g->nodes[j];

@@ -70,6 +70,18 @@ int graph_fused_count(const graph *g);
 void graph_set_batchnorm_sync(graph *g, bn_sync_allreduce_fn allreduce, void *ctx,
                               int world_size);
 
+/* Activation dtype. 0 (the default) lets an API 1.5 backend choose: its info's
+ * activation_dtype (bf16 on backend-cuda with precision = bf16) when the graph is bound in the
+ * backend's preferred layout, without synchronised batch norms, and every linear layer reads
+ * a global average pool. Then every activation and activation gradient is stored in that
+ * dtype, except the global average pool's and the linear layers' outputs (the logits stay
+ * f32), and graph_forward() converts the f32 input into it. TP_DTYPE_F32 forces f32
+ * everywhere. Takes effect at the next graph_bind(). */
+void graph_set_activation_dtype(graph *g, tp_dtype dtype);
+
+/* The dtype the current binding stores activations in (TP_DTYPE_F32 when unbound). */
+tp_dtype graph_activation_dtype(const graph *g);
+
 /* Allocates everything on `backend` for batches of `batch_size` in `layout`. May be called
  * again (e.g. another batch size for evaluation): activations are reallocated, and parameters,
  * gradients and running statistics are kept when the backend is the same one. */

@@ -416,9 +416,10 @@ static tp_status trainer_setup(trainer *t, const trainer_args *a, int for_traini
     graph_set_fusion(t->g, t->s->fuse_layers);
     if ((st = bind_batch(t, (int)t->s->batch_size)))
         return st;
-    LOG_INFO("%d ReLUs computed inside the batch norm or addition before them%s",
-             graph_fused_count(t->g),
-             t->s->fuse_layers ? "" : " (fuse_layers = false)");
+    LOG_INFO("%d ReLUs computed inside the batch norm or addition before them%s; "
+             "activations stored as %s",
+             graph_fused_count(t->g), t->s->fuse_layers ? "" : " (fuse_layers = false)",
+             tp_dtype_name(graph_activation_dtype(t->g)));
     if ((st = graph_init_params(t->g, (uint64_t)t->s->seed)))
         return st;
     if (t->p.model.init_file) {

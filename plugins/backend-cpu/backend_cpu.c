@@ -98,6 +98,7 @@ static tp_status cpu_info(void *self, tp_backend_info *out)
     out->preferred_layout = TP_LAYOUT_NHWC;
     out->has_device_memory = 0;
     out->threads = be->threads_used;
+    out->activation_dtype = TP_DTYPE_F32; /* oneDNN's bf16 needs AVX-512 BF16 or AMX */
     return TP_OK;
 }
 

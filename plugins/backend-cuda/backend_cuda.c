@@ -14,6 +14,7 @@
 
 static const char *const precision_choices[] = {"fp32", "tf32", "bf16", "fp16", NULL};
 static const char *const batchnorm_choices[] = {"auto", "cudnn", NULL};
+static const char *const activations_choices[] = {"auto", "f32", NULL};
 
 static const tp_param_def cuda_params[] = {
     TP_PARAM_DEF_INT(cuda_config, device, "device", "0", 0, 1023,
@@ -29,6 +30,10 @@ static const tp_param_def cuda_params[] = {
     TP_PARAM_DEF_ENUM(cuda_config, batchnorm, "batchnorm", "auto", batchnorm_choices,
                       "Batch norm: auto (the backend's own kernels for channels-last tensors, "
                       "cuDNN for NCHW) or cudnn (cuDNN for every layout)."),
+    TP_PARAM_DEF_ENUM(cuda_config, activations, "activations", "auto", activations_choices,
+                      "Storage of activations and their gradients: auto (bf16 when precision "
+                      "= bf16 and batchnorm = auto, in the NHWC layout; f32 otherwise) or f32 "
+                      "(always f32; bf16 then only rounds inside the tensor cores)."),
 };
 
 static const char *precision_name(cuda_precision p)
@@ -108,6 +113,12 @@ static tp_status cuda_create(const tp_host *host, const void *config, void **sel
     b->device = (int)cfg->device;
     b->precision = (cuda_precision)cfg->precision;
     b->batchnorm = (cuda_batchnorm_impl)cfg->batchnorm;
+    /* bf16 storage needs the own batch-norm kernels (cuDNN's legacy batch norm takes no
+     * bf16 here), which run on channels-last tensors: the graph binds bf16 only there. */
+    b->activation_dtype = b->precision == CUDA_PRECISION_BF16 && cfg->activations == 0 &&
+                                  b->batchnorm == CUDA_BATCHNORM_AUTO
+                              ? TP_DTYPE_BF16
+                              : TP_DTYPE_F32;
     b->benchmark = cfg->benchmark != 0;
     b->workspace_limit = (size_t)cfg->workspace_mb << 20;
     pthread_mutex_init(&b->lock, NULL);
@@ -138,10 +149,10 @@ static tp_status cuda_create(const tp_host *host, const void *config, void **sel
         goto fail;
     host->log(host, TP_LOG_INFO, "cuda",
               "GPU %d: %s (compute capability %d.%d, %.1f GiB), cuDNN %zu, precision %s, "
-              "%s algorithm choice, workspace up to %lld MiB",
+              "%s activations, %s algorithm choice, workspace up to %lld MiB",
               b->device, b->device_name, prop.major, prop.minor,
               (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0), dnn_version,
-              precision_name(b->precision), b->benchmark ? "benchmarked" : "heuristic",
+              precision_name(b->precision), tp_dtype_name(b->activation_dtype), b->benchmark ? "benchmarked" : "heuristic",
               (long long)cfg->workspace_mb);
     *self = b;
     return TP_OK;
@@ -177,6 +188,7 @@ static tp_status op_info(void *self, tp_backend_info *out)
     out->has_device_memory = 1;
     out->threads = 0;
     out->wants_loss_scaling = b->precision == CUDA_PRECISION_FP16;
+    out->activation_dtype = b->activation_dtype;
     return TP_OK;
 }
 

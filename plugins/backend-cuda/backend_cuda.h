@@ -40,6 +40,7 @@ typedef struct cuda_config {
     int benchmark;
     int64_t workspace_mb;
     int batchnorm; /* cuda_batchnorm_impl */
+    int activations; /* 0 auto, 1 f32 */
 } cuda_config;
 
 /* Convolution algorithm cache: open addressing keyed by everything that decides the choice. */
@@ -56,6 +57,7 @@ typedef struct cuda_algo_key {
     int32_t oh, ow;            /* output (y or dy) */
     int32_t pad_h, pad_w, stride_h, stride_w, dil_h, dil_w;
     int32_t x_layout, y_layout;
+    int32_t dtype;             /* of the activations (tp_dtype): f32 or bf16 */
 } cuda_algo_key;
 
 typedef struct cuda_algo_choice {
@@ -77,6 +79,7 @@ typedef struct cuda_backend {
     int device;
     cuda_precision precision;
     cuda_batchnorm_impl batchnorm;
+    tp_dtype activation_dtype; /* what info() reports: bf16 or f32 (SDK API 1.5) */
     int benchmark;
     size_t workspace_limit; /* bytes a cuDNN algorithm may ask for */
     char device_name[256];
@@ -134,13 +137,15 @@ tp_status cuda_check_blas(cuda_backend *b, cublasStatus_t s, const char *call,
 tp_status cuda_need_f32(cuda_backend *b, const char *op, const char *name, const tp_tensor *t);
 tp_status cuda_need_dtype(cuda_backend *b, const char *op, const char *name, const tp_tensor *t,
                           tp_dtype dtype);
+/* An activation-shaped tensor (SDK API 1.5): f32 or bf16. */
+tp_status cuda_need_act(cuda_backend *b, const char *op, const char *name, const tp_tensor *t);
 /* Logical dims of a tensor as (N, C, H, W): 1-D (C) -> (1,C,1,1), 2-D (N,C) -> (N,C,1,1). */
 void cuda_dims4(const tp_tensor *t, int64_t d[4]);
 tp_status cuda_need_shape4(cuda_backend *b, const char *op, const char *name,
                            const tp_tensor *t, int64_t n, int64_t c, int64_t h, int64_t w);
 tp_status cuda_need_count(cuda_backend *b, const char *op, const char *name, const tp_tensor *t,
                           int64_t count);
-/* Same logical shape (layouts may differ). */
+/* Same logical shape and dtype (layouts may differ). */
 tp_status cuda_need_same(cuda_backend *b, const char *op, const char *name_a,
                          const tp_tensor *a, const char *name_b, const tp_tensor *t);
 /* Same logical shape and the same memory order (for ops that walk memory linearly). */
@@ -148,7 +153,8 @@ tp_status cuda_need_same_layout(cuda_backend *b, const char *op, const char *nam
                                 const tp_tensor *a, const char *name_b, const tp_tensor *t);
 /* Non-zero when a and t (same shape) order their elements alike in memory. */
 int cuda_same_memory_order(const tp_tensor *a, const tp_tensor *t);
-/* A cuDNN tensor descriptor for t (f32, its logical dims and layout). */
+/* A cuDNN tensor descriptor for t (its dtype, logical dims and layout). */
+cudnnDataType_t cuda_dnn_type(tp_dtype dtype);
 tp_status cuda_tensor_desc(cuda_backend *b, const tp_tensor *t, cudnnTensorDescriptor_t *out);
 
 /* ------------------------------------------------------------------ memory (cuda_memory.c) */
@@ -173,6 +179,10 @@ tp_status cuda_temp_alloc(cuda_backend *b, cudaStream_t stream, size_t bytes,
  * it on every view that cuda_view_begin() succeeded on, also on error paths (store = 0). */
 tp_status cuda_view_begin(cuda_backend *b, const tp_tensor *t, tp_layout layout, int load,
                           tp_tensor *view);
+/* The same, with the view in `dtype` (f32 <-> bf16 converted on load and store): the
+ * convolution's f32 weights as bf16 for bf16 activations. */
+tp_status cuda_view_begin_as(cuda_backend *b, const tp_tensor *t, tp_layout layout,
+                             tp_dtype dtype, int load, tp_tensor *view);
 tp_status cuda_view_end(cuda_backend *b, tp_tensor *view, const tp_tensor *t, int store);
 
 tp_status cuda_alloc(cuda_backend *b, tp_tensor *t, const char *what);

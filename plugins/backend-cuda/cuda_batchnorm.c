@@ -50,12 +50,17 @@ static tp_status check_args(cuda_backend *b, const char *op, const tp_bn_desc *d
     if (!(d->eps > 0.0))
         return b->host->fail(b->host, TP_ERR_INVALID, "%s: eps = %g must be positive", op,
                              d->eps);
-    if ((st = cuda_need_f32(b, op, "x", x)))
+    if ((st = cuda_need_act(b, op, "x", x)))
         return st;
+    if (x->dtype != TP_DTYPE_F32 && !own_kernels(b, x))
+        return b->host->fail(b->host, TP_ERR_UNSUPPORTED,
+                             "%s: %s activations need the channels-last layout and batchnorm = "
+                             "auto (the backend's own kernels)",
+                             op, tp_dtype_name(x->dtype));
     if (x->ndim != 4 && x->ndim != 2)
         return b->host->fail(b->host, TP_ERR_INVALID, "%s: x must be 4-D (N,C,H,W) or 2-D",
                              op);
-    if ((st = cuda_need_f32(b, op, like_name, like)) ||
+    if ((st = cuda_need_act(b, op, like_name, like)) ||
         (st = cuda_need_same(b, op, "x", x, like_name, like)))
         return st;
     int64_t dims[4];
@@ -118,7 +123,7 @@ static tp_status bn_train(cuda_backend *b, const char *op, const tp_bn_desc *d,
         void *part;
         rows_of(x, &rows, &c);
         if (!(st = cuda_scratch(b, ck_bn_scratch_bytes(rows, c), &part)))
-            st = CUDA_RT(ck_bn_train(x->data, yv.data, rows, c, gamma->data, beta->data,
+            st = CUDA_RT(ck_bn_train((int)x->dtype, x->data, yv.data, rows, c, gamma->data, beta->data,
                                      running_mean->data, running_var->data, save_mean->data,
                                      save_invstd->data, (float)d->momentum, (float)d->eps,
                                      relu, part, b->compute));
@@ -133,7 +138,8 @@ static tp_status bn_train(cuda_backend *b, const char *op, const tp_bn_desc *d,
         }
         free_descs(xd, yd, vd);
         if (!st && relu)
-            st = CUDA_RT(ck_relu_forward(yv.data, yv.data, tp_tensor_count(x), b->compute));
+            st = CUDA_RT(ck_relu_forward((int)x->dtype, yv.data, yv.data, tp_tensor_count(x),
+                                         b->compute));
     }
     tp_status st2 = cuda_view_end(b, &yv, y, st == TP_OK);
     return st ? st : st2;
@@ -171,10 +177,15 @@ tp_status cuda_batchnorm_infer(cuda_backend *b, const tp_bn_desc *d, const tp_te
     if (!(d->eps > 0.0))
         return b->host->fail(b->host, TP_ERR_INVALID,
                              "batchnorm_infer: eps = %g must be positive", d->eps);
-    if ((st = cuda_need_f32(b, "batchnorm_infer", "x", x)) ||
-        (st = cuda_need_f32(b, "batchnorm_infer", "y", y)) ||
+    if ((st = cuda_need_act(b, "batchnorm_infer", "x", x)) ||
+        (st = cuda_need_act(b, "batchnorm_infer", "y", y)) ||
         (st = cuda_need_same(b, "batchnorm_infer", "x", x, "y", y)))
         return st;
+    if (x->dtype != TP_DTYPE_F32 && !own_kernels(b, x))
+        return b->host->fail(b->host, TP_ERR_UNSUPPORTED,
+                             "batchnorm_infer: %s activations need the channels-last layout and "
+                             "batchnorm = auto (the backend's own kernels)",
+                             tp_dtype_name(x->dtype));
     int64_t dims[4];
     cuda_dims4(x, dims);
     for (int i = 0; i < 4; i++)
@@ -187,7 +198,7 @@ tp_status cuda_batchnorm_infer(cuda_backend *b, const tp_bn_desc *d, const tp_te
     if (own_kernels(b, x)) {
         int64_t rows, c;
         rows_of(x, &rows, &c);
-        st = CUDA_RT(ck_bn_infer(x->data, yv.data, rows, c, gamma->data, beta->data,
+        st = CUDA_RT(ck_bn_infer((int)x->dtype, x->data, yv.data, rows, c, gamma->data, beta->data,
                                  running_mean->data, running_var->data, (float)d->eps,
                                  b->compute));
     } else {
@@ -219,8 +230,8 @@ static tp_status cudnn_backward(cuda_backend *b, const tp_bn_desc *d, const tp_t
                                   "masked gradient of batchnorm_relu_backward",
                                   "a smaller batch size", &masked)))
             return st;
-        if ((st = CUDA_RT(ck_relu_backward(yv->data, dyv->data, masked, tp_tensor_count(x),
-                                           b->compute)))) {
+        if ((st = CUDA_RT(ck_relu_backward((int)x->dtype, yv->data, dyv->data, masked,
+                                           tp_tensor_count(x), b->compute)))) {
             (void)cudaFreeAsync(masked, b->compute);
             return st;
         }
@@ -256,9 +267,9 @@ static tp_status bn_backward(cuda_backend *b, const char *op, const tp_bn_desc *
     tp_status st = check_args(b, op, d, x, "dy", dy, names, vecs, 5);
     if (st)
         return st;
-    if ((st = cuda_need_f32(b, op, "dx", dx)) || (st = cuda_need_same(b, op, "x", x, "dx", dx)))
+    if ((st = cuda_need_act(b, op, "dx", dx)) || (st = cuda_need_same(b, op, "x", x, "dx", dx)))
         return st;
-    if (y && ((st = cuda_need_f32(b, op, "y", y)) || (st = cuda_need_same(b, op, "x", x, "y", y))))
+    if (y && ((st = cuda_need_act(b, op, "y", y)) || (st = cuda_need_same(b, op, "x", x, "y", y))))
         return st;
     tp_tensor yv, dyv, dxv;
     int have_y = 0;
@@ -283,7 +294,8 @@ static tp_status bn_backward(cuda_backend *b, const char *op, const tp_bn_desc *
         void *part;
         rows_of(x, &rows, &c);
         if (!(st = cuda_scratch(b, ck_bn_scratch_bytes(rows, c), &part)))
-            st = CUDA_RT(ck_bn_backward(x->data, have_y ? yv.data : NULL, dyv.data, dxv.data,
+            st = CUDA_RT(ck_bn_backward((int)x->dtype, x->data, have_y ? yv.data : NULL,
+                                        dyv.data, dxv.data,
                                         rows, c, gamma->data, save_mean->data,
                                         save_invstd->data, dgamma->data, dbeta->data, part,
                                         b->compute));

@@ -7,11 +7,14 @@
  * merge of the partials in a fixed order (mean, 1/sqrt(var + eps), running statistics), and
  * the normalisation (optionally followed by ReLU). Backward likewise: partial sums of dy and
  * dy * (x - mean), their merge into dbeta and dgamma, and dx. A warp reads consecutive
- * channels of one row (coalesced); with c % 4 == 0 and 16-byte aligned data each thread
- * takes 4 channels with float4 loads. The partition into blocks depends only on rows and c,
+ * channels of one row (coalesced); when c is a multiple of a 16-byte vector (4 f32 or 8 bf16
+ * channels) and the data are 16-byte aligned, each thread takes one vector per row.
+ * Activations (x, y, dy, dx) are f32 or bf16 (SDK API 1.5); statistics, parameters and all
+ * arithmetic are f32 (fp64 in the merges), and bf16 outputs are rounded to nearest even. The partition into blocks depends only on rows and c,
  * never on the device, and nothing uses atomics, so results are bitwise reproducible. */
 #include "cuda_kernels.h"
 
+#include <cuda_bf16.h>
 #include <math.h>
 #include <stdint.h>
 
@@ -53,10 +56,10 @@ bn_plan make_plan(int64_t rows, int64_t c, int vec)
     return p;
 }
 
-int can_vectorise(int64_t c, const void *a, const void *b, const void *d, const void *e)
+int can_vectorise(int64_t c, int v, const void *a, const void *b, const void *d, const void *e)
 {
     const void *ptrs[] = {a, b, d, e};
-    if (c % 4 != 0)
+    if (c % v != 0)
         return 0;
     for (const void *q : ptrs)
         if (q && ((uintptr_t)q & 15u) != 0)
@@ -64,32 +67,52 @@ int can_vectorise(int64_t c, const void *a, const void *b, const void *d, const 
     return 1;
 }
 
-/* V consecutive floats at p (16-byte aligned when V == 4). */
+/* V consecutive channels, as floats. */
 template <int V> struct vec_t {
     float v[V];
 };
 
-template <int V> __device__ __forceinline__ vec_t<V> load(const float *p)
+__device__ __forceinline__ float widen(float v) { return v; }
+__device__ __forceinline__ float widen(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T> __device__ __forceinline__ T narrow(float v);
+template <> __device__ __forceinline__ float narrow<float>(float v) { return v; }
+template <> __device__ __forceinline__ __nv_bfloat16 narrow<__nv_bfloat16>(float v)
+{
+    return __float2bfloat16_rn(v);
+}
+
+/* V elements of T at p: one 16-byte access when V * sizeof(T) == 16 (then p is aligned). */
+template <int V, typename T> __device__ __forceinline__ vec_t<V> load(const T *p)
 {
     vec_t<V> r;
-    if constexpr (V == 4) {
-        float4 q = *reinterpret_cast<const float4 *>(p);
-        r.v[0] = q.x;
-        r.v[1] = q.y;
-        r.v[2] = q.z;
-        r.v[3] = q.w;
+    if constexpr (V * sizeof(T) == 16) {
+        uint4 q = *reinterpret_cast<const uint4 *>(p);
+        const T *e = reinterpret_cast<const T *>(&q);
+#pragma unroll
+        for (int k = 0; k < V; k++)
+            r.v[k] = widen(e[k]);
     } else {
-        r.v[0] = *p;
+#pragma unroll
+        for (int k = 0; k < V; k++)
+            r.v[k] = widen(p[k]);
     }
     return r;
 }
 
-template <int V> __device__ __forceinline__ void store(float *p, const vec_t<V> &r)
+template <int V, typename T> __device__ __forceinline__ void store(T *p, const vec_t<V> &r)
 {
-    if constexpr (V == 4)
-        *reinterpret_cast<float4 *>(p) = make_float4(r.v[0], r.v[1], r.v[2], r.v[3]);
-    else
-        *p = r.v[0];
+    if constexpr (V * sizeof(T) == 16) {
+        uint4 q;
+        T *e = reinterpret_cast<T *>(&q);
+#pragma unroll
+        for (int k = 0; k < V; k++)
+            e[k] = narrow<T>(r.v[k]);
+        *reinterpret_cast<uint4 *>(p) = q;
+    } else {
+#pragma unroll
+        for (int k = 0; k < V; k++)
+            p[k] = narrow<T>(r.v[k]);
+    }
 }
 
 /* Chan et al.'s merge of two Welford states (count, mean, M2) into the first. */
@@ -134,9 +157,9 @@ __device__ __forceinline__ bool lane_channel(int v, int64_t lanes, int64_t &c0)
 
 /* Partial Welford statistics of rows by, by + gy, ... (in units of TY rows) per channel:
  * part holds count, mean and M2 planes of gy x c floats each. */
-template <int V>
+template <int V, typename T>
 __global__ void __launch_bounds__(kBlockThreads)
-    stats_partial_kernel(const float *__restrict__ x, int64_t rows, int64_t c,
+    stats_partial_kernel(const T *__restrict__ x, int64_t rows, int64_t c,
                          int64_t lanes, float *__restrict__ part)
 {
     extern __shared__ float shared[];
@@ -233,9 +256,9 @@ __global__ void __launch_bounds__(kFinalizeThreads)
 
 /* y = (x - mean) * scale + beta, scale = gamma * invstd (or gamma / sqrt(var + eps) when
  * `var` is given: inference), then ReLU when RELU. */
-template <int V, bool RELU>
+template <int V, bool RELU, typename T>
 __global__ void __launch_bounds__(kBlockThreads)
-    normalise_kernel(const float *x, float *y, int64_t rows,
+    normalise_kernel(const T *x, T *y, int64_t rows,
                      int64_t c, int64_t lanes, const float *__restrict__ gamma,
                      const float *__restrict__ beta, const float *__restrict__ mean,
                      const float *__restrict__ invstd, const float *__restrict__ var,
@@ -263,8 +286,8 @@ __global__ void __launch_bounds__(kBlockThreads)
 }
 
 /* dy as batch norm's backward sees it: masked by y > 0 after a fused ReLU. */
-template <int V, bool RELU>
-__device__ __forceinline__ vec_t<V> load_dy(const float *dy, const float *y, int64_t at)
+template <int V, bool RELU, typename T>
+__device__ __forceinline__ vec_t<V> load_dy(const T *dy, const T *y, int64_t at)
 {
     vec_t<V> g = load<V>(dy + at);
     if constexpr (RELU) {
@@ -276,10 +299,10 @@ __device__ __forceinline__ vec_t<V> load_dy(const float *dy, const float *y, int
 }
 
 /* Partial sums per channel of dy and dy * (x - mean): two planes of gy x c floats. */
-template <int V, bool RELU>
+template <int V, bool RELU, typename T>
 __global__ void __launch_bounds__(kBlockThreads)
-    grad_partial_kernel(const float *__restrict__ x, const float *__restrict__ y,
-                        const float *__restrict__ dy, int64_t rows, int64_t c, int64_t lanes,
+    grad_partial_kernel(const T *__restrict__ x, const T *__restrict__ y,
+                        const T *__restrict__ dy, int64_t rows, int64_t c, int64_t lanes,
                         const float *__restrict__ mean, float *__restrict__ part)
 {
     extern __shared__ float shared[];
@@ -296,7 +319,7 @@ __global__ void __launch_bounds__(kBlockThreads)
         const int64_t step = (int64_t)gridDim.y * n_ty;
         for (int64_t r = (int64_t)blockIdx.y * n_ty + ty; r < rows; r += step) {
             vec_t<V> a = load<V>(x + r * c + c0);
-            vec_t<V> g = load_dy<V, RELU>(dy, y, r * c + c0);
+            vec_t<V> g = load_dy<V, RELU, T>(dy, y, r * c + c0);
             for (int k = 0; k < V; k++) {
                 sum_dy[k] += g.v[k];
                 sum_dyx[k] += g.v[k] * (a.v[k] - m[k]);
@@ -356,9 +379,9 @@ __global__ void __launch_bounds__(kFinalizeThreads)
 }
 
 /* dx = gamma * invstd * (dy - dbeta / rows - (x - mean) * invstd * dgamma / rows). */
-template <int V, bool RELU>
+template <int V, bool RELU, typename T>
 __global__ void __launch_bounds__(kBlockThreads)
-    grad_input_kernel(const float *__restrict__ x, const float *y, const float *dy, float *dx,
+    grad_input_kernel(const T *__restrict__ x, const T *y, const T *dy, T *dx,
                       int64_t rows, int64_t c, int64_t lanes, const float *__restrict__ gamma,
                       const float *__restrict__ mean, const float *__restrict__ invstd,
                       const float *__restrict__ dgamma, const float *__restrict__ dbeta)
@@ -379,75 +402,120 @@ __global__ void __launch_bounds__(kBlockThreads)
     const int64_t step = (int64_t)gridDim.y * blockDim.y;
     for (int64_t r = (int64_t)blockIdx.y * blockDim.y + threadIdx.y; r < rows; r += step) {
         vec_t<V> a = load<V>(x + r * c + c0);
-        vec_t<V> g = load_dy<V, RELU>(dy, y, r * c + c0);
+        vec_t<V> g = load_dy<V, RELU, T>(dy, y, r * c + c0);
         for (int k = 0; k < V; k++)
             g.v[k] = k1[k] * (g.v[k] - cb[k] - (a.v[k] - m[k]) * cx[k]);
         store<V>(dx + r * c + c0, g);
     }
 }
 
-template <int V>
-cudaError_t train(const float *x, float *y, int64_t rows, int64_t c, const float *gamma,
+template <int V, typename T>
+cudaError_t train(const T *x, T *y, int64_t rows, int64_t c, const float *gamma,
                   const float *beta, float *running_mean, float *running_var,
                   float *save_mean, float *save_invstd, float momentum, float eps, int relu,
                   float *part, cudaStream_t stream)
 {
     bn_plan p = make_plan(rows, c, V);
     dim3 block(p.tx, p.ty), grid(p.gx, p.gy);
-    stats_partial_kernel<V><<<grid, block, 3 * kBlockThreads * sizeof(float), stream>>>(
+    stats_partial_kernel<V, T><<<grid, block, 3 * kBlockThreads * sizeof(float), stream>>>(
         x, rows, c, p.lanes, part);
     stats_finalize_kernel<<<(unsigned)c, kFinalizeThreads, 0, stream>>>(
         part, p.gy, rows, c, momentum, eps, running_mean, running_var, save_mean, save_invstd);
     if (relu)
-        normalise_kernel<V, true><<<grid, block, 0, stream>>>(
+        normalise_kernel<V, true, T><<<grid, block, 0, stream>>>(
             x, y, rows, c, p.lanes, gamma, beta, save_mean, save_invstd, nullptr, eps);
     else
-        normalise_kernel<V, false><<<grid, block, 0, stream>>>(
+        normalise_kernel<V, false, T><<<grid, block, 0, stream>>>(
             x, y, rows, c, p.lanes, gamma, beta, save_mean, save_invstd, nullptr, eps);
     return cudaGetLastError();
 }
 
 /* Normalisation with the running statistics. */
-template <int V>
-cudaError_t infer(const float *x, float *y, int64_t rows, int64_t c, const float *gamma,
+template <int V, typename T>
+cudaError_t infer(const T *x, T *y, int64_t rows, int64_t c, const float *gamma,
                   const float *beta, const float *mean, const float *var, float eps,
                   cudaStream_t stream)
 {
     bn_plan p = make_plan(rows, c, V);
-    normalise_kernel<V, false><<<dim3(p.gx, p.gy), dim3(p.tx, p.ty), 0, stream>>>(
+    normalise_kernel<V, false, T><<<dim3(p.gx, p.gy), dim3(p.tx, p.ty), 0, stream>>>(
         x, y, rows, c, p.lanes, gamma, beta, mean, nullptr, var, eps);
     return cudaGetLastError();
 }
 
-template <int V, bool RELU>
-cudaError_t backward(const float *x, const float *y, const float *dy, float *dx, int64_t rows,
+template <int V, bool RELU, typename T>
+cudaError_t backward(const T *x, const T *y, const T *dy, T *dx, int64_t rows,
                      int64_t c, const float *gamma, const float *save_mean,
                      const float *save_invstd, float *dgamma, float *dbeta, float *part,
                      cudaStream_t stream)
 {
     bn_plan p = make_plan(rows, c, V);
     dim3 block(p.tx, p.ty), grid(p.gx, p.gy);
-    grad_partial_kernel<V, RELU><<<grid, block, 2 * kBlockThreads * sizeof(float), stream>>>(
+    grad_partial_kernel<V, RELU, T><<<grid, block, 2 * kBlockThreads * sizeof(float), stream>>>(
         x, y, dy, rows, c, p.lanes, save_mean, part);
     grad_finalize_kernel<<<(unsigned)c, kFinalizeThreads, 0, stream>>>(part, p.gy, c, save_invstd,
                                                                 dgamma, dbeta);
-    grad_input_kernel<V, RELU><<<grid, block, 0, stream>>>(
+    grad_input_kernel<V, RELU, T><<<grid, block, 0, stream>>>(
         x, y, dy, dx, rows, c, p.lanes, gamma, save_mean, save_invstd, dgamma, dbeta);
     return cudaGetLastError();
+}
+
+/* The vector width for T: 16 bytes. */
+template <typename T> constexpr int vec_of() { return (int)(16 / sizeof(T)); }
+
+template <typename T>
+cudaError_t train_as(const void *x, void *y, int64_t rows, int64_t c, const float *gamma,
+                     const float *beta, float *running_mean, float *running_var,
+                     float *save_mean, float *save_invstd, float momentum, float eps, int relu,
+                     float *part, cudaStream_t stream)
+{
+    constexpr int V = vec_of<T>();
+    if (can_vectorise(c, V, x, y, nullptr, nullptr))
+        return train<V, T>((const T *)x, (T *)y, rows, c, gamma, beta, running_mean,
+                           running_var, save_mean, save_invstd, momentum, eps, relu, part,
+                           stream);
+    return train<1, T>((const T *)x, (T *)y, rows, c, gamma, beta, running_mean, running_var,
+                       save_mean, save_invstd, momentum, eps, relu, part, stream);
+}
+
+template <typename T>
+cudaError_t infer_as(const void *x, void *y, int64_t rows, int64_t c, const float *gamma,
+                     const float *beta, const float *mean, const float *var, float eps,
+                     cudaStream_t stream)
+{
+    constexpr int V = vec_of<T>();
+    if (can_vectorise(c, V, x, y, nullptr, nullptr))
+        return infer<V, T>((const T *)x, (T *)y, rows, c, gamma, beta, mean, var, eps, stream);
+    return infer<1, T>((const T *)x, (T *)y, rows, c, gamma, beta, mean, var, eps, stream);
+}
+
+template <typename T, bool RELU>
+cudaError_t backward_as(const void *x, const void *y, const void *dy, void *dx, int64_t rows,
+                        int64_t c, const float *gamma, const float *save_mean,
+                        const float *save_invstd, float *dgamma, float *dbeta, float *part,
+                        cudaStream_t stream)
+{
+    constexpr int V = vec_of<T>();
+    if (can_vectorise(c, V, x, dy, dx, y))
+        return backward<V, RELU, T>((const T *)x, (const T *)y, (const T *)dy, (T *)dx, rows,
+                                    c, gamma, save_mean, save_invstd, dgamma, dbeta, part,
+                                    stream);
+    return backward<1, RELU, T>((const T *)x, (const T *)y, (const T *)dy, (T *)dx, rows, c,
+                                gamma, save_mean, save_invstd, dgamma, dbeta, part, stream);
 }
 
 } // namespace
 
 extern "C" size_t ck_bn_scratch_bytes(int64_t rows, int64_t c)
 {
-    /* the larger of the scalar and the vector plan: which one runs depends on alignment */
+    /* the largest of the plans that may run: which one depends on dtype and alignment */
     int64_t splits = make_plan(rows, c, 1).gy;
-    if (c % 4 == 0 && make_plan(rows, c, 4).gy > splits)
-        splits = make_plan(rows, c, 4).gy;
+    for (int v = 4; v <= 8; v += 4)
+        if (c % v == 0 && make_plan(rows, c, v).gy > splits)
+            splits = make_plan(rows, c, v).gy;
     return (size_t)(3 * splits * c) * sizeof(float);
 }
 
-extern "C" cudaError_t ck_bn_train(const float *x, float *y, int64_t rows, int64_t c,
+extern "C" cudaError_t ck_bn_train(int dtype, const void *x, void *y, int64_t rows, int64_t c,
                                    const float *gamma, const float *beta, float *running_mean,
                                    float *running_var, float *save_mean, float *save_invstd,
                                    float momentum, float eps, int relu, void *scratch,
@@ -456,26 +524,34 @@ extern "C" cudaError_t ck_bn_train(const float *x, float *y, int64_t rows, int64
     if (rows < 1 || c < 1)
         return cudaErrorInvalidValue;
     float *part = static_cast<float *>(scratch);
-    if (can_vectorise(c, x, y, nullptr, nullptr))
-        return train<4>(x, y, rows, c, gamma, beta, running_mean, running_var, save_mean,
-                        save_invstd, momentum, eps, relu, part, stream);
-    return train<1>(x, y, rows, c, gamma, beta, running_mean, running_var, save_mean,
-                    save_invstd, momentum, eps, relu, part, stream);
+    switch (dtype) {
+    case CK_F32:
+        return train_as<float>(x, y, rows, c, gamma, beta, running_mean, running_var,
+                               save_mean, save_invstd, momentum, eps, relu, part, stream);
+    case CK_BF16:
+        return train_as<__nv_bfloat16>(x, y, rows, c, gamma, beta, running_mean, running_var,
+                                       save_mean, save_invstd, momentum, eps, relu, part,
+                                       stream);
+    }
+    return cudaErrorInvalidValue;
 }
 
-extern "C" cudaError_t ck_bn_infer(const float *x, float *y, int64_t rows, int64_t c,
+extern "C" cudaError_t ck_bn_infer(int dtype, const void *x, void *y, int64_t rows, int64_t c,
                                    const float *gamma, const float *beta, const float *mean,
                                    const float *var, float eps, cudaStream_t stream)
 {
     if (rows < 1 || c < 1)
         return cudaErrorInvalidValue;
-    if (can_vectorise(c, x, y, nullptr, nullptr))
-        return infer<4>(x, y, rows, c, gamma, beta, mean, var, eps, stream);
-    return infer<1>(x, y, rows, c, gamma, beta, mean, var, eps, stream);
+    switch (dtype) {
+    case CK_F32: return infer_as<float>(x, y, rows, c, gamma, beta, mean, var, eps, stream);
+    case CK_BF16:
+        return infer_as<__nv_bfloat16>(x, y, rows, c, gamma, beta, mean, var, eps, stream);
+    }
+    return cudaErrorInvalidValue;
 }
 
-extern "C" cudaError_t ck_bn_backward(const float *x, const float *y, const float *dy,
-                                      float *dx, int64_t rows, int64_t c, const float *gamma,
+extern "C" cudaError_t ck_bn_backward(int dtype, const void *x, const void *y, const void *dy,
+                                      void *dx, int64_t rows, int64_t c, const float *gamma,
                                       const float *save_mean, const float *save_invstd,
                                       float *dgamma, float *dbeta, void *scratch,
                                       cudaStream_t stream)
@@ -483,13 +559,15 @@ extern "C" cudaError_t ck_bn_backward(const float *x, const float *y, const floa
     if (rows < 1 || c < 1)
         return cudaErrorInvalidValue;
     float *part = static_cast<float *>(scratch);
-    if (can_vectorise(c, x, dy, dx, y))
-        return y ? backward<4, true>(x, y, dy, dx, rows, c, gamma, save_mean, save_invstd,
+#define CK_BN_BACKWARD(T)                                                                      \
+    return y ? backward_as<T, true>(x, y, dy, dx, rows, c, gamma, save_mean, save_invstd,      \
+                                    dgamma, dbeta, part, stream)                               \
+             : backward_as<T, false>(x, y, dy, dx, rows, c, gamma, save_mean, save_invstd,     \
                                      dgamma, dbeta, part, stream)
-                 : backward<4, false>(x, y, dy, dx, rows, c, gamma, save_mean, save_invstd,
-                                      dgamma, dbeta, part, stream);
-    return y ? backward<1, true>(x, y, dy, dx, rows, c, gamma, save_mean, save_invstd, dgamma,
-                                 dbeta, part, stream)
-             : backward<1, false>(x, y, dy, dx, rows, c, gamma, save_mean, save_invstd, dgamma,
-                                  dbeta, part, stream);
+    switch (dtype) {
+    case CK_F32: CK_BN_BACKWARD(float);
+    case CK_BF16: CK_BN_BACKWARD(__nv_bfloat16);
+    }
+#undef CK_BN_BACKWARD
+    return cudaErrorInvalidValue;
 }

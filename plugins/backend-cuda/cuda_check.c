@@ -101,6 +101,22 @@ tp_status cuda_need_f32(cuda_backend *b, const char *op, const char *name, const
     return cuda_need_dtype(b, op, name, t, TP_DTYPE_F32);
 }
 
+tp_status cuda_need_act(cuda_backend *b, const char *op, const char *name, const tp_tensor *t)
+{
+    if (t && t->dtype == TP_DTYPE_BF16)
+        return cuda_need_dtype(b, op, name, t, TP_DTYPE_BF16);
+    return cuda_need_dtype(b, op, name, t, TP_DTYPE_F32);
+}
+
+cudnnDataType_t cuda_dnn_type(tp_dtype dtype)
+{
+    switch (dtype) {
+    case TP_DTYPE_BF16: return CUDNN_DATA_BFLOAT16;
+    case TP_DTYPE_F16: return CUDNN_DATA_HALF;
+    default: return CUDNN_DATA_FLOAT;
+    }
+}
+
 void cuda_dims4(const tp_tensor *t, int64_t d[4])
 {
     d[0] = d[1] = d[2] = d[3] = 1;
@@ -149,6 +165,9 @@ tp_status cuda_need_same(cuda_backend *b, const char *op, const char *name_a,
                              op, name_a, (long long)da[0], (long long)da[1], (long long)da[2],
                              (long long)da[3], name_b, (long long)db[0], (long long)db[1],
                              (long long)db[2], (long long)db[3]);
+    if (a->dtype != t->dtype)
+        return b->host->fail(b->host, TP_ERR_INVALID, "%s: %s is %s but %s is %s", op, name_a,
+                             tp_dtype_name(a->dtype), name_b, tp_dtype_name(t->dtype));
     return TP_OK;
 }
 
@@ -190,8 +209,8 @@ tp_status cuda_tensor_desc(cuda_backend *b, const tp_tensor *t, cudnnTensorDescr
         return st;
     cudnnTensorFormat_t fmt =
         t->ndim == 4 && t->layout == TP_LAYOUT_NHWC ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
-    st = CUDA_DNN(cudnnSetTensor4dDescriptor(*out, fmt, CUDNN_DATA_FLOAT, (int)d[0], (int)d[1],
-                                             (int)d[2], (int)d[3]));
+    st = CUDA_DNN(cudnnSetTensor4dDescriptor(*out, fmt, cuda_dnn_type(t->dtype), (int)d[0],
+                                             (int)d[1], (int)d[2], (int)d[3]));
     if (st) {
         cudnnDestroyTensorDescriptor(*out);
         *out = NULL;

@@ -16,6 +16,7 @@
 #include "config.h"
 
 #include "backend_cuda.h"
+#include "cuda_kernels.h"
 
 #include <string.h>
 
@@ -94,9 +95,15 @@ static tp_status check_shapes(cuda_backend *b, cuda_conv_op op, const tp_conv_de
 {
     const char *name = op_name(op);
     tp_status st;
-    if ((st = cuda_need_f32(b, name, xname, x)) || (st = cuda_need_f32(b, name, wname, w)) ||
-        (st = cuda_need_f32(b, name, yname, y)))
+    /* Activations f32 or bf16 (SDK API 1.5), weights always f32: with bf16 activations the
+     * convolution runs on a bf16 copy of the weights (and a bf16 weight gradient, converted
+     * back), cuDNN's pseudo-bf16 configuration with f32 accumulation. */
+    if ((st = cuda_need_act(b, name, xname, x)) || (st = cuda_need_f32(b, name, wname, w)) ||
+        (st = cuda_need_act(b, name, yname, y)))
         return st;
+    if (x->dtype != y->dtype)
+        return b->host->fail(b->host, TP_ERR_INVALID, "%s: %s is %s but %s is %s", name, xname,
+                             tp_dtype_name(x->dtype), yname, tp_dtype_name(y->dtype));
     if (!d)
         return b->host->fail(b->host, TP_ERR_INVALID, "%s: NULL descriptor", name);
     if (x->ndim != 4 || w->ndim != 4 || y->ndim != 4)
@@ -148,6 +155,7 @@ static tp_status check_shapes(cuda_backend *b, cuda_conv_op op, const tp_conv_de
     key->dil_w = d->dilation_w;
     key->x_layout = (int32_t)x->layout;
     key->y_layout = (int32_t)x->layout; /* y is staged into x's layout */
+    key->dtype = (int32_t)x->dtype;
     return TP_OK;
 }
 
@@ -161,7 +169,7 @@ static tp_status descs_make(cuda_backend *b, const tp_conv_desc *d, const tp_ten
     if ((st = CUDA_DNN(cudnnCreateFilterDescriptor(&cd->w))))
         goto fail;
     cudnnTensorFormat_t wfmt = w->layout == TP_LAYOUT_NHWC ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
-    if ((st = CUDA_DNN(cudnnSetFilter4dDescriptor(cd->w, CUDNN_DATA_FLOAT, wfmt,
+    if ((st = CUDA_DNN(cudnnSetFilter4dDescriptor(cd->w, cuda_dnn_type(w->dtype), wfmt,
                                                   (int)w->shape[0], (int)w->shape[1],
                                                   (int)w->shape[2], (int)w->shape[3]))))
         goto fail;
@@ -299,6 +307,14 @@ static tp_status select_algo(cuda_backend *b, cuda_conv_op op, const cuda_algo_k
                          (int)b->precision, b->workspace_limit >> 20, n);
 }
 
+/* A 4-D activation's dims and memory order for the own kernels. */
+static ck_shape conv_shape(const tp_tensor *t)
+{
+    ck_shape s = {t->shape[0], t->shape[1], t->shape[2], t->shape[3],
+                  t->layout == TP_LAYOUT_NHWC};
+    return s;
+}
+
 /* Ends the views that began (have[i]), storing outputs when all went well; keeps the first
  * error. */
 static tp_status end_views(cuda_backend *b, tp_status st, tp_tensor *views,
@@ -327,7 +343,7 @@ static tp_status forward_in(cuda_backend *b, const tp_conv_desc *d, cuda_algo_ke
     cudnnTensorDescriptor_t bd = NULL;
     tp_status st = TP_OK;
     for (int i = 0; i < 3 && !st; i++)
-        if (!(st = cuda_view_begin(b, orig[i], L, load[i], &v[i])))
+        if (!(st = cuda_view_begin_as(b, orig[i], L, x->dtype, load[i], &v[i])))
             have[i] = 1;
     if (st)
         goto done;
@@ -343,7 +359,10 @@ static tp_status forward_in(cuda_backend *b, const tp_conv_desc *d, cuda_algo_ke
                                                cd.conv, (cudnnConvolutionFwdAlgo_t)algo.algo,
                                                ws, algo.workspace, &zero, cd.y, v[2].data))))
         goto done;
-    if (bias) {
+    if (bias && v[2].dtype != TP_DTYPE_F32) { /* cuDNN adds no f32 bias to bf16 */
+        st = CUDA_RT(ck_add_channel_bias((int)v[2].dtype, v[2].data, conv_shape(&v[2]),
+                                         bias->data, b->compute));
+    } else if (bias) {
         if ((st = cuda_tensor_desc(b, bias, &bd)))
             goto done;
         st = CUDA_DNN(cudnnAddTensor(b->cudnn, &one, bd, bias->data, &one, cd.y, v[2].data));
@@ -368,7 +387,7 @@ static tp_status backward_data_in(cuda_backend *b, const tp_conv_desc *d, cuda_a
     conv_descs cd = {0};
     tp_status st = TP_OK;
     for (int i = 0; i < 3 && !st; i++)
-        if (!(st = cuda_view_begin(b, orig[i], L, load[i], &v[i])))
+        if (!(st = cuda_view_begin_as(b, orig[i], L, dx->dtype, load[i], &v[i])))
             have[i] = 1;
     if (st)
         goto done;
@@ -402,7 +421,7 @@ static tp_status backward_filter_in(cuda_backend *b, const tp_conv_desc *d, cuda
     cudnnTensorDescriptor_t bd = NULL;
     tp_status st = TP_OK;
     for (int i = 0; i < 3 && !st; i++)
-        if (!(st = cuda_view_begin(b, orig[i], L, load[i], &v[i])))
+        if (!(st = cuda_view_begin_as(b, orig[i], L, x->dtype, load[i], &v[i])))
             have[i] = 1;
     if (st)
         goto done;
@@ -419,7 +438,10 @@ static tp_status backward_filter_in(cuda_backend *b, const tp_conv_desc *d, cuda
              (cudnnConvolutionBwdFilterAlgo_t)algo.algo, ws, algo.workspace, &zero, cd.w,
              v[1].data))))
         goto done;
-    if (dbias) {
+    if (dbias && v[2].dtype != TP_DTYPE_F32) {
+        st = CUDA_RT(ck_channel_sums((int)v[2].dtype, v[2].data, conv_shape(&v[2]), dbias->data,
+                                     b->compute));
+    } else if (dbias) {
         if ((st = cuda_tensor_desc(b, dbias, &bd)))
             goto done;
         st = CUDA_DNN(cudnnConvolutionBackwardBias(b->cudnn, &one, cd.y, v[2].data, &zero, bd,

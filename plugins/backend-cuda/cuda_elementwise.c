@@ -1,7 +1,8 @@
 /* backend-cuda: elementwise operations, global average pooling, the ResNet shortcut-A
  * subsample/pad, and the arithmetic optimizers and metrics compose (axpby, scale,
  * sum_squares). All are our own kernels (cuda_kernels.cu) on the compute stream. ReLU and
- * add accept inputs in another layout than their output through layout views. */
+ * add accept inputs in another layout than their output through layout views. ReLU, add,
+ * the pool's x / dx and subsample/pad take f32 or bf16 activations (SDK API 1.5). */
 #include "config.h"
 
 #include "backend_cuda.h"
@@ -18,14 +19,15 @@ static ck_shape shape_of(const tp_tensor *t)
 tp_status cuda_relu_forward(cuda_backend *b, const tp_tensor *x, tp_tensor *y)
 {
     tp_status st;
-    if ((st = cuda_need_f32(b, "relu_forward", "x", x)) ||
-        (st = cuda_need_f32(b, "relu_forward", "y", y)) ||
+    if ((st = cuda_need_act(b, "relu_forward", "x", x)) ||
+        (st = cuda_need_act(b, "relu_forward", "y", y)) ||
         (st = cuda_need_same(b, "relu_forward", "x", x, "y", y)))
         return st;
     tp_tensor xv;
     if ((st = cuda_view_begin(b, x, y->layout, 1, &xv)))
         return st;
-    st = CUDA_RT(ck_relu_forward(xv.data, y->data, tp_tensor_count(x), b->compute));
+    st = CUDA_RT(ck_relu_forward((int)x->dtype, xv.data, y->data, tp_tensor_count(x),
+                                 b->compute));
     tp_status st2 = cuda_view_end(b, &xv, x, 0);
     return st ? st : st2;
 }
@@ -34,9 +36,9 @@ tp_status cuda_relu_backward(cuda_backend *b, const tp_tensor *y, const tp_tenso
                              tp_tensor *dx)
 {
     tp_status st;
-    if ((st = cuda_need_f32(b, "relu_backward", "y", y)) ||
-        (st = cuda_need_f32(b, "relu_backward", "dy", dy)) ||
-        (st = cuda_need_f32(b, "relu_backward", "dx", dx)) ||
+    if ((st = cuda_need_act(b, "relu_backward", "y", y)) ||
+        (st = cuda_need_act(b, "relu_backward", "dy", dy)) ||
+        (st = cuda_need_act(b, "relu_backward", "dx", dx)) ||
         (st = cuda_need_same(b, "relu_backward", "y", y, "dy", dy)) ||
         (st = cuda_need_same(b, "relu_backward", "y", y, "dx", dx)))
         return st;
@@ -44,8 +46,8 @@ tp_status cuda_relu_backward(cuda_backend *b, const tp_tensor *y, const tp_tenso
     if ((st = cuda_view_begin(b, y, dx->layout, 1, &yv)))
         return st;
     if (!(st = cuda_view_begin(b, dy, dx->layout, 1, &dyv))) {
-        st = CUDA_RT(ck_relu_backward(yv.data, dyv.data, dx->data, tp_tensor_count(y),
-                                      b->compute));
+        st = CUDA_RT(ck_relu_backward((int)y->dtype, yv.data, dyv.data, dx->data,
+                                      tp_tensor_count(y), b->compute));
         tp_status st2 = cuda_view_end(b, &dyv, dy, 0);
         st = st ? st : st2;
     }
@@ -58,8 +60,8 @@ static tp_status add_maybe_relu(cuda_backend *b, const char *op, const tp_tensor
                                 const tp_tensor *bt, tp_tensor *y, int relu)
 {
     tp_status st;
-    if ((st = cuda_need_f32(b, op, "a", a)) || (st = cuda_need_f32(b, op, "b", bt)) ||
-        (st = cuda_need_f32(b, op, "y", y)) || (st = cuda_need_same(b, op, "a", a, "b", bt)) ||
+    if ((st = cuda_need_act(b, op, "a", a)) || (st = cuda_need_act(b, op, "b", bt)) ||
+        (st = cuda_need_act(b, op, "y", y)) || (st = cuda_need_same(b, op, "a", a, "b", bt)) ||
         (st = cuda_need_same(b, op, "a", a, "y", y)))
         return st;
     /* An input aliasing y has y's layout, so it is never copied: in-place adds stay safe. */
@@ -68,8 +70,9 @@ static tp_status add_maybe_relu(cuda_backend *b, const char *op, const tp_tensor
         return st;
     if (!(st = cuda_view_begin(b, bt, y->layout, 1, &bv))) {
         int64_t n = tp_tensor_count(a);
-        st = CUDA_RT(relu ? ck_add_relu(av.data, bv.data, y->data, n, b->compute)
-                          : ck_add(av.data, bv.data, y->data, n, b->compute));
+        int dt = (int)a->dtype;
+        st = CUDA_RT(relu ? ck_add_relu(dt, av.data, bv.data, y->data, n, b->compute)
+                          : ck_add(dt, av.data, bv.data, y->data, n, b->compute));
         tp_status st2 = cuda_view_end(b, &bv, bt, 0);
         st = st ? st : st2;
     }
@@ -90,7 +93,7 @@ tp_status cuda_add_relu(cuda_backend *b, const tp_tensor *a, const tp_tensor *bt
 tp_status cuda_global_avgpool_forward(cuda_backend *b, const tp_tensor *x, tp_tensor *y)
 {
     tp_status st;
-    if ((st = cuda_need_f32(b, "global_avgpool_forward", "x", x)) ||
+    if ((st = cuda_need_act(b, "global_avgpool_forward", "x", x)) ||
         (st = cuda_need_f32(b, "global_avgpool_forward", "y", y)))
         return st;
     if (x->ndim != 4)
@@ -99,14 +102,14 @@ tp_status cuda_global_avgpool_forward(cuda_backend *b, const tp_tensor *x, tp_te
         return st;
     if (x->shape[2] * x->shape[3] == 0)
         return b->host->fail(b->host, TP_ERR_INVALID, "global_avgpool_forward: empty image");
-    return CUDA_RT(ck_gap_forward(x->data, shape_of(x), y->data, b->compute));
+    return CUDA_RT(ck_gap_forward((int)x->dtype, x->data, shape_of(x), y->data, b->compute));
 }
 
 tp_status cuda_global_avgpool_backward(cuda_backend *b, const tp_tensor *dy, tp_tensor *dx)
 {
     tp_status st;
     if ((st = cuda_need_f32(b, "global_avgpool_backward", "dy", dy)) ||
-        (st = cuda_need_f32(b, "global_avgpool_backward", "dx", dx)))
+        (st = cuda_need_act(b, "global_avgpool_backward", "dx", dx)))
         return st;
     if (dx->ndim != 4)
         return b->host->fail(b->host, TP_ERR_INVALID,
@@ -114,7 +117,8 @@ tp_status cuda_global_avgpool_backward(cuda_backend *b, const tp_tensor *dy, tp_
     if ((st = cuda_need_count(b, "global_avgpool_backward", "dy", dy,
                               dx->shape[0] * dx->shape[1])))
         return st;
-    return CUDA_RT(ck_gap_backward(dy->data, dx->data, shape_of(dx), b->compute));
+    return CUDA_RT(ck_gap_backward((int)dx->dtype, dy->data, dx->data, shape_of(dx),
+                                   b->compute));
 }
 
 static tp_status check_subsample(cuda_backend *b, const char *op, int stride,
@@ -122,8 +126,11 @@ static tp_status check_subsample(cuda_backend *b, const char *op, int stride,
                                  const char *yname)
 {
     tp_status st;
-    if ((st = cuda_need_f32(b, op, xname, x)) || (st = cuda_need_f32(b, op, yname, y)))
+    if ((st = cuda_need_act(b, op, xname, x)) || (st = cuda_need_act(b, op, yname, y)))
         return st;
+    if (x->dtype != y->dtype)
+        return b->host->fail(b->host, TP_ERR_INVALID, "%s: %s is %s but %s is %s", op, xname,
+                             tp_dtype_name(x->dtype), yname, tp_dtype_name(y->dtype));
     if (stride < 1)
         return b->host->fail(b->host, TP_ERR_INVALID, "%s: stride %d must be >= 1", op, stride);
     if (x->ndim != 4 || y->ndim != 4)
@@ -144,8 +151,8 @@ tp_status cuda_subsample_pad_forward(cuda_backend *b, int stride, const tp_tenso
     tp_status st = check_subsample(b, "subsample_pad_forward", stride, x, "x", y, "y");
     if (st)
         return st;
-    return CUDA_RT(ck_subsample_pad_forward(x->data, shape_of(x), y->data, shape_of(y), stride,
-                                            b->compute));
+    return CUDA_RT(ck_subsample_pad_forward((int)x->dtype, x->data, shape_of(x), y->data,
+                                            shape_of(y), stride, b->compute));
 }
 
 tp_status cuda_subsample_pad_backward(cuda_backend *b, int stride, const tp_tensor *dy,
@@ -154,8 +161,8 @@ tp_status cuda_subsample_pad_backward(cuda_backend *b, int stride, const tp_tens
     tp_status st = check_subsample(b, "subsample_pad_backward", stride, dx, "dx", dy, "dy");
     if (st)
         return st;
-    return CUDA_RT(ck_subsample_pad_backward(dy->data, shape_of(dy), dx->data, shape_of(dx),
-                                             stride, b->compute));
+    return CUDA_RT(ck_subsample_pad_backward((int)dy->dtype, dy->data, shape_of(dy), dx->data,
+                                             shape_of(dx), stride, b->compute));
 }
 
 tp_status cuda_axpby(cuda_backend *b, double alpha, const tp_tensor *x, double beta,

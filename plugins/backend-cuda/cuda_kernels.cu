@@ -123,41 +123,155 @@ __global__ void fill_i32_kernel(int32_t *p, int64_t count, int32_t value)
     }
 }
 
+/* ------------------------------------------------------------------ activation dtypes */
+
+/* Activation tensors are f32 or bf16 (SDK API 1.5); arithmetic is f32 and results are
+ * rounded to the storage type to nearest even (convert_value). */
+template <typename T> __device__ __forceinline__ float to_float(T v) { return (float)v; }
+template <> __device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v)
+{
+    return __bfloat162float(v);
+}
+
+/* Index arithmetic in I: 32-bit where the tensor allows (64-bit division is a long
+ * instruction sequence, and the gather kernels below divide per element). */
+template <typename I>
+__device__ __forceinline__ I offset4t(const ck_shape &s, I n, I c, I h, I w)
+{
+    const I C = (I)s.c, H = (I)s.h, W = (I)s.w;
+    return s.nhwc ? ((n * H + h) * W + w) * C + c : ((n * C + c) * H + h) * W + w;
+}
+
+template <typename I>
+__device__ __forceinline__ void coords4t(const ck_shape &s, I i, I &n, I &c, I &h, I &w)
+{
+    const I C = (I)s.c, H = (I)s.h, W = (I)s.w;
+    if (s.nhwc) {
+        c = i % C;
+        i /= C;
+        w = i % W;
+        i /= W;
+        h = i % H;
+        n = i / H;
+    } else {
+        w = i % W;
+        i /= W;
+        h = i % H;
+        i /= H;
+        c = i % C;
+        n = i / C;
+    }
+}
+
+#define GRID_STRIDE_T(I, i, count)                                                     \
+    for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < (I)(count);               \
+         i += (I)blockDim.x * gridDim.x)
+
+/* dst (dst dtype, ds order) = src (src dtype, ss order), rounded to nearest even. */
+template <typename S, typename D, typename I>
+__global__ void convert_kernel(const S *src, ck_shape ss, D *dst, ck_shape ds, int64_t count)
+{
+    GRID_STRIDE_T(I, i, count)
+    {
+        I at = i;
+        if (ss.nhwc != ds.nhwc) {
+            I n, c, h, w;
+            coords4t<I>(ds, i, n, c, h, w);
+            at = offset4t<I>(ss, n, c, h, w);
+        }
+        dst[i] = convert_value<D>(to_float(src[at]));
+    }
+}
+
+struct relu_op {
+    __device__ float operator()(float x, float) const { return x > 0.0f ? x : 0.0f; }
+};
+struct relu_grad_op { /* (y, dy) */
+    __device__ float operator()(float y, float dy) const { return y > 0.0f ? dy : 0.0f; }
+};
+struct add_op {
+    __device__ float operator()(float a, float b) const { return a + b; }
+};
+struct add_relu_op {
+    __device__ float operator()(float a, float b) const
+    {
+        float v = a + b;
+        return v > 0.0f ? v : 0.0f;
+    }
+};
+
+/* y[i] = op(a[i], b[i]); 16-byte packs when `packed` (all three 16-byte aligned), the rest
+ * one by one. y may alias a or b: each element is read and written by one thread. */
+template <typename T, typename Op>
+__global__ void binary_kernel(const T *a, const T *b, T *y, int64_t count, int packed, Op op)
+{
+    constexpr int P = 16 / sizeof(T);
+    const int64_t packs = packed ? count / P : 0;
+    GRID_STRIDE(i, packs)
+    {
+        uint4 ua = reinterpret_cast<const uint4 *>(a)[i];
+        uint4 ub = reinterpret_cast<const uint4 *>(b)[i];
+        uint4 uy;
+        const T *ea = reinterpret_cast<const T *>(&ua);
+        const T *eb = reinterpret_cast<const T *>(&ub);
+        T *ey = reinterpret_cast<T *>(&uy);
+#pragma unroll
+        for (int k = 0; k < P; k++)
+            ey[k] = convert_value<T>(op(to_float(ea[k]), to_float(eb[k])));
+        reinterpret_cast<uint4 *>(y)[i] = uy;
+    }
+    GRID_STRIDE(j, count - packs * P)
+    {
+        int64_t i = packs * P + j;
+        y[i] = convert_value<T>(op(to_float(a[i]), to_float(b[i])));
+    }
+}
+
+template <typename T, typename Op>
+cudaError_t launch_binary(const void *a, const void *b, void *y, int64_t count, Op op,
+                          cudaStream_t stream)
+{
+    if (count == 0)
+        return cudaSuccess;
+    const int P = 16 / sizeof(T);
+    int packed = (((uintptr_t)a | (uintptr_t)b | (uintptr_t)y) & 15u) == 0;
+    binary_kernel<T, Op><<<grid_for(packed ? count / P + 1 : count), CK_THREADS, 0, stream>>>(
+        (const T *)a, (const T *)b, (T *)y, count, packed, op);
+    return cudaGetLastError();
+}
+
+template <typename Op>
+cudaError_t binary(int dtype, const void *a, const void *b, void *y, int64_t count, Op op,
+                   cudaStream_t stream)
+{
+    switch (dtype) {
+    case CK_F32: return launch_binary<float>(a, b, y, count, op, stream);
+    case CK_BF16: return launch_binary<__nv_bfloat16>(a, b, y, count, op, stream);
+    }
+    return cudaErrorInvalidValue;
+}
+
+/* Runs BODY with T bound to the storage type of activation dtype `dtype`. */
+#define CK_WITH_ACT_TYPE(dtype, BODY)                                                          \
+    switch (dtype) {                                                                           \
+    case CK_F32: {                                                                             \
+        typedef float T;                                                                       \
+        BODY;                                                                                  \
+        break;                                                                                 \
+    }                                                                                          \
+    case CK_BF16: {                                                                            \
+        typedef __nv_bfloat16 T;                                                               \
+        BODY;                                                                                  \
+        break;                                                                                 \
+    }                                                                                          \
+    default:                                                                                   \
+        return cudaErrorInvalidValue;                                                          \
+    }
+
+/* Whether every index of a tensor of `count` elements fits in 32 bits. */
+inline bool fits32(int64_t count) { return count < ((int64_t)1 << 31); }
+
 /* ------------------------------------------------------------------ elementwise */
-
-__global__ void relu_forward_kernel(const float *x, float *y, int64_t count)
-{
-    GRID_STRIDE(i, count)
-    {
-        float v = x[i];
-        y[i] = v > 0.0f ? v : 0.0f;
-    }
-}
-
-__global__ void relu_backward_kernel(const float *y, const float *dy, float *dx, int64_t count)
-{
-    GRID_STRIDE(i, count)
-    {
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-    }
-}
-
-__global__ void add_kernel(const float *a, const float *b, float *y, int64_t count)
-{
-    GRID_STRIDE(i, count)
-    {
-        y[i] = a[i] + b[i];
-    }
-}
-
-__global__ void add_relu_kernel(const float *a, const float *b, float *y, int64_t count)
-{
-    GRID_STRIDE(i, count)
-    {
-        float v = a[i] + b[i];
-        y[i] = v > 0.0f ? v : 0.0f;
-    }
-}
 
 __global__ void axpby_kernel(float alpha, const float *x, float beta, float *y, int64_t count)
 {
@@ -202,7 +316,8 @@ __global__ void sum_partials_kernel(const double *partials, int n, float *out)
 
 /* ------------------------------------------------------------------ pooling */
 
-__global__ void gap_forward_kernel(const float *x, ck_shape xs, float *y)
+template <typename T>
+__global__ void gap_forward_kernel(const T *x, ck_shape xs, float *y)
 {
     int64_t count = xs.n * xs.c;
     GRID_STRIDE(i, count)
@@ -211,20 +326,86 @@ __global__ void gap_forward_kernel(const float *x, ck_shape xs, float *y)
         double acc = 0.0;
         for (int64_t h = 0; h < xs.h; h++)
             for (int64_t w = 0; w < xs.w; w++)
-                acc += x[offset4(xs, n, c, h, w)];
+                acc += to_float(x[offset4(xs, n, c, h, w)]);
         y[i] = (float)(acc / (double)(xs.h * xs.w));
     }
 }
 
-__global__ void gap_backward_kernel(const float *dy, float *dx, ck_shape s)
+template <typename T, typename I>
+__global__ void gap_backward_kernel(const float *dy, T *dx, ck_shape s)
 {
     int64_t count = s.n * s.c * s.h * s.w;
     float inv = 1.0f / (float)(s.h * s.w);
-    GRID_STRIDE(i, count)
+    GRID_STRIDE_T(I, i, count)
     {
-        int64_t n, c, h, w;
-        coords4(s, i, n, c, h, w);
-        dx[i] = dy[n * s.c + c] * inv;
+        I n, c, h, w;
+        coords4t<I>(s, i, n, c, h, w);
+        dx[i] = convert_value<T>(dy[n * (I)s.c + c] * inv);
+    }
+}
+
+/* The output windows [lo, hi] (one dimension) that contain input cell `at`. */
+template <typename I>
+__device__ __forceinline__ void windows_of(I at, int k, int stride, int pad, I out_size, I &lo,
+                                           I &hi)
+{
+    I t = at + pad - k + 1;
+    lo = t <= 0 ? 0 : (t + stride - 1) / stride;
+    hi = (at + pad) / stride;
+    if (hi > out_size - 1)
+        hi = out_size - 1;
+}
+
+/* Max (first maximum wins, which only matters for backward) or average excluding padding;
+ * with 0 <= pad < kernel every window holds at least one input cell. */
+template <typename T, typename I>
+__global__ void pool_forward_kernel(const T *x, ck_shape xs, T *y, ck_shape ys, ck_pool p,
+                                    int average)
+{
+    int64_t count = ys.n * ys.c * ys.h * ys.w;
+    GRID_STRIDE_T(I, i, count)
+    {
+        I n, c, oh, ow;
+        coords4t<I>(ys, i, n, c, oh, ow);
+        I h0 = oh * p.sh - p.ph, w0 = ow * p.sw - p.pw;
+        I h_lo = h0 < 0 ? 0 : h0, w_lo = w0 < 0 ? 0 : w0;
+        I h_hi = h0 + p.kh < (I)xs.h ? h0 + p.kh : (I)xs.h;
+        I w_hi = w0 + p.kw < (I)xs.w ? w0 + p.kw : (I)xs.w;
+        float acc = average ? 0.0f : -INFINITY;
+        for (I h = h_lo; h < h_hi; h++)
+            for (I w = w_lo; w < w_hi; w++) {
+                float v = to_float(x[offset4t<I>(xs, n, c, h, w)]);
+                acc = average ? acc + v : (v > acc ? v : acc);
+            }
+        if (average)
+            acc /= (float)((h_hi - h_lo) * (w_hi - w_lo));
+        y[i] = convert_value<T>(acc);
+    }
+}
+
+/* dx of average pooling as a gather: each cell sums dy / (cells of the window) over the
+ * windows containing it, in a fixed order. */
+template <typename T, typename I>
+__global__ void avgpool_backward_kernel(const T *dy, ck_shape ys, T *dx, ck_shape xs, ck_pool p)
+{
+    int64_t count = xs.n * xs.c * xs.h * xs.w;
+    GRID_STRIDE_T(I, i, count)
+    {
+        I n, c, ih, iw, oh_lo, oh_hi, ow_lo, ow_hi;
+        coords4t<I>(xs, i, n, c, ih, iw);
+        windows_of<I>(ih, p.kh, p.sh, p.ph, (I)ys.h, oh_lo, oh_hi);
+        windows_of<I>(iw, p.kw, p.sw, p.pw, (I)ys.w, ow_lo, ow_hi);
+        float acc = 0.0f;
+        for (I oh = oh_lo; oh <= oh_hi; oh++) {
+            I h0 = oh * p.sh - p.ph;
+            I rows = (h0 + p.kh < (I)xs.h ? h0 + p.kh : (I)xs.h) - (h0 < 0 ? 0 : h0);
+            for (I ow = ow_lo; ow <= ow_hi; ow++) {
+                I w0 = ow * p.sw - p.pw;
+                I cols = (w0 + p.kw < (I)xs.w ? w0 + p.kw : (I)xs.w) - (w0 < 0 ? 0 : w0);
+                acc += to_float(dy[offset4t<I>(ys, n, c, oh, ow)]) / (float)(rows * cols);
+            }
+        }
+        dx[i] = convert_value<T>(acc);
     }
 }
 
@@ -232,26 +413,27 @@ __global__ void gap_backward_kernel(const float *dy, float *dx, ck_shape s)
  * padding excluded; CK_NO_ARGMAX for a window that lies wholly in the padding. */
 #define CK_NO_ARGMAX (CK_MAXPOOL_MAX_WINDOW + 1)
 
-__global__ void maxpool_argmax_kernel(const float *x, ck_shape xs, ck_shape ys, uint8_t *arg,
+template <typename T, typename I>
+__global__ void maxpool_argmax_kernel(const T *x, ck_shape xs, ck_shape ys, uint8_t *arg,
                                       ck_pool p)
 {
     int64_t count = ys.n * ys.c * ys.h * ys.w;
-    GRID_STRIDE(i, count)
+    GRID_STRIDE_T(I, i, count)
     {
-        int64_t n, c, oh, ow;
-        coords4(ys, i, n, c, oh, ow);
-        int64_t h0 = oh * p.sh - p.ph, w0 = ow * p.sw - p.pw;
+        I n, c, oh, ow;
+        coords4t<I>(ys, i, n, c, oh, ow);
+        I h0 = oh * p.sh - p.ph, w0 = ow * p.sw - p.pw;
         int best_at = CK_NO_ARGMAX;
         float best = 0.0f;
         for (int kh = 0; kh < p.kh; kh++) {
-            int64_t h = h0 + kh;
-            if (h < 0 || h >= xs.h)
+            I h = h0 + kh;
+            if (h < 0 || h >= (I)xs.h)
                 continue;
             for (int kw = 0; kw < p.kw; kw++) {
-                int64_t w = w0 + kw;
-                if (w < 0 || w >= xs.w)
+                I w = w0 + kw;
+                if (w < 0 || w >= (I)xs.w)
                     continue;
-                float v = x[offset4(xs, n, c, h, w)];
+                float v = to_float(x[offset4t<I>(xs, n, c, h, w)]);
                 if (best_at == CK_NO_ARGMAX || v > best) {
                     best = v;
                     best_at = kh * p.kw + kw;
@@ -263,36 +445,57 @@ __global__ void maxpool_argmax_kernel(const float *x, ck_shape xs, ck_shape ys, 
 }
 
 /* Each dx cell sums dy over the windows whose recorded first maximum is that cell. */
-__global__ void maxpool_backward_kernel(const uint8_t *arg, const float *dy, ck_shape ys,
-                                        float *dx, ck_shape xs, ck_pool p)
+template <typename T, typename I>
+__global__ void maxpool_backward_kernel(const uint8_t *arg, const T *dy, ck_shape ys, T *dx,
+                                        ck_shape xs, ck_pool p)
 {
     int64_t count = xs.n * xs.c * xs.h * xs.w;
-    GRID_STRIDE(i, count)
+    GRID_STRIDE_T(I, i, count)
     {
-        int64_t n, c, ih, iw;
-        coords4(xs, i, n, c, ih, iw);
-        /* Output windows that contain (ih, iw). */
-        int64_t t = ih + p.ph - p.kh + 1;
-        int64_t oh_lo = t <= 0 ? 0 : (t + p.sh - 1) / p.sh;
-        int64_t oh_hi = (ih + p.ph) / p.sh;
-        if (oh_hi > ys.h - 1)
-            oh_hi = ys.h - 1;
-        t = iw + p.pw - p.kw + 1;
-        int64_t ow_lo = t <= 0 ? 0 : (t + p.sw - 1) / p.sw;
-        int64_t ow_hi = (iw + p.pw) / p.sw;
-        if (ow_hi > ys.w - 1)
-            ow_hi = ys.w - 1;
+        I n, c, ih, iw, oh_lo, oh_hi, ow_lo, ow_hi;
+        coords4t<I>(xs, i, n, c, ih, iw);
+        windows_of<I>(ih, p.kh, p.sh, p.ph, (I)ys.h, oh_lo, oh_hi);
+        windows_of<I>(iw, p.kw, p.sw, p.pw, (I)ys.w, ow_lo, ow_hi);
         float acc = 0.0f;
-        for (int64_t oh = oh_lo; oh <= oh_hi; oh++) {
-            for (int64_t ow = ow_lo; ow <= ow_hi; ow++) {
-                int64_t local = (ih - (oh * p.sh - p.ph)) * p.kw + (iw - (ow * p.sw - p.pw));
-                int64_t at = offset4(ys, n, c, oh, ow);
+        for (I oh = oh_lo; oh <= oh_hi; oh++) {
+            for (I ow = ow_lo; ow <= ow_hi; ow++) {
+                I local = (ih - (oh * p.sh - p.ph)) * p.kw + (iw - (ow * p.sw - p.pw));
+                I at = offset4t<I>(ys, n, c, oh, ow);
                 if (arg[at] == local)
-                    acc += dy[at];
+                    acc += to_float(dy[at]);
             }
         }
-        dx[i] = acc;
+        dx[i] = convert_value<T>(acc);
     }
+}
+
+/* Convolution bias on an activation of any layout: y[n,c,h,w] += bias[c]; db[c] = sum of dy
+ * over (n, h, w), one block per channel, in a fixed order. */
+template <typename T, typename I>
+__global__ void add_channel_bias_kernel(T *y, ck_shape s, const float *bias)
+{
+    int64_t count = s.n * s.c * s.h * s.w;
+    GRID_STRIDE_T(I, i, count)
+    {
+        I n, c, h, w;
+        coords4t<I>(s, i, n, c, h, w);
+        y[i] = convert_value<T>(to_float(y[i]) + bias[c]);
+    }
+}
+
+template <typename T>
+__global__ void channel_sums_kernel(const T *dy, ck_shape s, float *db)
+{
+    __shared__ double shared[CK_THREADS];
+    const int64_t c = blockIdx.x, per = s.n * s.h * s.w;
+    double acc = 0.0;
+    for (int64_t j = threadIdx.x; j < per; j += CK_THREADS) {
+        int64_t hw = s.h * s.w, n = j / hw, h = (j % hw) / s.w, w = j % s.w;
+        acc += to_float(dy[offset4(s, n, c, h, w)]);
+    }
+    double total = block_sum(acc, shared);
+    if (threadIdx.x == 0)
+        db[c] = (float)total;
 }
 
 /* ------------------------------------------------------------------ linear helpers */
@@ -402,7 +605,8 @@ __global__ void topk_correct_kernel(const float *logits, const int32_t *labels, 
 
 /* ------------------------------------------------------------------ shortcut A */
 
-__global__ void subsample_pad_forward_kernel(const float *x, ck_shape xs, float *y, ck_shape ys,
+template <typename T>
+__global__ void subsample_pad_forward_kernel(const T *x, ck_shape xs, T *y, ck_shape ys,
                                              int stride)
 {
     int64_t count = ys.n * ys.c * ys.h * ys.w;
@@ -410,12 +614,13 @@ __global__ void subsample_pad_forward_kernel(const float *x, ck_shape xs, float 
     {
         int64_t n, c, h, w;
         coords4(ys, i, n, c, h, w);
-        y[i] = c < xs.c ? x[offset4(xs, n, c, h * stride, w * stride)] : 0.0f;
+        y[i] = c < xs.c ? x[offset4(xs, n, c, h * stride, w * stride)] : convert_value<T>(0.0f);
     }
 }
 
-__global__ void subsample_pad_backward_kernel(const float *dy, ck_shape ys, float *dx,
-                                              ck_shape xs, int stride)
+template <typename T>
+__global__ void subsample_pad_backward_kernel(const T *dy, ck_shape ys, T *dx, ck_shape xs,
+                                              int stride)
 {
     int64_t count = xs.n * xs.c * xs.h * xs.w;
     GRID_STRIDE(i, count)
@@ -424,7 +629,7 @@ __global__ void subsample_pad_backward_kernel(const float *dy, ck_shape ys, floa
         coords4(xs, i, n, c, h, w);
         dx[i] = (h % stride == 0 && w % stride == 0)
                     ? dy[offset4(ys, n, c, h / stride, w / stride)]
-                    : 0.0f;
+                    : convert_value<T>(0.0f);
     }
 }
 
@@ -605,38 +810,57 @@ cudaError_t ck_fill(void *p, int64_t count, int dtype, double value, cudaStream_
     return cudaGetLastError();
 }
 
-cudaError_t ck_relu_forward(const float *x, float *y, int64_t count, cudaStream_t stream)
+cudaError_t ck_convert(const void *src, int src_dtype, ck_shape ss, void *dst, int dst_dtype,
+                       int dst_nhwc, cudaStream_t stream)
 {
+    ck_shape ds = ss;
+    ds.nhwc = dst_nhwc;
+    int64_t count = ds.n * ds.c * ds.h * ds.w;
     if (count == 0)
         return cudaSuccess;
-    relu_forward_kernel<<<grid_for(count), CK_THREADS, 0, stream>>>(x, y, count);
+    unsigned g = grid_for(count);
+    bool small = fits32(count);
+#define CK_CONVERT(S, D)                                                                       \
+    do {                                                                                       \
+        if (small)                                                                             \
+            convert_kernel<S, D, int32_t><<<g, CK_THREADS, 0, stream>>>((const S *)src, ss,   \
+                                                                        (D *)dst, ds, count);  \
+        else                                                                                   \
+            convert_kernel<S, D, int64_t><<<g, CK_THREADS, 0, stream>>>((const S *)src, ss,   \
+                                                                        (D *)dst, ds, count);  \
+    } while (0)
+    if (src_dtype == CK_F32 && dst_dtype == CK_BF16)
+        CK_CONVERT(float, __nv_bfloat16);
+    else if (src_dtype == CK_BF16 && dst_dtype == CK_F32)
+        CK_CONVERT(__nv_bfloat16, float);
+    else
+        return cudaErrorInvalidValue;
+#undef CK_CONVERT
     return cudaGetLastError();
 }
 
-cudaError_t ck_relu_backward(const float *y, const float *dy, float *dx, int64_t count,
+cudaError_t ck_relu_forward(int dtype, const void *x, void *y, int64_t count,
+                            cudaStream_t stream)
+{
+    return binary(dtype, x, x, y, count, relu_op(), stream);
+}
+
+cudaError_t ck_relu_backward(int dtype, const void *y, const void *dy, void *dx, int64_t count,
                              cudaStream_t stream)
 {
-    if (count == 0)
-        return cudaSuccess;
-    relu_backward_kernel<<<grid_for(count), CK_THREADS, 0, stream>>>(y, dy, dx, count);
-    return cudaGetLastError();
+    return binary(dtype, y, dy, dx, count, relu_grad_op(), stream);
 }
 
-cudaError_t ck_add(const float *a, const float *b, float *y, int64_t count, cudaStream_t stream)
+cudaError_t ck_add(int dtype, const void *a, const void *b, void *y, int64_t count,
+                   cudaStream_t stream)
 {
-    if (count == 0)
-        return cudaSuccess;
-    add_kernel<<<grid_for(count), CK_THREADS, 0, stream>>>(a, b, y, count);
-    return cudaGetLastError();
+    return binary(dtype, a, b, y, count, add_op(), stream);
 }
 
-cudaError_t ck_add_relu(const float *a, const float *b, float *y, int64_t count,
+cudaError_t ck_add_relu(int dtype, const void *a, const void *b, void *y, int64_t count,
                         cudaStream_t stream)
 {
-    if (count == 0)
-        return cudaSuccess;
-    add_relu_kernel<<<grid_for(count), CK_THREADS, 0, stream>>>(a, b, y, count);
-    return cudaGetLastError();
+    return binary(dtype, a, b, y, count, add_relu_op(), stream);
 }
 
 cudaError_t ck_axpby(float alpha, const float *x, float beta, float *y, int64_t count,
@@ -667,26 +891,72 @@ cudaError_t ck_sum_squares(const float *x, int64_t count, double *partials, floa
     return cudaGetLastError();
 }
 
-cudaError_t ck_gap_forward(const float *x, ck_shape xs, float *y, cudaStream_t stream)
+cudaError_t ck_gap_forward(int dtype, const void *x, ck_shape xs, float *y, cudaStream_t stream)
 {
     int64_t count = xs.n * xs.c;
     if (count == 0)
         return cudaSuccess;
-    gap_forward_kernel<<<grid_for(count), CK_THREADS, 0, stream>>>(x, xs, y);
+    CK_WITH_ACT_TYPE(dtype, (gap_forward_kernel<T><<<grid_for(count), CK_THREADS, 0, stream>>>(
+                                (const T *)x, xs, y)));
     return cudaGetLastError();
 }
 
-cudaError_t ck_gap_backward(const float *dy, float *dx, ck_shape dxs, cudaStream_t stream)
+cudaError_t ck_gap_backward(int dtype, const float *dy, void *dx, ck_shape dxs,
+                            cudaStream_t stream)
 {
     int64_t count = dxs.n * dxs.c * dxs.h * dxs.w;
     if (count == 0)
         return cudaSuccess;
-    gap_backward_kernel<<<grid_for(count), CK_THREADS, 0, stream>>>(dy, dx, dxs);
+    unsigned g = grid_for(count);
+    if (fits32(count)) {
+        CK_WITH_ACT_TYPE(dtype, (gap_backward_kernel<T, int32_t><<<g, CK_THREADS, 0, stream>>>(
+                                    dy, (T *)dx, dxs)));
+    } else {
+        CK_WITH_ACT_TYPE(dtype, (gap_backward_kernel<T, int64_t><<<g, CK_THREADS, 0, stream>>>(
+                                    dy, (T *)dx, dxs)));
+    }
     return cudaGetLastError();
 }
 
-cudaError_t ck_maxpool_backward(const float *x, ck_shape xs, const float *dy, ck_shape ys,
-                                float *dx, ck_pool p, uint8_t *argmax, cudaStream_t stream)
+cudaError_t ck_pool_forward(int dtype, const void *x, ck_shape xs, void *y, ck_shape ys,
+                            ck_pool p, int average, cudaStream_t stream)
+{
+    int64_t count = ys.n * ys.c * ys.h * ys.w;
+    if (count == 0)
+        return cudaSuccess;
+    unsigned g = grid_for(count);
+    if (fits32(xs.n * xs.c * xs.h * xs.w) && fits32(count)) {
+        CK_WITH_ACT_TYPE(dtype, (pool_forward_kernel<T, int32_t><<<g, CK_THREADS, 0, stream>>>(
+                                    (const T *)x, xs, (T *)y, ys, p, average)));
+    } else {
+        CK_WITH_ACT_TYPE(dtype, (pool_forward_kernel<T, int64_t><<<g, CK_THREADS, 0, stream>>>(
+                                    (const T *)x, xs, (T *)y, ys, p, average)));
+    }
+    return cudaGetLastError();
+}
+
+cudaError_t ck_avgpool_backward(int dtype, const void *dy, ck_shape ys, void *dx, ck_shape xs,
+                                ck_pool p, cudaStream_t stream)
+{
+    int64_t count = xs.n * xs.c * xs.h * xs.w;
+    if (count == 0)
+        return cudaSuccess;
+    unsigned g = grid_for(count);
+    if (fits32(count)) {
+        CK_WITH_ACT_TYPE(dtype,
+                         (avgpool_backward_kernel<T, int32_t><<<g, CK_THREADS, 0, stream>>>(
+                             (const T *)dy, ys, (T *)dx, xs, p)));
+    } else {
+        CK_WITH_ACT_TYPE(dtype,
+                         (avgpool_backward_kernel<T, int64_t><<<g, CK_THREADS, 0, stream>>>(
+                             (const T *)dy, ys, (T *)dx, xs, p)));
+    }
+    return cudaGetLastError();
+}
+
+cudaError_t ck_maxpool_backward(int dtype, const void *x, ck_shape xs, const void *dy,
+                                ck_shape ys, void *dx, ck_pool p, uint8_t *argmax,
+                                cudaStream_t stream)
 {
     int64_t count = xs.n * xs.c * xs.h * xs.w, out = ys.n * ys.c * ys.h * ys.w;
     if (count == 0)
@@ -695,10 +965,60 @@ cudaError_t ck_maxpool_backward(const float *x, ck_shape xs, const float *dy, ck
         return cudaErrorInvalidValue;
     /* Two passes: each window's maximum found once (not once per cell it covers), then a
      * gather that sums in a fixed order (no atomics, so the bits repeat). */
-    if (out > 0)
-        maxpool_argmax_kernel<<<grid_for(out), CK_THREADS, 0, stream>>>(x, xs, ys, argmax, p);
-    maxpool_backward_kernel<<<grid_for(count), CK_THREADS, 0, stream>>>(argmax, dy, ys, dx,
-                                                                        xs, p);
+    bool small = fits32(count) && fits32(out);
+    if (out > 0) {
+        unsigned g = grid_for(out);
+        if (small) {
+            CK_WITH_ACT_TYPE(dtype,
+                             (maxpool_argmax_kernel<T, int32_t><<<g, CK_THREADS, 0, stream>>>(
+                                 (const T *)x, xs, ys, argmax, p)));
+        } else {
+            CK_WITH_ACT_TYPE(dtype,
+                             (maxpool_argmax_kernel<T, int64_t><<<g, CK_THREADS, 0, stream>>>(
+                                 (const T *)x, xs, ys, argmax, p)));
+        }
+    }
+    unsigned g = grid_for(count);
+    if (small) {
+        CK_WITH_ACT_TYPE(dtype,
+                         (maxpool_backward_kernel<T, int32_t><<<g, CK_THREADS, 0, stream>>>(
+                             argmax, (const T *)dy, ys, (T *)dx, xs, p)));
+    } else {
+        CK_WITH_ACT_TYPE(dtype,
+                         (maxpool_backward_kernel<T, int64_t><<<g, CK_THREADS, 0, stream>>>(
+                             argmax, (const T *)dy, ys, (T *)dx, xs, p)));
+    }
+    return cudaGetLastError();
+}
+
+cudaError_t ck_add_channel_bias(int dtype, void *y, ck_shape s, const float *bias,
+                                cudaStream_t stream)
+{
+    int64_t count = s.n * s.c * s.h * s.w;
+    if (count == 0)
+        return cudaSuccess;
+    unsigned g = grid_for(count);
+    if (fits32(count)) {
+        CK_WITH_ACT_TYPE(dtype,
+                         (add_channel_bias_kernel<T, int32_t><<<g, CK_THREADS, 0, stream>>>(
+                             (T *)y, s, bias)));
+    } else {
+        CK_WITH_ACT_TYPE(dtype,
+                         (add_channel_bias_kernel<T, int64_t><<<g, CK_THREADS, 0, stream>>>(
+                             (T *)y, s, bias)));
+    }
+    return cudaGetLastError();
+}
+
+cudaError_t ck_channel_sums(int dtype, const void *dy, ck_shape s, float *db,
+                            cudaStream_t stream)
+{
+    if (s.c == 0)
+        return cudaSuccess;
+    if (s.c > CK_MAX_BLOCKS)
+        return cudaErrorInvalidValue;
+    CK_WITH_ACT_TYPE(dtype, (channel_sums_kernel<T><<<(unsigned)s.c, CK_THREADS, 0, stream>>>(
+                                (const T *)dy, s, db)));
     return cudaGetLastError();
 }
 
@@ -742,25 +1062,27 @@ cudaError_t ck_topk_correct(const float *logits, const int32_t *labels, int64_t 
     return cudaGetLastError();
 }
 
-cudaError_t ck_subsample_pad_forward(const float *x, ck_shape xs, float *y, ck_shape ys,
-                                     int stride, cudaStream_t stream)
+cudaError_t ck_subsample_pad_forward(int dtype, const void *x, ck_shape xs, void *y,
+                                     ck_shape ys, int stride, cudaStream_t stream)
 {
     int64_t count = ys.n * ys.c * ys.h * ys.w;
     if (count == 0)
         return cudaSuccess;
-    subsample_pad_forward_kernel<<<grid_for(count), CK_THREADS, 0, stream>>>(x, xs, y, ys,
-                                                                             stride);
+    CK_WITH_ACT_TYPE(dtype,
+                     (subsample_pad_forward_kernel<T><<<grid_for(count), CK_THREADS, 0, stream>>>(
+                         (const T *)x, xs, (T *)y, ys, stride)));
     return cudaGetLastError();
 }
 
-cudaError_t ck_subsample_pad_backward(const float *dy, ck_shape ys, float *dx, ck_shape xs,
-                                      int stride, cudaStream_t stream)
+cudaError_t ck_subsample_pad_backward(int dtype, const void *dy, ck_shape ys, void *dx,
+                                      ck_shape xs, int stride, cudaStream_t stream)
 {
     int64_t count = xs.n * xs.c * xs.h * xs.w;
     if (count == 0)
         return cudaSuccess;
-    subsample_pad_backward_kernel<<<grid_for(count), CK_THREADS, 0, stream>>>(dy, ys, dx, xs,
-                                                                              stride);
+    CK_WITH_ACT_TYPE(dtype,
+                     (subsample_pad_backward_kernel<T><<<grid_for(count), CK_THREADS, 0, stream>>>(
+                         (const T *)dy, ys, (T *)dx, xs, stride)));
     return cudaGetLastError();
 }
 

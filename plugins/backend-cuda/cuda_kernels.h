@@ -20,7 +20,10 @@ typedef struct ck_shape {
     int nhwc;
 } ck_shape;
 
-/* Element dtypes for ck_fill, numerically equal to tp_dtype. */
+/* Element dtypes for ck_fill, numerically equal to tp_dtype. The launchers below that take
+ * a `dtype` accept the activation dtypes CK_F32 and CK_BF16 (SDK API 1.5) for their
+ * activation tensors and return cudaErrorInvalidValue for any other; they compute in f32
+ * and round bf16 results to nearest even. */
 enum { CK_F32 = 1, CK_F16 = 2, CK_BF16 = 3, CK_U8 = 4, CK_I32 = 5 };
 
 /* dst = src with the memory order changed; elem_size 1, 2 or 4 bytes. */
@@ -29,12 +32,21 @@ cudaError_t ck_permute(const void *src, ck_shape src_shape, void *dst, int dst_n
 /* Every element of p (count elements of `dtype`) = value, converted to the dtype. */
 cudaError_t ck_fill(void *p, int64_t count, int dtype, double value, cudaStream_t stream);
 
-cudaError_t ck_relu_forward(const float *x, float *y, int64_t count, cudaStream_t stream);
-cudaError_t ck_relu_backward(const float *y, const float *dy, float *dx, int64_t count,
+/* dst (dst_dtype, memory order dst_nhwc) = src (src_dtype, ss): f32 <-> bf16, with or
+ * without a layout change. */
+cudaError_t ck_convert(const void *src, int src_dtype, ck_shape ss, void *dst, int dst_dtype,
+                       int dst_nhwc, cudaStream_t stream);
+
+/* Elementwise on `count` elements of `dtype` in one memory order; outputs may alias inputs. */
+cudaError_t ck_relu_forward(int dtype, const void *x, void *y, int64_t count,
+                            cudaStream_t stream);
+/* dx = y > 0 ? dy : 0. */
+cudaError_t ck_relu_backward(int dtype, const void *y, const void *dy, void *dx, int64_t count,
                              cudaStream_t stream);
-cudaError_t ck_add(const float *a, const float *b, float *y, int64_t count, cudaStream_t stream);
-/* y = max(0, a + b); y may alias a or b. */
-cudaError_t ck_add_relu(const float *a, const float *b, float *y, int64_t count,
+cudaError_t ck_add(int dtype, const void *a, const void *b, void *y, int64_t count,
+                   cudaStream_t stream);
+/* y = max(0, a + b). */
+cudaError_t ck_add_relu(int dtype, const void *a, const void *b, void *y, int64_t count,
                         cudaStream_t stream);
 /* y = alpha * x + beta * y (y is not read when beta == 0). */
 cudaError_t ck_axpby(float alpha, const float *x, float beta, float *y, int64_t count,
@@ -46,9 +58,10 @@ cudaError_t ck_scale(float alpha, float *y, int64_t count, cudaStream_t stream);
 cudaError_t ck_sum_squares(const float *x, int64_t count, double *partials, float *out,
                            cudaStream_t stream);
 
-/* y (N,C) = mean over (H,W) of x; dx[n,c,h,w] = dy[n,c] / (H*W). */
-cudaError_t ck_gap_forward(const float *x, ck_shape xs, float *y, cudaStream_t stream);
-cudaError_t ck_gap_backward(const float *dy, float *dx, ck_shape dxs, cudaStream_t stream);
+/* y (N,C, f32) = mean over (H,W) of x (dtype); dx[n,c,h,w] (dtype) = dy[n,c] (f32) / (H*W). */
+cudaError_t ck_gap_forward(int dtype, const void *x, ck_shape xs, float *y, cudaStream_t stream);
+cudaError_t ck_gap_backward(int dtype, const float *dy, void *dx, ck_shape dxs,
+                            cudaStream_t stream);
 
 /* Max pooling backward as a gather: each dx cell sums dy over the windows whose first
  * maximum (row-major window order, padding excluded) is that cell; each window's maximum is
@@ -56,11 +69,25 @@ cudaError_t ck_gap_backward(const float *dy, float *dx, ck_shape dxs, cudaStream
 typedef struct ck_pool {
     int kh, kw, sh, sw, ph, pw;
 } ck_pool;
+/* Pooling forward (max, or average excluding padding) with 0 <= pad < kernel, and the
+ * average's backward as a gather; x, y, dy, dx of `dtype`, any memory order. */
+cudaError_t ck_pool_forward(int dtype, const void *x, ck_shape xs, void *y, ck_shape ys,
+                            ck_pool p, int average, cudaStream_t stream);
+cudaError_t ck_avgpool_backward(int dtype, const void *dy, ck_shape ys, void *dx, ck_shape xs,
+                                ck_pool p, cudaStream_t stream);
 /* argmax: scratch of one byte per output cell, so windows of at most CK_MAXPOOL_MAX_WINDOW
  * cells (255 marks a window wholly in the padding). */
 #define CK_MAXPOOL_MAX_WINDOW 254
-cudaError_t ck_maxpool_backward(const float *x, ck_shape xs, const float *dy, ck_shape ys,
-                                float *dx, ck_pool p, uint8_t *argmax, cudaStream_t stream);
+cudaError_t ck_maxpool_backward(int dtype, const void *x, ck_shape xs, const void *dy,
+                                ck_shape ys, void *dx, ck_pool p, uint8_t *argmax,
+                                cudaStream_t stream);
+
+/* Convolution bias where cuDNN takes no mixed types: y (dtype, any order) += bias[c] (f32);
+ * db[c] (f32) = sum over (n, h, w) of dy (dtype), in a fixed order. */
+cudaError_t ck_add_channel_bias(int dtype, void *y, ck_shape s, const float *bias,
+                                cudaStream_t stream);
+cudaError_t ck_channel_sums(int dtype, const void *dy, ck_shape s, float *db,
+                            cudaStream_t stream);
 
 /* Linear helpers on row-major (rows, cols) matrices: y[r,c] += bias[c]; db[c] = sum_r dy[r,c]. */
 cudaError_t ck_add_row_bias(float *y, const float *bias, int64_t rows, int64_t cols,
@@ -79,10 +106,10 @@ cudaError_t ck_topk_correct(const float *logits, const int32_t *labels, int64_t 
                             int topk, float *correct, cudaStream_t stream);
 
 /* ResNet shortcut A (see backend.h): y from x, and dx from dy (both overwrite). */
-cudaError_t ck_subsample_pad_forward(const float *x, ck_shape xs, float *y, ck_shape ys,
-                                     int stride, cudaStream_t stream);
-cudaError_t ck_subsample_pad_backward(const float *dy, ck_shape ys, float *dx, ck_shape xs,
-                                      int stride, cudaStream_t stream);
+cudaError_t ck_subsample_pad_forward(int dtype, const void *x, ck_shape xs, void *y,
+                                     ck_shape ys, int stride, cudaStream_t stream);
+cudaError_t ck_subsample_pad_backward(int dtype, const void *dy, ck_shape ys, void *dx,
+                                      ck_shape xs, int stride, cudaStream_t stream);
 
 /* dst (f32, ds) = scale * src (u8, ss); same logical dims. */
 cudaError_t ck_convert_u8(const uint8_t *src, ck_shape ss, float scale, float *dst,
@@ -113,14 +140,16 @@ cudaError_t ck_adam_update(float *p, const float *g, float *m, float *v, int64_t
  * batchnorm_train / _infer / _backward (running_var from the unbiased batch variance);
  * `relu` (train) applies ReLU to y, and a non-NULL y (backward) masks dy by y > 0. */
 size_t ck_bn_scratch_bytes(int64_t rows, int64_t c);
-cudaError_t ck_bn_train(const float *x, float *y, int64_t rows, int64_t c, const float *gamma,
-                        const float *beta, float *running_mean, float *running_var,
-                        float *save_mean, float *save_invstd, float momentum, float eps,
-                        int relu, void *scratch, cudaStream_t stream);
-cudaError_t ck_bn_infer(const float *x, float *y, int64_t rows, int64_t c, const float *gamma,
-                        const float *beta, const float *mean, const float *var, float eps,
+/* x, y, dy, dx are of `dtype` (CK_F32 or CK_BF16); everything else is f32. */
+cudaError_t ck_bn_train(int dtype, const void *x, void *y, int64_t rows, int64_t c,
+                        const float *gamma, const float *beta, float *running_mean,
+                        float *running_var, float *save_mean, float *save_invstd,
+                        float momentum, float eps, int relu, void *scratch,
                         cudaStream_t stream);
-cudaError_t ck_bn_backward(const float *x, const float *y, const float *dy, float *dx,
+cudaError_t ck_bn_infer(int dtype, const void *x, void *y, int64_t rows, int64_t c,
+                        const float *gamma, const float *beta, const float *mean,
+                        const float *var, float eps, cudaStream_t stream);
+cudaError_t ck_bn_backward(int dtype, const void *x, const void *y, const void *dy, void *dx,
                            int64_t rows, int64_t c, const float *gamma, const float *save_mean,
                            const float *save_invstd, float *dgamma, float *dbeta,
                            void *scratch, cudaStream_t stream);

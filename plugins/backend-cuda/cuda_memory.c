@@ -13,6 +13,7 @@
 #include "backend_cuda.h"
 #include "cuda_kernels.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 struct tp_event {
@@ -213,6 +214,74 @@ static void host_permute(const void *src, ck_shape s, void *dst, size_t esize)
     }
 }
 
+/* Round to nearest even on the upper 16 bits of the float; NaN stays NaN. */
+static uint16_t bf16_of(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return (f != f) ? (uint16_t)((u >> 16) | 0x40) : (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+}
+
+static float float_of_bf16(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* copy() between f32 and bf16, on stream s: a kernel where both sides are device-accessible
+ * (device or pinned), staged through a device temporary where one side is in host memory,
+ * plain loops where both are. */
+static tp_status convert_copy(cuda_backend *b, tp_tensor *dst, const tp_tensor *src,
+                              cudaStream_t s)
+{
+    int dst_nhwc = dst->ndim == 4 && dst->layout == TP_LAYOUT_NHWC;
+    int src_host = src->device == TP_DEVICE_HOST, dst_host = dst->device == TP_DEVICE_HOST;
+    if (src_host && dst_host) {
+        tp_tensor tmp = *src; /* the layout first, in the source dtype, then the dtype */
+        tmp.layout = dst->layout;
+        int64_t n = tp_tensor_count(src);
+        void *buf = malloc(tp_tensor_bytes(src) ? tp_tensor_bytes(src) : 1);
+        if (!buf)
+            return b->host->fail(b->host, TP_ERR_NOMEM, "copy: out of host memory");
+        if (cuda_same_memory_order(src, &tmp))
+            memcpy(buf, src->data, tp_tensor_bytes(src));
+        else
+            host_permute(src->data, shape_of(src), buf, tp_dtype_size(src->dtype));
+        if (src->dtype == TP_DTYPE_F32)
+            for (int64_t i = 0; i < n; i++)
+                ((uint16_t *)dst->data)[i] = bf16_of(((const float *)buf)[i]);
+        else
+            for (int64_t i = 0; i < n; i++)
+                ((float *)dst->data)[i] = float_of_bf16(((const uint16_t *)buf)[i]);
+        free(buf);
+        return TP_OK;
+    }
+    if (!src_host && !dst_host)
+        return CUDA_RT(ck_convert(src->data, (int)src->dtype, shape_of(src), dst->data,
+                                  (int)dst->dtype, dst_nhwc, s));
+    tp_status st;
+    void *tmp = NULL;
+    size_t bytes = src_host ? tp_tensor_bytes(src) : tp_tensor_bytes(dst);
+    if ((st = cuda_temp_alloc(b, s, bytes, "dtype conversion staging buffer",
+                              "a smaller batch size", &tmp)))
+        return st;
+    if (src_host) {
+        st = CUDA_RT(cudaMemcpyAsync(tmp, src->data, bytes, cudaMemcpyHostToDevice, s));
+        if (!st)
+            st = CUDA_RT(ck_convert(tmp, (int)src->dtype, shape_of(src), dst->data,
+                                    (int)dst->dtype, dst_nhwc, s));
+    } else {
+        st = CUDA_RT(ck_convert(src->data, (int)src->dtype, shape_of(src), tmp,
+                                (int)dst->dtype, dst_nhwc, s));
+        if (!st)
+            st = CUDA_RT(cudaMemcpyAsync(dst->data, tmp, bytes, cudaMemcpyDeviceToHost, s));
+    }
+    tp_status st2 = CUDA_RT(cudaFreeAsync(tmp, s));
+    return st ? st : st2;
+}
+
 tp_status cuda_copy(cuda_backend *b, tp_tensor *dst, const tp_tensor *src, tp_stream stream)
 {
     tp_status st = check_stream(b, "copy", stream);
@@ -220,8 +289,11 @@ tp_status cuda_copy(cuda_backend *b, tp_tensor *dst, const tp_tensor *src, tp_st
         return st;
     if (!dst || !src)
         return b->host->fail(b->host, TP_ERR_INVALID, "copy: missing tensor");
-    if (dst->dtype != src->dtype)
-        return b->host->fail(b->host, TP_ERR_INVALID, "copy: dtypes differ (%s to %s)",
+    int converts = dst->dtype != src->dtype;
+    if (converts && !((src->dtype == TP_DTYPE_F32 && dst->dtype == TP_DTYPE_BF16) ||
+                      (src->dtype == TP_DTYPE_BF16 && dst->dtype == TP_DTYPE_F32)))
+        return b->host->fail(b->host, TP_ERR_INVALID,
+                             "copy: dtypes differ (%s to %s); only f32 <-> bf16 converts",
                              tp_dtype_name(src->dtype), tp_dtype_name(dst->dtype));
     int64_t ds[4], dd[4];
     cuda_dims4(src, ds);
@@ -246,6 +318,8 @@ tp_status cuda_copy(cuda_backend *b, tp_tensor *dst, const tp_tensor *src, tp_st
             (st = CUDA_RT(cudaStreamWaitEvent(b->copy, b->compute_mark, 0))))
             return st;
     }
+    if (converts)
+        return convert_copy(b, dst, src, s);
     size_t esize = tp_dtype_size(src->dtype);
     ck_shape shape = shape_of(src);
     int src_nhwc = src->ndim == 4 && src->layout == TP_LAYOUT_NHWC;
@@ -303,17 +377,30 @@ tp_status cuda_temp_alloc(cuda_backend *b, cudaStream_t stream, size_t bytes,
                          cudaGetErrorString(e), advice);
 }
 
-tp_status cuda_view_begin(cuda_backend *b, const tp_tensor *t, tp_layout layout, int load,
-                          tp_tensor *view)
+/* dst = src on the compute stream (device memory), converting the memory order and, for
+ * f32 <-> bf16, the dtype. */
+static tp_status device_convert(cuda_backend *b, const tp_tensor *src, tp_tensor *dst)
+{
+    int dst_nhwc = dst->ndim == 4 && dst->layout == TP_LAYOUT_NHWC;
+    if (src->dtype != dst->dtype)
+        return CUDA_RT(ck_convert(src->data, (int)src->dtype, shape_of(src), dst->data,
+                                  (int)dst->dtype, dst_nhwc, b->compute));
+    return CUDA_RT(ck_permute(src->data, shape_of(src), dst->data, dst_nhwc,
+                              (int)tp_dtype_size(src->dtype), b->compute));
+}
+
+tp_status cuda_view_begin_as(cuda_backend *b, const tp_tensor *t, tp_layout layout,
+                             tp_dtype dtype, int load, tp_tensor *view)
 {
     *view = *t;
-    if (t->ndim != 4)
-        return TP_OK;
-    view->layout = layout;
-    if (cuda_same_memory_order(t, view))
+    if (t->ndim == 4)
+        view->layout = layout;
+    view->dtype = dtype;
+    if (dtype == t->dtype && cuda_same_memory_order(t, view))
         return TP_OK; /* the same bytes, only relabelled */
-    tp_status st = cuda_temp_alloc(b, b->compute, tp_tensor_bytes(t),
-                                   "layout conversion buffer",
+    tp_status st = cuda_temp_alloc(b, b->compute, tp_tensor_bytes(view),
+                                   dtype == t->dtype ? "layout conversion buffer"
+                                                     : "dtype conversion buffer",
                                    "a smaller batch size or a single layout", &view->data);
     if (st) {
         view->data = t->data;
@@ -321,14 +408,17 @@ tp_status cuda_view_begin(cuda_backend *b, const tp_tensor *t, tp_layout layout,
     }
     if (!load)
         return TP_OK;
-    st = CUDA_RT(ck_permute(t->data, shape_of(t), view->data,
-                                      layout == TP_LAYOUT_NHWC, (int)tp_dtype_size(t->dtype),
-                                      b->compute));
-    if (st) {
+    if ((st = device_convert(b, t, view))) {
         (void)cudaFreeAsync(view->data, b->compute);
         view->data = t->data;
     }
     return st;
+}
+
+tp_status cuda_view_begin(cuda_backend *b, const tp_tensor *t, tp_layout layout, int load,
+                          tp_tensor *view)
+{
+    return cuda_view_begin_as(b, t, layout, t->dtype, load, view);
 }
 
 tp_status cuda_view_end(cuda_backend *b, tp_tensor *view, const tp_tensor *t, int store)
@@ -337,9 +427,7 @@ tp_status cuda_view_end(cuda_backend *b, tp_tensor *view, const tp_tensor *t, in
         return TP_OK;
     tp_status st = TP_OK;
     if (store)
-        st = CUDA_RT(ck_permute(view->data, shape_of(view), t->data,
-                                t->layout == TP_LAYOUT_NHWC, (int)tp_dtype_size(t->dtype),
-                                b->compute));
+        st = device_convert(b, view, (tp_tensor *)t);
     tp_status st2 = CUDA_RT(cudaFreeAsync(view->data, b->compute));
     view->data = t->data;
     return st ? st : st2;

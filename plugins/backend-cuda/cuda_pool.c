@@ -1,11 +1,12 @@
 /* backend-cuda: max and average pooling.
  *
- * Forward passes and the average backward run on cuDNN (average =
- * CUDNN_POOLING_AVERAGE_COUNT_EXCLUDE_PADDING, the SDK's count_include_pad = false). The
- * max backward is our own gather kernel, because the SDK fixes which input receives the
- * gradient on ties (the first maximum in row-major window order) and cuDNN does not
- * document its choice. Tensors run in x's layout; y, dy or dx in the other layout go
- * through layout views. */
+ * On f32 tensors the forward passes and the average backward run on cuDNN (average =
+ * CUDNN_POOLING_AVERAGE_COUNT_EXCLUDE_PADDING, the SDK's count_include_pad = false); on
+ * bf16 activations (SDK API 1.5) they run on our own kernels, which take any storage type.
+ * The max backward is always our own gather kernel, because the SDK fixes which input
+ * receives the gradient on ties (the first maximum in row-major window order) and cuDNN
+ * does not document its choice. Tensors run in x's layout; y, dy or dx in the other layout
+ * go through layout views. */
 #include "config.h"
 
 #include "backend_cuda.h"
@@ -27,8 +28,11 @@ static tp_status check_pool(cuda_backend *b, const char *op, const tp_pool_desc 
                              "be >= 1 and 0 <= pad < kernel",
                              op, d->kernel_h, d->kernel_w, d->stride_h, d->stride_w, d->pad_h,
                              d->pad_w);
-    if ((st = cuda_need_f32(b, op, "x", x)) || (st = cuda_need_f32(b, op, "y", y)))
+    if ((st = cuda_need_act(b, op, "x", x)) || (st = cuda_need_act(b, op, "y", y)))
         return st;
+    if (x->dtype != y->dtype)
+        return b->host->fail(b->host, TP_ERR_INVALID, "%s: x is %s but y is %s", op,
+                             tp_dtype_name(x->dtype), tp_dtype_name(y->dtype));
     if (x->ndim != 4)
         return b->host->fail(b->host, TP_ERR_INVALID, "%s: x must be 4-D", op);
     *oh = (x->shape[2] + 2 * d->pad_h - d->kernel_h) / d->stride_h + 1;
@@ -75,6 +79,13 @@ tp_status cuda_pool_forward(cuda_backend *b, const tp_pool_desc *d, const tp_ten
     tp_tensor yv;
     if ((st = cuda_view_begin(b, y, x->layout, 0, &yv)))
         return st;
+    if (x->dtype != TP_DTYPE_F32) {
+        ck_pool p = {d->kernel_h, d->kernel_w, d->stride_h, d->stride_w, d->pad_h, d->pad_w};
+        st = CUDA_RT(ck_pool_forward((int)x->dtype, x->data, shape_of(x), yv.data,
+                                     shape_of(&yv), p, d->mode == TP_POOL_AVG, b->compute));
+        tp_status st2 = cuda_view_end(b, &yv, y, st == TP_OK);
+        return st ? st : st2;
+    }
     cudnnPoolingDescriptor_t pd = NULL;
     cudnnTensorDescriptor_t xd = NULL, yd = NULL;
     if (!(st = pool_desc(b, d, &pd)) && !(st = cuda_tensor_desc(b, x, &xd)) &&
@@ -97,8 +108,8 @@ static tp_status pool_backward_views(cuda_backend *b, const tp_pool_desc *d, con
                                      const tp_tensor *y, const tp_tensor *dy, tp_tensor *dx)
 {
     tp_status st;
+    ck_pool p = {d->kernel_h, d->kernel_w, d->stride_h, d->stride_w, d->pad_h, d->pad_w};
     if (d->mode == TP_POOL_MAX) {
-        ck_pool p = {d->kernel_h, d->kernel_w, d->stride_h, d->stride_w, d->pad_h, d->pad_w};
         if ((int64_t)p.kh * p.kw > CK_MAXPOOL_MAX_WINDOW)
             return b->host->fail(b->host, TP_ERR_UNSUPPORTED,
                                  "pool_backward: max pooling windows of %d x %d cells; at most "
@@ -106,9 +117,12 @@ static tp_status pool_backward_views(cuda_backend *b, const tp_pool_desc *d, con
         void *argmax;
         if ((st = cuda_scratch(b, (size_t)tp_tensor_count(dy), &argmax)))
             return st;
-        return CUDA_RT(ck_maxpool_backward(x->data, shape_of(x), dy->data, shape_of(dy),
-                                           dx->data, p, argmax, b->compute));
+        return CUDA_RT(ck_maxpool_backward((int)x->dtype, x->data, shape_of(x), dy->data,
+                                           shape_of(dy), dx->data, p, argmax, b->compute));
     }
+    if (x->dtype != TP_DTYPE_F32)
+        return CUDA_RT(ck_avgpool_backward((int)x->dtype, dy->data, shape_of(dy), dx->data,
+                                           shape_of(dx), p, b->compute));
     cudnnPoolingDescriptor_t pd = NULL;
     cudnnTensorDescriptor_t xd = NULL, yd = NULL, dyd = NULL, dxd = NULL;
     if (!(st = pool_desc(b, d, &pd)) && !(st = cuda_tensor_desc(b, x, &xd)) &&
@@ -134,14 +148,18 @@ tp_status cuda_pool_backward(cuda_backend *b, const tp_pool_desc *d, const tp_te
     tp_status st = check_pool(b, "pool_backward", d, x, y, &oh, &ow);
     if (st)
         return st;
-    if ((st = cuda_need_f32(b, "pool_backward", "dy", dy)) ||
-        (st = cuda_need_f32(b, "pool_backward", "dx", dx)) ||
+    if ((st = cuda_need_act(b, "pool_backward", "dy", dy)) ||
+        (st = cuda_need_act(b, "pool_backward", "dx", dx)) ||
         (st = cuda_need_shape4(b, "pool_backward", "dy", dy, x->shape[0], x->shape[1], oh, ow)) ||
         (st = cuda_need_shape4(b, "pool_backward", "dx", dx, x->shape[0], x->shape[1],
                                x->shape[2], x->shape[3])))
         return st;
-    /* The max kernel reads y not at all; cuDNN's average backward reads it. */
-    int need_y = d->mode != TP_POOL_MAX;
+    if (dy->dtype != x->dtype || dx->dtype != x->dtype)
+        return b->host->fail(b->host, TP_ERR_INVALID, "pool_backward: x is %s, dy %s, dx %s",
+                             tp_dtype_name(x->dtype), tp_dtype_name(dy->dtype),
+                             tp_dtype_name(dx->dtype));
+    /* The own kernels read y not at all; cuDNN's average backward reads it. */
+    int need_y = d->mode != TP_POOL_MAX && x->dtype == TP_DTYPE_F32;
     tp_tensor yv = *y, dyv, dxv;
     tp_status st2;
     if (need_y && (st = cuda_view_begin(b, y, x->layout, 1, &yv)))

@@ -13,6 +13,19 @@
  *   - A failing library call returns TP_ERR_LIBRARY after host->fail() with the call's name,
  *     the library's status string and the source file:line; running out of device memory
  *     returns TP_ERR_NOMEM naming the tensor and its size.
+ *   - Activation dtype (API 1.5): a backend whose info() reports activation_dtype = bf16
+ *     also accepts bf16 for the activation-shaped tensors (x, y, dy, dx; all of one call in
+ *     the same dtype) of conv_forward / _backward_data / _backward_filter, batchnorm_train /
+ *     _infer / _backward and the fused batch norms, relu_forward / _backward, add, add_relu,
+ *     pool_forward / _backward and subsample_pad_forward / _backward, and for
+ *     global_avgpool_forward's x and global_avgpool_backward's dx (their y and dy stay f32).
+ *     Everything else of those calls stays f32: convolution weights and biases and their
+ *     gradients (the backend rounds a copy of the weights), batch-norm parameters, running
+ *     and saved statistics and their gradients. Arithmetic inside stays f32 or wider; only
+ *     the stored values are rounded (to nearest even). copy() then also converts between
+ *     f32 and bf16 in any direction, with or without a layout change, and fill() fills bf16.
+ *     linear_*, the loss, topk_correct, the optimizer updates and the image operations are
+ *     f32 only. A backend reporting f32 (or older than 1.5) may refuse bf16 anywhere.
  * Optional operations may be NULL; callers check before use. */
 #ifndef TRAINPIPE_BACKEND_H
 #define TRAINPIPE_BACKEND_H
@@ -45,6 +58,11 @@ typedef struct tp_backend_info {
     /* API 1.1: appended; read it only when size covers it. Non-zero when the backend computes
      * in fp16 and the trainer should apply dynamic loss scaling. */
     int wants_loss_scaling;
+    /* API 1.5: appended; read it only when size covers it (0 or absent means f32). The dtype
+     * the backend wants activations and their gradients stored in when a network is bound in
+     * preferred_layout: TP_DTYPE_BF16 (see "Activation dtype" above) or TP_DTYPE_F32. In any
+     * other layout activations are f32. */
+    tp_dtype activation_dtype;
 } tp_backend_info;
 
 typedef struct tp_conv_desc {
@@ -94,8 +112,8 @@ typedef struct tp_backend_ops {
      * unspecified); `what` names the tensor in an out-of-memory message. */
     tp_status (*alloc)(void *self, tp_tensor *t, const char *what);
     void (*free)(void *self, tp_tensor *t);
-    /* dst = src; same dtype and shape, layouts may differ (converted), any direction.
-     * Asynchronous on `stream` when either side is pinned or device memory. */
+    /* dst = src; same dtype (but see "Activation dtype" above) and shape, layouts may differ
+     * (converted), any direction. Asynchronous on `stream` when either side is pinned or device memory. */
     tp_status (*copy)(void *self, tp_tensor *dst, const tp_tensor *src, tp_stream stream);
     tp_status (*fill)(void *self, tp_tensor *t, double value);
 

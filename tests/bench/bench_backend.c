@@ -933,6 +933,7 @@ static int run_graph(const options *o, registry *r, const tp_backend *be,
                spec->size, spec->size, spec->classes,
                o->training ? "training step" : "inference", info->name, info->device_name,
                info->threads, o->batch, o->layout == TP_LAYOUT_NHWC ? "NHWC" : "NCHW");
+        printf("activations stored as %s\n", tp_dtype_name(graph_activation_dtype(gb.g)));
         printf("ReLUs fused into the node before them: %d%s\n", graph_fused_count(gb.g),
                o->no_fuse ? " (--no-fuse)" : "");
         if (gb.capture)
