@@ -1,9 +1,14 @@
 /* The data loader (see dataloader.h for the ordering and error contract).
  *
  * Threads:
- *   - workers: claim the next position (under the lock), read + sample-augment it (no lock),
- *     wait for their ticket (next_commit == their position), commit it into the FILLING slot
- *     (no lock: only the ticket holder touches the filling state), pass the ticket on;
+ *   - workers: claim the next DL_CLAIM positions (under the lock), read + sample-augment them
+ *     (no lock), wait for their ticket (next_commit == their first position), commit them in
+ *     order into the FILLING slot (no lock: only the ticket holder touches the filling
+ *     state), pass the ticket on. Claiming a run of positions rather than one keeps the
+ *     ticket hand-offs (a broadcast that wakes every worker) off the per-sample path: with
+ *     one position per claim, 16 workers on CIFAR-sized samples spent their time waking
+ *     each other (2026-12-04: 12,100 samples/s on an H200 host against 34,900 with a
+ *     single worker on a 2-core laptop-class machine);
  *   - the device thread: takes FILLED slots in sequence order, uploads, converts, runs the
  *     batch augmenters, marks them READY;
  *   - the consumer (the trainer): dataloader_next / dataloader_release.
@@ -21,6 +26,17 @@
 #include <time.h>
 
 #define DL_MESSAGE_MAX 1024
+/* Positions a worker claims at once (fewer at the end of the stream). */
+#define DL_CLAIM 16
+
+/* One claimed position and, once loaded, its outcome. */
+typedef struct claimed {
+    int64_t g, epoch, pos, index;
+    tp_status status;
+    int32_t label;
+    tp_image image; /* the final (augmented) image, owned */
+    char message[DL_MESSAGE_MAX];
+} claimed;
 
 typedef struct worker {
     struct dataloader *dl;
@@ -28,7 +44,7 @@ typedef struct worker {
     int started;
     void *source_worker; /* from tp_source_ops.worker_init */
     tp_image images[3];  /* source output, then ping-pong buffers for the sample augmenters */
-    char message[DL_MESSAGE_MAX];
+    claimed claims[DL_CLAIM];
 } worker;
 
 struct dataloader {
@@ -134,9 +150,12 @@ static tp_status load_sample(dataloader *dl, worker *w, int64_t epoch, int64_t i
 
 /* Puts position g's outcome into the batch being filled. Ticket holder only. Returns
  * non-zero when the worker must stop. */
-static int commit(dataloader *dl, worker *w, int64_t g, int64_t epoch, int64_t pos,
-                  int64_t index, tp_status st, int32_t label, const tp_image *img)
+static int commit(dataloader *dl, const claimed *e)
 {
+    const int64_t g = e->g, epoch = e->epoch, pos = e->pos, index = e->index;
+    const tp_status st = e->status;
+    const int32_t label = e->label;
+    const tp_image *img = &e->image;
     const dataloader_config *c = &dl->cfg;
     const tp_host *host = dl->host;
     char msg[DL_MESSAGE_MAX + 128];
@@ -146,14 +165,14 @@ static int commit(dataloader *dl, worker *w, int64_t g, int64_t epoch, int64_t p
         pthread_mutex_unlock(&dl->lock);
         if (bad > c->max_bad_records) {
             snprintf(msg, sizeof msg, "%s: %s (%lld bad records, more than max_bad_records = %lld)",
-                     c->name, w->message, (long long)bad, (long long)c->max_bad_records);
+                     c->name, e->message, (long long)bad, (long long)c->max_bad_records);
             fail_stream(dl, st, msg);
             return 1;
         }
         host->log(host, TP_LOG_WARN, c->name, "skipping bad sample %lld (%lld of %lld allowed): %s",
-                  (long long)index, (long long)bad, (long long)c->max_bad_records, w->message);
+                  (long long)index, (long long)bad, (long long)c->max_bad_records, e->message);
     } else if (st) {
-        fail_stream(dl, st, w->message);
+        fail_stream(dl, st, e->message);
         return 1;
     } else {
         if (!dl->filling) {
@@ -242,40 +261,54 @@ static void *worker_main(void *arg)
 
     for (;;) {
         pthread_mutex_lock(&dl->lock);
-        if (dl->halt || (dl->limit >= 0 && dl->next_claim >= dl->limit)) {
-            pthread_mutex_unlock(&dl->lock);
-            break;
+        int n = 0;
+        while (n < DL_CLAIM && !dl->halt && (dl->limit < 0 || dl->next_claim < dl->limit)) {
+            claimed *e = &w->claims[n++];
+            e->g = dl->next_claim++;
+            e->epoch = c->first_epoch + e->g / dl->shard_size;
+            e->pos = e->g % dl->shard_size;
+            const int64_t shuffled = (int64_t)c->rank + e->pos * (int64_t)c->world_size;
+            if (c->shuffle && dl->perm_epoch != e->epoch) {
+                /* Claims only move forward, so one permutation (the newest epoch's)
+                 * suffices: every earlier position already has its index. */
+                tp_rng prng = tp_rng_make(c->seed, (uint64_t)e->epoch,
+                                          DATALOADER_PERMUTATION_INDEX);
+                tp_rng_permutation(&prng, dl->perm, c->info.count);
+                dl->perm_epoch = e->epoch;
+            }
+            e->index = c->shuffle ? dl->perm[shuffled] : shuffled;
         }
-        const int64_t g = dl->next_claim++;
-        const int64_t epoch = c->first_epoch + g / dl->shard_size;
-        const int64_t pos = g % dl->shard_size;
-        const int64_t shuffled = (int64_t)c->rank + pos * (int64_t)c->world_size;
-        if (c->shuffle && dl->perm_epoch != epoch) {
-            /* Claims only move forward, so one permutation (the newest epoch's) suffices. */
-            tp_rng prng = tp_rng_make(c->seed, (uint64_t)epoch, DATALOADER_PERMUTATION_INDEX);
-            tp_rng_permutation(&prng, dl->perm, c->info.count);
-            dl->perm_epoch = epoch;
-        }
-        const int64_t index = c->shuffle ? dl->perm[shuffled] : shuffled;
         pthread_mutex_unlock(&dl->lock);
+        if (n == 0)
+            break;
 
-        int32_t label = 0;
-        tp_image *img = NULL;
-        services_clear_error();
-        st = load_sample(dl, w, epoch, index, &label, &img);
-        if (st)
-            snprintf(w->message, sizeof w->message, "%s", services_last_error());
+        for (int k = 0; k < n; k++) {
+            claimed *e = &w->claims[k];
+            tp_image *img = NULL;
+            services_clear_error();
+            e->label = 0;
+            e->status = load_sample(dl, w, e->epoch, e->index, &e->label, &img);
+            if (!e->status &&
+                !(e->status = tp_image_reserve(dl->host, &e->image, img->height, img->width,
+                                               img->channels)))
+                memcpy(e->image.data, img->data,
+                       (size_t)img->height * (size_t)img->width * (size_t)img->channels);
+            if (e->status)
+                snprintf(e->message, sizeof e->message, "%s", services_last_error());
+        }
 
         pthread_mutex_lock(&dl->lock);
-        while (!dl->halt && dl->next_commit != g)
+        while (!dl->halt && dl->next_commit != w->claims[0].g)
             pthread_cond_wait(&dl->cv_turn, &dl->lock);
         int stop = dl->halt;
         pthread_mutex_unlock(&dl->lock);
         if (stop)
             break;
-        stop = commit(dl, w, g, epoch, pos, index, st, label, img);
+        int done = 0;
+        while (done < n && !stop)
+            stop = commit(dl, &w->claims[done++]);
         pthread_mutex_lock(&dl->lock);
-        dl->next_commit++;
+        dl->next_commit += done;
         pthread_cond_broadcast(&dl->cv_turn);
         pthread_mutex_unlock(&dl->lock);
         if (stop)
@@ -545,6 +578,8 @@ void dataloader_destroy(dataloader *dl)
             pthread_join(w->thread, NULL);
         for (int k = 0; k < 3; k++)
             dl->host->free(w->images[k].data);
+        for (int k = 0; k < DL_CLAIM; k++)
+            dl->host->free(w->claims[k].image.data);
     }
     if (dl->device_started)
         pthread_join(dl->device_thread, NULL);
