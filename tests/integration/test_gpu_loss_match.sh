@@ -5,7 +5,9 @@
 # (NHWC, where batch norm runs on backend-cuda's own kernels), with capture_step = true in
 # NCHW (each full batch replayed from one CUDA graph), and with the defaults (NHWC,
 # capture_step = auto); every run must match the CPU the same way, and the captured ones
-# must really have replayed. Skipped (77) where backend-cuda cannot start (no GPU, no driver).
+# must really have replayed. A fifth run stores activations in bf16 (precision = bf16): that
+# rounds every activation to 8 significant bits, so it is held to a bound (5e-2), not a
+# match. Skipped (77) where backend-cuda cannot start (no GPU, no driver).
 #
 # Why lr = 0.01 and a CPU-against-itself run: training amplifies rounding differences step
 # by step, so two correct fp32 runs that only sum in another order drift apart. Measured on
@@ -67,10 +69,11 @@ compare() {
 compare "CPU 1 thread against CPU 2 threads (the rounding floor)" "$tmp/cpu1/metrics.csv" \
     "$(awk -v l="$limit" 'BEGIN { print l / 5 }')" ||
     { echo "FAIL: this configuration amplifies rounding too much for a $limit comparison"; exit 1; }
-# judge LABEL NAME: the GPU run NAME against the CPU; every step printed when it fails.
+# judge LABEL NAME [LIMIT]: the GPU run NAME against the CPU; every step printed when it fails.
 judge() {
-    compare "$1" "$tmp/$2/metrics.csv" ||
-        { VERBOSE=1 compare "every step (CPU, GPU, relative)" "$tmp/$2/metrics.csv"; echo "FAIL"; exit 1; }
+    compare "$1" "$tmp/$2/metrics.csv" "${3:-$limit}" ||
+        { VERBOSE=1 compare "every step (CPU, GPU, relative)" "$tmp/$2/metrics.csv" "${3:-$limit}"
+          echo "FAIL"; exit 1; }
 }
 # gpu_run NAME REPLAYED [--set ...]: trains fp32 on backend-cuda into $tmp/NAME; with
 # REPLAYED = 1 the log must show the step recorded once and replayed.
@@ -97,4 +100,9 @@ judge "GPU captured against the CPU" graph
 # The defaults on a GPU: channels-last and capture_step = auto (recorded and replayed).
 gpu_run default 1
 judge "GPU defaults (NHWC, captured) against the CPU" default
+# bf16 activations and tensor cores, with the defaults otherwise (NHWC, captured).
+gpu_run bf16 1 --set backend.precision=bf16
+grep -q "activations stored as bf16" "$tmp/bf16.log" ||
+    { grep "activations stored" "$tmp/bf16.log"; echo "FAIL: precision = bf16 did not store bf16 activations"; exit 1; }
+judge "GPU bf16 activations (NHWC, captured) against the CPU" bf16 5e-2
 echo "PASS"
