@@ -14,10 +14,18 @@
  * `precision` (backend-cuda's tf32, fp16, bf16: convolutions and matrix products on tensor
  * cores with f32 tensors around them) relaxes the tolerance of those operations and of the
  * gradient checks to what the format's mantissa allows: 5e-3 for tf32 and fp16 (10 bits),
- * 3e-2 for bf16 (7 bits); every other operation keeps 1e-4. */
+ * 3e-2 for bf16 (7 bits); every other operation keeps 1e-4.
+ *
+ * A backend whose info() reports activation_dtype = bf16 (API 1.5; backend-cuda with
+ * precision=bf16) then also runs the "bf16 activations" section (test_bf16_activations):
+ * copy() conversions f32 <-> bf16 checked bit for bit against the host's rounding, and the
+ * activation operations again with bf16 x, y, dy and dx in channels-last, reported as
+ * bf16act_* rows with the tolerances given at bf16_tolerance(). */
 #include "config.h"
 
 #include <math.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,7 +58,7 @@
 /* ------------------------------------------------------------------ bookkeeping */
 
 typedef struct op_stat {
-    const char *name;
+    char name[48];
     int cases;
     double max_abs, max_rel;
 } op_stat;
@@ -60,9 +68,13 @@ typedef struct ctx {
     void *be;
     uint64_t rng;
     int failures;
-    op_stat stats[96];
+    op_stat stats[128]; /* f32 rows, and the bf16act_ rows of a bf16 backend */
     int n_stats;
     double reduced_tol; /* > 0: the tolerance of tensor-core operations (see the top) */
+    /* The dtype of the activation tensors the cases create (x, y, dy, dx; see a4()) and of
+     * the inputs they round: TP_DTYPE_F32, or TP_DTYPE_BF16 inside test_bf16_activations,
+     * which also selects the bf16act_ names and tolerances in compare_scaled(). */
+    tp_dtype act;
 } ctx;
 
 /* Operations a reduced precision computes on tensor cores, and the gradient checks through
@@ -84,16 +96,109 @@ static op_stat *stat_for(ctx *c, const char *name)
         return &c->stats[c->n_stats - 1];
     }
     op_stat *s = &c->stats[c->n_stats++];
-    s->name = name;
+    snprintf(s->name, sizeof s->name, "%s", name);
     return s;
 }
 
-/* Compares n values and records the worst error under `name`; prints failures at once. */
+/* ------------------------------------------------------------------ bf16 on the host */
+
+/* f32 -> bf16 bits, rounding to nearest even (IEEE 754 roundTiesToEven: overflow goes to
+ * infinity, e.g. FLT_MAX -> inf); NaN stays NaN (made quiet, sign kept), where the plain
+ * rounding carry would turn NaN payloads into infinity or wrap them to -0. */
+static uint16_t bf16_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x0040u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static float bf16_value(uint16_t h) /* exact */
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* v rounded to float, then to bf16 (the inputs of the bf16 cases are generated this way;
+ * the exact operations' references are bf16 values already, unchanged by it). */
+static double round_bf16(double v)
+{
+    return bf16_value(bf16_bits((float)v));
+}
+
+/* The tolerance of operation `name` (unprefixed) on bf16 activations, relative to
+ * max|reference| like every other; *exact set where the reference rounded to bf16 must be
+ * matched exactly. Inputs are bf16 values, so the reference sees what the backend sees, and
+ * arithmetic inside stays f32 (backend.h): what remains is the rounding of the stored
+ * outputs to bf16's 8 significant bits: half an ulp, at most 2^-8 = 3.9e-3 of the value (the
+ * worst case, just above a power of two).
+ *   0 (exact): relu_forward / _backward (an input value or 0), max pooling forward (one of
+ *     the inputs), subsample_pad forward / backward (copies and zeros).
+ *   1e-4 (the f32 limit): outputs that stay f32 and are computed in f32 from exact inputs:
+ *     global_avgpool_forward's y and the batch-norm statistics (running mean / var, saved
+ *     mean / invstd).
+ *   1e-2: one rounding of an f32 result: add, add_relu, max pooling backward (a sum of a
+ *     few dy), average pooling, global_avgpool_backward, batch norm train / infer (and the
+ *     fused train) y.
+ *   3e-2: reductions with bf16 operands and intermediates: the convolutions (outputs,
+ *     weight and bias gradients; the backend rounds its copy of the weights, which the test
+ *     generates as bf16 values), batch-norm backward dx, dgamma, dbeta (fused too), and any
+ *     operation not named here. */
+static double bf16_tolerance(const char *name, int *exact)
+{
+    static const char *const exact_ops[] = { "relu_forward", "relu_backward", "maxpool_forward",
+                                             "subsample_pad_forward", "subsample_pad_backward" };
+    static const char *const f32_outputs[] = {
+        "global_avgpool_forward", "batchnorm_running_mean", "batchnorm_running_var",
+        "batchnorm_save_mean", "batchnorm_save_invstd", "batchnorm_relu_running_var",
+        "batchnorm_relu_save_invstd"
+    };
+    static const char *const one_rounding[] = { "add", "add_relu", "maxpool_backward",
+                                                "avgpool_forward", "avgpool_backward",
+                                                "global_avgpool_backward", "batchnorm_train",
+                                                "batchnorm_infer", "batchnorm_relu_train" };
+    *exact = 0;
+    for (size_t i = 0; i < sizeof exact_ops / sizeof exact_ops[0]; i++)
+        if (!strcmp(name, exact_ops[i])) {
+            *exact = 1;
+            return 0.0;
+        }
+    for (size_t i = 0; i < sizeof f32_outputs / sizeof f32_outputs[0]; i++)
+        if (!strcmp(name, f32_outputs[i]))
+            return OP_TOLERANCE;
+    for (size_t i = 0; i < sizeof one_rounding / sizeof one_rounding[0]; i++)
+        if (!strcmp(name, one_rounding[i]))
+            return 1e-2;
+    return 3e-2;
+}
+
+/* Compares n values and records the worst error under `name`; prints failures at once.
+ * Inside the bf16 section (c->act bf16) the row is bf16act_NAME and the tolerance comes
+ * from bf16_tolerance() instead of `tol`. */
 static void compare_scaled(ctx *c, const char *name, const char *what, const double *got,
                            const double *ref, int64_t n, double tol, double floor_scale)
 {
     double max_abs = 0, max_ref = 0;
     int64_t worst = 0;
+    const char *base = name;
+    char row[64];
+    double *rounded = NULL;
+    if (c->act == TP_DTYPE_BF16) {
+        int exact;
+        tol = bf16_tolerance(base, &exact);
+        if (exact) { /* the reference rounded as the backend stores it, matched exactly */
+            rounded = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+            for (int64_t i = 0; i < n; i++)
+                rounded[i] = round_bf16(ref[i]);
+            ref = rounded;
+        }
+        snprintf(row, sizeof row, "bf16act_%s", base);
+        name = row;
+    }
     for (int64_t i = 0; i < n; i++) {
         double d = fabs(got[i] - ref[i]);
         if (!(d <= max_abs)) { /* NaN counts as the worst */
@@ -104,7 +209,7 @@ static void compare_scaled(ctx *c, const char *name, const char *what, const dou
             max_ref = fabs(ref[i]);
     }
     double rel = max_abs / (max_ref > floor_scale ? max_ref : floor_scale);
-    if (c->reduced_tol > tol && on_tensor_cores(name))
+    if (c->reduced_tol > tol && on_tensor_cores(base))
         tol = c->reduced_tol;
     op_stat *s = stat_for(c, name);
     s->cases++;
@@ -118,6 +223,7 @@ static void compare_scaled(ctx *c, const char *name, const char *what, const dou
                "reference %.9g)\n", name, what, rel, tol, max_abs, (long long)worst, got[worst],
                ref[worst]);
     }
+    free(rounded);
 }
 
 static void compare(ctx *c, const char *name, const char *what, const double *got,
@@ -155,6 +261,23 @@ static double *rand_array(ctx *c, int64_t n, double lo, double hi)
     return a;
 }
 
+/* Activation inputs: rand_array's values, rounded to bf16 inside the bf16 section (the same
+ * random draws either way). */
+static double *rand_act(ctx *c, int64_t n, double lo, double hi)
+{
+    double *a = rand_array(c, n, lo, hi);
+    if (c->act == TP_DTYPE_BF16)
+        for (int64_t i = 0; i < n; i++)
+            a[i] = round_bf16(a[i]);
+    return a;
+}
+
+/* v as an activation input: rounded to float, or to bf16 inside the bf16 section. */
+static double round_act(const ctx *c, double v)
+{
+    return c->act == TP_DTYPE_BF16 ? round_bf16(v) : (double)(float)v;
+}
+
 static double *zeros(int64_t n)
 {
     return calloc((size_t)(n > 0 ? n : 1), sizeof(double));
@@ -176,6 +299,14 @@ static double *zeros(int64_t n)
 static tp_tensor t4(tp_layout lay, int64_t n, int64_t ch, int64_t h, int64_t w)
 {
     return tp_tensor_4d(TP_DTYPE_F32, lay, n, ch, h, w);
+}
+
+/* An activation tensor (x, y, dy, dx of the activation operations): f32, or bf16 inside
+ * the bf16 section. */
+static tp_tensor a4(const ctx *c, tp_layout lay, int64_t n, int64_t ch, int64_t h, int64_t w)
+{
+    return tp_tensor_4d(c->act == TP_DTYPE_BF16 ? TP_DTYPE_BF16 : TP_DTYPE_F32, lay, n, ch, h,
+                        w);
 }
 
 static tp_tensor t2(int64_t rows, int64_t cols)
@@ -212,7 +343,9 @@ static void dev_free(ctx *c, tp_tensor *t)
 }
 
 /* Copies logical NCHW doubles into device tensor t (allocating it when needed). The layout
- * conversion happens on the host so uploads do not depend on the backend's copy. */
+ * conversion happens on the host so uploads do not depend on the backend's copy; the host
+ * side is always f32, so a bf16 t is converted by copy() (checked by test_bf16_copy; the
+ * bf16 cases upload bf16 values, which convert exactly). */
 static tp_status upload(ctx *c, tp_tensor *t, const double *v)
 {
     tp_status st;
@@ -223,6 +356,7 @@ static tp_status upload(ctx *c, tp_tensor *t, const double *v)
     for (int64_t i = 0; i < n; i++)
         buf[offset_of(t, i)] = (float)v[i];
     tp_tensor h = *t;
+    h.dtype = TP_DTYPE_F32;
     h.device = TP_DEVICE_HOST;
     h.data = buf;
     st = c->ops->copy(c->be, t, &h, TP_STREAM_COMPUTE);
@@ -245,12 +379,13 @@ static tp_status upload_i32(ctx *c, tp_tensor *t, const int32_t *v, int64_t n)
     return st ? st : c->ops->sync(c->be);
 }
 
-/* Device tensor t -> logical NCHW doubles. */
+/* Device tensor t (f32, or bf16 converted exactly by copy()) -> logical NCHW doubles. */
 static tp_status download(ctx *c, const tp_tensor *t, double *v)
 {
     int64_t n = tp_tensor_count(t);
     float *buf = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
     tp_tensor h = *t;
+    h.dtype = TP_DTYPE_F32;
     h.device = TP_DEVICE_HOST;
     h.data = buf;
     tp_status st = c->ops->copy(c->be, &h, t, TP_STREAM_COMPUTE);
@@ -298,11 +433,13 @@ static void conv_case(ctx *c, ref_conv s, int with_bias, tp_layout lx, tp_layout
              lname(ly));
     const int64_t nx = (int64_t)s.N * s.C * s.H * s.W, nw = (int64_t)s.O * s.C * s.KH * s.KW;
     const int64_t ny = (int64_t)s.N * s.O * s.OH * s.OW;
-    double *x = rand_array(c, nx, -1, 1), *w = rand_array(c, nw, -1, 1);
-    double *b = rand_array(c, s.O, -1, 1), *dy = rand_array(c, ny, -1, 1);
+    /* The weights stay f32 tensors; with bf16 activations they are drawn as bf16 values, so
+     * the backend's rounded copy of them is exact and the reference sees the same. */
+    double *x = rand_act(c, nx, -1, 1), *w = rand_act(c, nw, -1, 1);
+    double *b = rand_array(c, s.O, -1, 1), *dy = rand_act(c, ny, -1, 1);
     double *y = zeros(ny), *dx = zeros(nx), *dw = zeros(nw), *db = zeros(s.O);
-    tp_tensor tx = t4(lx, s.N, s.C, s.H, s.W), tw = t4(TP_LAYOUT_NCHW, s.O, s.C, s.KH, s.KW);
-    tp_tensor tb = t1(s.O), ty = t4(ly, s.N, s.O, s.OH, s.OW), tdy = ty;
+    tp_tensor tx = a4(c, lx, s.N, s.C, s.H, s.W), tw = t4(TP_LAYOUT_NCHW, s.O, s.C, s.KH, s.KW);
+    tp_tensor tb = t1(s.O), ty = a4(c, ly, s.N, s.O, s.OH, s.OW), tdy = ty;
     tp_tensor tdx = tx, tdw = tw, tdb = tb;
     tdy.data = tdx.data = tdw.data = tdb.data = NULL;
     tp_conv_desc d = { s.stride_h, s.stride_w, s.pad_h, s.pad_w, s.dil_h, s.dil_w };
@@ -336,33 +473,48 @@ out:
     free(x), free(w), free(b), free(dy), free(y), free(dx), free(dw), free(db);
 }
 
-static void test_conv(ctx *c)
+/* The geometry of test_conv's case i. */
+static ref_conv random_conv(ctx *c, int i)
 {
     static const int kernels[] = { 1, 3, 7 };
+    ref_conv s;
+    memset(&s, 0, sizeof s);
+    s.KH = s.KW = kernels[i % 3];
+    s.N = i % 4 == 0 ? 1 : irand(c, 2, 3);
+    s.C = irand(c, 1, 6);
+    s.O = irand(c, 1, 8);
+    s.stride_h = s.stride_w = 1 + (i / 3) % 2;
+    s.pad_h = s.pad_w = irand(c, 0, 3);
+    s.dil_h = s.dil_w = (i % 11 == 5) ? 2 : 1;
+    int min_in = (s.KH - 1) * s.dil_h + 1 - 2 * s.pad_h;
+    if (min_in < 1)
+        min_in = 1;
+    s.H = irand(c, min_in, min_in + 8);
+    s.W = irand(c, min_in, min_in + 8);
+    if (i % 5 == 0) { /* rectangular kernel and asymmetric stride/padding now and then */
+        s.KW = kernels[(i + 1) % 3];
+        s.pad_w = irand(c, 0, 3);
+        s.stride_w = 3 - s.stride_h;
+        int min_w = (s.KW - 1) * s.dil_w + 1 - 2 * s.pad_w;
+        s.W = irand(c, min_w < 1 ? 1 : min_w, (min_w < 1 ? 1 : min_w) + 8);
+    }
+    s.OH = ref_out_size(s.H, s.KH, s.stride_h, s.pad_h, s.dil_h);
+    s.OW = ref_out_size(s.W, s.KW, s.stride_w, s.pad_w, s.dil_w);
+    return s;
+}
+
+/* A square convolution, dilation 1. */
+static ref_conv conv_geom(int N, int C, int H, int W, int O, int K, int stride, int pad)
+{
+    ref_conv s = { N, C, H, W, O, K, K, ref_out_size(H, K, stride, pad, 1),
+                   ref_out_size(W, K, stride, pad, 1), stride, stride, pad, pad, 1, 1 };
+    return s;
+}
+
+static void test_conv(ctx *c)
+{
     for (int i = 0; i < 36; i++) {
-        ref_conv s;
-        memset(&s, 0, sizeof s);
-        s.KH = s.KW = kernels[i % 3];
-        s.N = i % 4 == 0 ? 1 : irand(c, 2, 3);
-        s.C = irand(c, 1, 6);
-        s.O = irand(c, 1, 8);
-        s.stride_h = s.stride_w = 1 + (i / 3) % 2;
-        s.pad_h = s.pad_w = irand(c, 0, 3);
-        s.dil_h = s.dil_w = (i % 11 == 5) ? 2 : 1;
-        int min_in = (s.KH - 1) * s.dil_h + 1 - 2 * s.pad_h;
-        if (min_in < 1)
-            min_in = 1;
-        s.H = irand(c, min_in, min_in + 8);
-        s.W = irand(c, min_in, min_in + 8);
-        if (i % 5 == 0) { /* rectangular kernel and asymmetric stride/padding now and then */
-            s.KW = kernels[(i + 1) % 3];
-            s.pad_w = irand(c, 0, 3);
-            s.stride_w = 3 - s.stride_h;
-            int min_w = (s.KW - 1) * s.dil_w + 1 - 2 * s.pad_w;
-            s.W = irand(c, min_w < 1 ? 1 : min_w, (min_w < 1 ? 1 : min_w) + 8);
-        }
-        s.OH = ref_out_size(s.H, s.KH, s.stride_h, s.pad_h, s.dil_h);
-        s.OW = ref_out_size(s.W, s.KW, s.stride_w, s.pad_w, s.dil_w);
+        ref_conv s = random_conv(c, i);
         int with_bias = irand(c, 0, 1);
         tp_layout lx = i % 2 ? TP_LAYOUT_NHWC : TP_LAYOUT_NCHW;
         tp_layout ly = i % 6 == 4 ? (lx == TP_LAYOUT_NHWC ? TP_LAYOUT_NCHW : TP_LAYOUT_NHWC) : lx;
@@ -388,7 +540,7 @@ static void bn_relu_case(ctx *c, const char *what, int N, int C, int H, int W,
     double *y = zeros(n), *yb = zeros(n), *dz = zeros(n), *dx = zeros(n);
     double *rm = zeros(C), *rv = zeros(C), *sm = zeros(C), *si = zeros(C);
     double *dg = zeros(C), *dbt = zeros(C);
-    tp_tensor ty = t4(ly, N, C, H, W), tdx = *tx, trm = t1(C), trv = t1(C), tsm = t1(C);
+    tp_tensor ty = a4(c, ly, N, C, H, W), tdx = *tx, trm = t1(C), trv = t1(C), tsm = t1(C);
     tp_tensor tsi = t1(C), tdg = t1(C), tdb = t1(C), tws = t1(0);
     tdx.data = NULL;
     CALL(c, c->ops->batchnorm_relu_workspace_bytes(c->be, d, tx, &ws_bytes));
@@ -456,12 +608,12 @@ static void bn_case(ctx *c, int N, int C, int H, int W, tp_layout lx, tp_layout 
     const double eps = 1e-5, momentum = 0.1;
     double *x = rand_array(c, n, -1, 1);
     for (int64_t i = 0; i < n; i++) /* a per-channel offset, so the mean matters */
-        x[i] = (double)(float)(x[i] * 2 + 0.5 * (double)((i / (H * W)) % C));
+        x[i] = round_act(c, x[i] * 2 + 0.5 * (double)((i / (H * W)) % C));
     double *gamma = rand_array(c, C, 0.5, 1.5), *beta = rand_array(c, C, -0.5, 0.5);
     double *rm = rand_array(c, C, -0.2, 0.2), *rv = rand_array(c, C, 0.5, 1.5);
-    double *dy = rand_array(c, n, -1, 1), *y = zeros(n), *dx = zeros(n);
+    double *dy = rand_act(c, n, -1, 1), *y = zeros(n), *dx = zeros(n);
     double *sm = zeros(C), *si = zeros(C), *dg = zeros(C), *dbt = zeros(C), *yi = zeros(n);
-    tp_tensor tx = t4(lx, N, C, H, W), ty = t4(ly, N, C, H, W), tdy = ty, tdx = tx;
+    tp_tensor tx = a4(c, lx, N, C, H, W), ty = a4(c, ly, N, C, H, W), tdy = ty, tdx = tx;
     tp_tensor tg = t1(C), tb = t1(C), trm = t1(C), trv = t1(C), tsm = t1(C), tsi = t1(C);
     tp_tensor tdg = t1(C), tdb = t1(C), tyi = ty;
     tp_bn_desc d = { eps, momentum };
@@ -534,8 +686,8 @@ static void elementwise_case(ctx *c, tp_tensor shape, tp_layout lout)
     snprintf(what, sizeof what, "%d-D %lld elements %s", shape.ndim,
              (long long)tp_tensor_count(&shape), lname(shape.layout));
     const int64_t n = tp_tensor_count(&shape);
-    double *x = rand_array(c, n, -1, 1), *b = rand_array(c, n, -1, 1);
-    double *dy = rand_array(c, n, -1, 1), *y = zeros(n), *dx = zeros(n), *s = zeros(n);
+    double *x = rand_act(c, n, -1, 1), *b = rand_act(c, n, -1, 1);
+    double *dy = rand_act(c, n, -1, 1), *y = zeros(n), *dx = zeros(n), *s = zeros(n);
     tp_tensor tx = shape, tb = shape, tdy = shape, ty = shape, tdx = shape, ts = shape;
     ty.layout = tdx.layout = lout;
     tx.data = tb.data = tdy.data = ty.data = tdx.data = ts.data = NULL;
@@ -601,9 +753,12 @@ static void pool_case(ctx *c, ref_pool p, tp_layout l)
              p.max ? "max" : "avg", p.N, p.C, p.H, p.W, p.KH, p.KW, p.SH, p.SW, p.PH, p.PW,
              lname(l));
     const int64_t nx = (int64_t)p.N * p.C * p.H * p.W, ny = (int64_t)p.N * p.C * p.OH * p.OW;
-    double *x = rand_array(c, nx, -1, 1), *dy = rand_array(c, ny, -1, 1);
+    /* With bf16 inputs, ties for a window's maximum occur: the rule of the first maximum is
+     * exercised. */
+    double *x = rand_act(c, nx, -1, 1), *dy = rand_act(c, ny, -1, 1);
     double *y = zeros(ny), *dx = zeros(nx);
-    tp_tensor tx = t4(l, p.N, p.C, p.H, p.W), ty = t4(l, p.N, p.C, p.OH, p.OW), tdy = ty, tdx = tx;
+    tp_tensor tx = a4(c, l, p.N, p.C, p.H, p.W), ty = a4(c, l, p.N, p.C, p.OH, p.OW), tdy = ty;
+    tp_tensor tdx = tx;
     tp_pool_desc d = { p.max ? TP_POOL_MAX : TP_POOL_AVG, p.KH, p.KW, p.SH, p.SW, p.PH, p.PW };
     ref_pool_forward(&p, x, y);
     ref_pool_backward(&p, x, dy, dx);
@@ -620,54 +775,66 @@ out:
     free(x), free(dy), free(y), free(dx);
 }
 
-static void test_pool(ctx *c)
+/* The geometry of test_pool's case i (odd i: max pooling). */
+static ref_pool random_pool(ctx *c, int i)
 {
     static const int kernels[] = { 1, 2, 3, 7 };
-    for (int i = 0; i < 24; i++) {
-        ref_pool p;
-        memset(&p, 0, sizeof p);
-        p.max = i % 2;
-        p.KH = p.KW = kernels[(i / 2) % 4];
-        if (i % 7 == 3)
-            p.KW = 2;
-        p.SH = irand(c, 1, 3);
-        p.SW = i % 5 == 0 ? 1 : p.SH;
-        p.PH = irand(c, 0, p.KH / 2 < 3 ? p.KH / 2 : 3);
-        p.PW = irand(c, 0, p.KW / 2 < 3 ? p.KW / 2 : 3);
-        p.N = i % 4 == 1 ? 1 : irand(c, 2, 3);
-        p.C = irand(c, 1, 9);
-        p.H = irand(c, p.KH, p.KH + 8);
-        p.W = irand(c, p.KW, p.KW + 8);
-        p.OH = ref_out_size(p.H, p.KH, p.SH, p.PH, 1);
-        p.OW = ref_out_size(p.W, p.KW, p.SW, p.PW, 1);
-        pool_case(c, p, (i / 2) % 2 ? TP_LAYOUT_NHWC : TP_LAYOUT_NCHW);
-    }
+    ref_pool p;
+    memset(&p, 0, sizeof p);
+    p.max = i % 2;
+    p.KH = p.KW = kernels[(i / 2) % 4];
+    if (i % 7 == 3)
+        p.KW = 2;
+    p.SH = irand(c, 1, 3);
+    p.SW = i % 5 == 0 ? 1 : p.SH;
+    p.PH = irand(c, 0, p.KH / 2 < 3 ? p.KH / 2 : 3);
+    p.PW = irand(c, 0, p.KW / 2 < 3 ? p.KW / 2 : 3);
+    p.N = i % 4 == 1 ? 1 : irand(c, 2, 3);
+    p.C = irand(c, 1, 9);
+    p.H = irand(c, p.KH, p.KH + 8);
+    p.W = irand(c, p.KW, p.KW + 8);
+    p.OH = ref_out_size(p.H, p.KH, p.SH, p.PH, 1);
+    p.OW = ref_out_size(p.W, p.KW, p.SW, p.PW, 1);
+    return p;
+}
+
+static void test_pool(ctx *c)
+{
+    for (int i = 0; i < 24; i++)
+        pool_case(c, random_pool(c, i), (i / 2) % 2 ? TP_LAYOUT_NHWC : TP_LAYOUT_NCHW);
 }
 
 /* ------------------------------------------------------------------ gap, linear, shortcut */
+
+/* x and dx are activations; y and dy are f32 in every mode. */
+static void gap_case(ctx *c, int N, int C, int H, int W, tp_layout l)
+{
+    char what[64];
+    snprintf(what, sizeof what, "N%d C%d %dx%d %s", N, C, H, W, lname(l));
+    const int64_t nx = (int64_t)N * C * H * W;
+    double *x = rand_act(c, nx, -1, 1), *dy = rand_array(c, N * C, -1, 1);
+    double *y = zeros(N * C), *dx = zeros(nx);
+    tp_tensor tx = a4(c, l, N, C, H, W), ty = t2(N, C), tdy = ty, tdx = tx;
+    ref_gap_forward(N, C, H, W, x, y);
+    ref_gap_backward(N, C, H, W, dy, dx);
+    CALL(c, upload(c, &tx, x));
+    CALL(c, upload(c, &tdy, dy));
+    CALL(c, alloc_poisoned(c, &ty));
+    CALL(c, alloc_poisoned(c, &tdx));
+    CALL(c, c->ops->global_avgpool_forward(c->be, &tx, &ty));
+    CALL(c, check(c, "global_avgpool_forward", what, &ty, y));
+    CALL(c, c->ops->global_avgpool_backward(c->be, &tdy, &tdx));
+    CALL(c, check(c, "global_avgpool_backward", what, &tdx, dx));
+out:
+    dev_free(c, &tx), dev_free(c, &ty), dev_free(c, &tdy), dev_free(c, &tdx);
+    free(x), free(dy), free(y), free(dx);
+}
 
 static void test_gap(ctx *c)
 {
     for (int i = 0; i < 6; i++) {
         int N = irand(c, 1, 4), C = irand(c, 1, 17), H = irand(c, 1, 9), W = irand(c, 1, 9);
-        tp_layout l = i % 2 ? TP_LAYOUT_NHWC : TP_LAYOUT_NCHW;
-        const int64_t nx = (int64_t)N * C * H * W;
-        double *x = rand_array(c, nx, -1, 1), *dy = rand_array(c, N * C, -1, 1);
-        double *y = zeros(N * C), *dx = zeros(nx);
-        tp_tensor tx = t4(l, N, C, H, W), ty = t2(N, C), tdy = ty, tdx = tx;
-        ref_gap_forward(N, C, H, W, x, y);
-        ref_gap_backward(N, C, H, W, dy, dx);
-        CALL(c, upload(c, &tx, x));
-        CALL(c, upload(c, &tdy, dy));
-        CALL(c, alloc_poisoned(c, &ty));
-        CALL(c, alloc_poisoned(c, &tdx));
-        CALL(c, c->ops->global_avgpool_forward(c->be, &tx, &ty));
-        CALL(c, check(c, "global_avgpool_forward", lname(l), &ty, y));
-        CALL(c, c->ops->global_avgpool_backward(c->be, &tdy, &tdx));
-        CALL(c, check(c, "global_avgpool_backward", lname(l), &tdx, dx));
-    out:
-        dev_free(c, &tx), dev_free(c, &ty), dev_free(c, &tdy), dev_free(c, &tdx);
-        free(x), free(dy), free(y), free(dx);
+        gap_case(c, N, C, H, W, i % 2 ? TP_LAYOUT_NHWC : TP_LAYOUT_NCHW);
     }
 }
 
@@ -710,32 +877,38 @@ static void test_linear(ctx *c)
     }
 }
 
+static void subsample_case(ctx *c, int stride, int N, int C, int Cout, int H, int W,
+                           tp_layout l)
+{
+    int OH = (H + stride - 1) / stride, OW = (W + stride - 1) / stride;
+    char what[64];
+    snprintf(what, sizeof what, "s%d C%d->%d %dx%d %s", stride, C, Cout, H, W, lname(l));
+    const int64_t nx = (int64_t)N * C * H * W, ny = (int64_t)N * Cout * OH * OW;
+    double *x = rand_act(c, nx, -1, 1), *dy = rand_act(c, ny, -1, 1);
+    double *y = zeros(ny), *dx = zeros(nx);
+    tp_tensor tx = a4(c, l, N, C, H, W), ty = a4(c, l, N, Cout, OH, OW), tdy = ty, tdx = tx;
+    ref_subsample_pad_forward(N, C, H, W, Cout, stride, x, y);
+    ref_subsample_pad_backward(N, C, H, W, Cout, stride, dy, dx);
+    CALL(c, upload(c, &tx, x));
+    CALL(c, upload(c, &tdy, dy));
+    CALL(c, alloc_poisoned(c, &ty));
+    CALL(c, alloc_poisoned(c, &tdx));
+    CALL(c, c->ops->subsample_pad_forward(c->be, stride, &tx, &ty));
+    CALL(c, check(c, "subsample_pad_forward", what, &ty, y));
+    CALL(c, c->ops->subsample_pad_backward(c->be, stride, &tdy, &tdx));
+    CALL(c, check(c, "subsample_pad_backward", what, &tdx, dx));
+out:
+    dev_free(c, &tx), dev_free(c, &ty), dev_free(c, &tdy), dev_free(c, &tdx);
+    free(x), free(dy), free(y), free(dx);
+}
+
 static void test_subsample_pad(ctx *c)
 {
     for (int i = 0; i < 8; i++) {
         int stride = 1 + i % 2, N = irand(c, 1, 3), C = irand(c, 1, 6);
         int Cout = C + irand(c, 0, 6), H = irand(c, 1, 9), W = irand(c, 1, 9);
-        int OH = (H + stride - 1) / stride, OW = (W + stride - 1) / stride;
-        tp_layout l = (i / 2) % 2 ? TP_LAYOUT_NHWC : TP_LAYOUT_NCHW;
-        char what[64];
-        snprintf(what, sizeof what, "s%d C%d->%d %dx%d %s", stride, C, Cout, H, W, lname(l));
-        const int64_t nx = (int64_t)N * C * H * W, ny = (int64_t)N * Cout * OH * OW;
-        double *x = rand_array(c, nx, -1, 1), *dy = rand_array(c, ny, -1, 1);
-        double *y = zeros(ny), *dx = zeros(nx);
-        tp_tensor tx = t4(l, N, C, H, W), ty = t4(l, N, Cout, OH, OW), tdy = ty, tdx = tx;
-        ref_subsample_pad_forward(N, C, H, W, Cout, stride, x, y);
-        ref_subsample_pad_backward(N, C, H, W, Cout, stride, dy, dx);
-        CALL(c, upload(c, &tx, x));
-        CALL(c, upload(c, &tdy, dy));
-        CALL(c, alloc_poisoned(c, &ty));
-        CALL(c, alloc_poisoned(c, &tdx));
-        CALL(c, c->ops->subsample_pad_forward(c->be, stride, &tx, &ty));
-        CALL(c, check(c, "subsample_pad_forward", what, &ty, y));
-        CALL(c, c->ops->subsample_pad_backward(c->be, stride, &tdy, &tdx));
-        CALL(c, check(c, "subsample_pad_backward", what, &tdx, dx));
-    out:
-        dev_free(c, &tx), dev_free(c, &ty), dev_free(c, &tdy), dev_free(c, &tdx);
-        free(x), free(dy), free(y), free(dx);
+        subsample_case(c, stride, N, C, Cout, H, W,
+                       (i / 2) % 2 ? TP_LAYOUT_NHWC : TP_LAYOUT_NCHW);
     }
 }
 
@@ -1113,6 +1286,336 @@ out:
     free(gx), free(gw1), free(gb1), free(gg), free(gbt), free(gwl), free(gbl);
 }
 
+/* ------------------------------------------------------------------ bf16 activations */
+
+/* The host helpers on cases worked out by hand, so that a failure below is the backend's. */
+static void check_bf16_helpers(ctx *c)
+{
+    static const struct {
+        uint32_t in;
+        uint16_t out;
+    } cases[] = {
+        { 0x3f800000u, 0x3f80u }, /* 1 */
+        { 0x43808000u, 0x4380u }, /* 257: a tie, to even 256 */
+        { 0x43818000u, 0x4382u }, /* 259: a tie, to even 260 */
+        { 0x3f808001u, 0x3f81u }, /* just above a tie: up */
+        { 0xbf807fffu, 0xbf80u }, /* just below a tie: down (to -1) */
+        { 0x3fffffffu, 0x4000u }, /* the carry reaches the exponent: 2 */
+        { 0x7f7f7fffu, 0x7f7fu }, /* stays the largest finite bf16 */
+        { 0x7f7fffffu, 0x7f80u }, /* FLT_MAX: inf */
+        { 0xff7f8000u, 0xff80u }, /* the tie above -(largest bf16): to even, -inf */
+        { 0xff800000u, 0xff80u }, /* -inf */
+    };
+    static const uint32_t nans[] = { 0x7fc00000u, 0x7fffffffu, 0x7f800001u, 0xff800001u };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        float f;
+        memcpy(&f, &cases[i].in, sizeof f);
+        if (bf16_bits(f) != cases[i].out) {
+            c->failures++;
+            printf("FAIL test_ops's bf16 rounding: 0x%08x gave 0x%04x, not 0x%04x\n",
+                   (unsigned)cases[i].in, (unsigned)bf16_bits(f), (unsigned)cases[i].out);
+        }
+    }
+    for (size_t i = 0; i < sizeof nans / sizeof nans[0]; i++) {
+        float f;
+        memcpy(&f, &nans[i], sizeof f);
+        if (!isnan(bf16_value(bf16_bits(f)))) {
+            c->failures++;
+            printf("FAIL test_ops's bf16 rounding: NaN 0x%08x gave 0x%04x\n", (unsigned)nans[i],
+                   (unsigned)bf16_bits(f));
+        }
+    }
+}
+
+/* got against want bit for bit (-0 is not +0; any NaN matches any NaN), as one case of row
+ * `name`; in (may be NULL) are the values that were converted. */
+static void compare_bits(ctx *c, const char *name, const char *what, const float *in,
+                         const float *got, const float *want, int64_t n)
+{
+    int64_t bad = 0, first = -1;
+    double max_abs = 0, max_ref = 0;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t g, w;
+        memcpy(&g, &got[i], sizeof g);
+        memcpy(&w, &want[i], sizeof w);
+        if (isfinite(want[i]) && fabs(want[i]) > max_ref)
+            max_ref = fabs(want[i]);
+        if (isnan(want[i]) ? isnan(got[i]) : g == w)
+            continue;
+        if (first < 0)
+            first = i;
+        bad++;
+        double d = isfinite(got[i]) && isfinite(want[i]) ? fabs((double)got[i] - want[i])
+                                                           : INFINITY;
+        if (d > max_abs)
+            max_abs = d;
+    }
+    double rel = max_abs / (max_ref > 1e-6 ? max_ref : 1e-6);
+    op_stat *s = stat_for(c, name);
+    s->cases++;
+    if (max_abs > s->max_abs)
+        s->max_abs = max_abs;
+    if (rel > s->max_rel)
+        s->max_rel = rel;
+    if (bad) {
+        uint32_t ui = 0, ug, uw;
+        if (in)
+            memcpy(&ui, &in[first], sizeof ui);
+        memcpy(&ug, &got[first], sizeof ug);
+        memcpy(&uw, &want[first], sizeof uw);
+        c->failures++;
+        printf("FAIL %s (%s): %lld of %lld values differ; first at %lld: f32 0x%08x (%.9g) "
+               "gave 0x%08x (%.9g), expected 0x%08x (%.9g)\n", name, what, (long long)bad,
+               (long long)n, (long long)first, (unsigned)ui, in ? in[first] : 0.0f, (unsigned)ug,
+               got[first], (unsigned)uw, want[first]);
+    }
+}
+
+/* Logical-order floats -> device tensor t (any dtype and layout) with one copy() from a host
+ * f32 tensor in layout hl: a conversion when t is bf16, a layout change when hl is not t's.
+ * On the compute stream: an upload on the copy stream would not wait for the fill that
+ * poisoned t there (only copies reading device memory are ordered after compute work). */
+static tp_status put_host(ctx *c, tp_tensor *t, const float *v, tp_layout hl)
+{
+    int64_t n = tp_tensor_count(t);
+    float *buf = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    tp_tensor h = *t;
+    h.dtype = TP_DTYPE_F32;
+    h.layout = hl;
+    h.device = TP_DEVICE_HOST;
+    h.data = buf;
+    for (int64_t i = 0; i < n; i++)
+        buf[offset_of(&h, i)] = v[i];
+    tp_status st = c->ops->copy(c->be, t, &h, TP_STREAM_COMPUTE);
+    if (!st)
+        st = c->ops->sync(c->be);
+    free(buf);
+    return st;
+}
+
+/* Device tensor t -> logical-order floats, with one copy() into a host f32 tensor in layout
+ * hl (prefilled with -12345, so values the copy does not write show). */
+static tp_status get_host(ctx *c, const tp_tensor *t, float *v, tp_layout hl)
+{
+    int64_t n = tp_tensor_count(t);
+    float *buf = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    for (int64_t i = 0; i < n; i++)
+        buf[i] = -12345.0f;
+    tp_tensor h = *t;
+    h.dtype = TP_DTYPE_F32;
+    h.layout = hl;
+    h.device = TP_DEVICE_HOST;
+    h.data = buf;
+    tp_status st = c->ops->copy(c->be, &h, t, TP_STREAM_COMPUTE);
+    if (!st)
+        st = c->ops->sync(c->be);
+    if (!st)
+        for (int64_t i = 0; i < n; i++)
+            v[i] = buf[offset_of(&h, i)];
+    free(buf);
+    return st;
+}
+
+/* f32 bit patterns at the edges of round-to-nearest-even (see check_bf16_helpers too). */
+static const uint32_t bf16_edge_cases[] = {
+    0x00000000u, 0x80000000u,             /* +0, -0 */
+    0x3f800000u, 0xbf800000u,             /* +-1, exact */
+    0x3f808000u, 0xbf808000u,             /* +-(1 + 2^-8): ties, to even +-1 (down) */
+    0x3f818000u, 0xbf818000u,             /* +-(1 + 3 2^-8): ties, to even +-(1 + 2^-6) (up) */
+    0x3f808001u, 0xbf808001u,             /* just above a tie: up */
+    0x3f807fffu, 0xbf807fffu,             /* just below a tie: down */
+    0x3f81ffffu,                          /* up, carrying into the next mantissa bit */
+    0x3fffffffu, 0xbfffffffu,             /* up, carrying into the exponent: +-2 */
+    0x43808000u, 0x43818000u,             /* 257 -> 256 and 259 -> 260 (ties) */
+    0x00800000u, 0x80800000u,             /* +-FLT_MIN, exact */
+    0x00808000u, 0x0080ffffu,             /* just above FLT_MIN: a tie (down), up */
+    0x7f7f0000u, 0xff7f0000u,             /* +-the largest bf16, exact */
+    0x7f7f7fffu,                          /* below the tie above it: stays the largest */
+    0x7f7f8000u, 0xff7f8000u,             /* that tie: to even, which is +-inf */
+    0x7f7fffffu, 0xff7fffffu,             /* +-FLT_MAX: +-inf */
+    0x7f800000u, 0xff800000u,             /* +-inf */
+    0x7fc00000u, 0xffc00000u,             /* quiet NaNs */
+    0x7fffffffu,                          /* a NaN a bare rounding carry wraps to -0 */
+    0x7f800001u, 0xff800001u,             /* signalling NaNs a bare rounding turns into inf */
+};
+
+/* copy() between f32 and bf16 against the host's round-to-nearest-even, bit for bit: host
+ * f32 -> device bf16 -> host f32 and device f32 <-> bf16, each with and without a layout
+ * change, bf16 -> bf16 across layouts, and fill() of bf16. The values: the edge cases above,
+ * then random floats from 2^-27 to 2^32 of either sign, every third one a tie (low 16 bits
+ * 0x8000). Denormals are left out (their handling is not part of the contract). */
+static void test_bf16_copy(ctx *c)
+{
+    const int N = 3, C = 7, H = 5, W = 9;
+    const int64_t n = (int64_t)N * C * H * W;
+    const int64_t n_edge = (int64_t)(sizeof bf16_edge_cases / sizeof bf16_edge_cases[0]);
+    const tp_layout nchw = TP_LAYOUT_NCHW, nhwc = TP_LAYOUT_NHWC;
+    float *v = malloc(sizeof(float) * (size_t)n), *want = malloc(sizeof(float) * (size_t)n);
+    float *got = malloc(sizeof(float) * (size_t)n);
+    tp_tensor b1 = tp_tensor_4d(TP_DTYPE_BF16, nchw, N, C, H, W);
+    tp_tensor b2 = tp_tensor_4d(TP_DTYPE_BF16, nhwc, N, C, H, W), b3 = b2;
+    tp_tensor f1 = t4(nchw, N, C, H, W), f2 = t4(nhwc, N, C, H, W);
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+        if (i < n_edge) {
+            u = bf16_edge_cases[i];
+        } else {
+            uint64_t r = next_u64(c);
+            u = ((uint32_t)r & 0x807fffffu) | (uint32_t)(100 + (r >> 32) % 60) << 23;
+            if (i % 3 == 0)
+                u = (u & 0xffff0000u) | 0x8000u;
+        }
+        memcpy(&v[i], &u, sizeof u);
+        want[i] = bf16_value(bf16_bits(v[i]));
+    }
+    CALL(c, alloc_poisoned(c, &b1));
+    CALL(c, alloc_poisoned(c, &b2));
+    CALL(c, alloc_poisoned(c, &b3));
+    CALL(c, alloc_poisoned(c, &f1));
+    CALL(c, alloc_poisoned(c, &f2));
+
+    /* host f32 -> device bf16 -> host f32 */
+    CALL(c, put_host(c, &b1, v, nchw));
+    CALL(c, get_host(c, &b1, got, nchw));
+    compare_bits(c, "bf16act_copy", "host f32 NCHW -> bf16 NCHW -> host f32 NCHW", v, got, want, n);
+    CALL(c, put_host(c, &b2, v, nchw));
+    CALL(c, get_host(c, &b2, got, nhwc));
+    compare_bits(c, "bf16act_copy", "host f32 NCHW -> bf16 NHWC -> host f32 NHWC", v, got, want, n);
+    CALL(c, get_host(c, &b2, got, nchw));
+    compare_bits(c, "bf16act_copy", "host f32 NCHW -> bf16 NHWC -> host f32 NCHW", v, got, want, n);
+    CALL(c, c->ops->fill(c->be, &b2, NAN));
+    CALL(c, put_host(c, &b2, v, nhwc));
+    CALL(c, get_host(c, &b2, got, nhwc));
+    compare_bits(c, "bf16act_copy", "host f32 NHWC -> bf16 NHWC -> host f32 NHWC", v, got, want, n);
+
+    /* device f32 -> device bf16 (f1 and f2 hold v, unrounded) */
+    CALL(c, put_host(c, &f1, v, nchw));
+    CALL(c, put_host(c, &f2, v, nhwc));
+    CALL(c, c->ops->fill(c->be, &b1, NAN));
+    CALL(c, c->ops->fill(c->be, &b2, NAN));
+    CALL(c, c->ops->copy(c->be, &b1, &f1, TP_STREAM_COMPUTE));
+    CALL(c, get_host(c, &b1, got, nchw));
+    compare_bits(c, "bf16act_copy", "device f32 NCHW -> bf16 NCHW", v, got, want, n);
+    CALL(c, c->ops->copy(c->be, &b2, &f1, TP_STREAM_COPY));
+    CALL(c, c->ops->sync(c->be));
+    CALL(c, get_host(c, &b2, got, nhwc));
+    compare_bits(c, "bf16act_copy", "device f32 NCHW -> bf16 NHWC", v, got, want, n);
+    CALL(c, c->ops->fill(c->be, &b3, NAN));
+    CALL(c, c->ops->copy(c->be, &b3, &f2, TP_STREAM_COMPUTE));
+    CALL(c, get_host(c, &b3, got, nhwc));
+    compare_bits(c, "bf16act_copy", "device f32 NHWC -> bf16 NHWC", v, got, want, n);
+
+    /* device bf16 -> device f32 (b1, b2 and b3 hold the rounded values; bf16 -> f32 is exact) */
+    CALL(c, c->ops->fill(c->be, &f1, NAN));
+    CALL(c, c->ops->fill(c->be, &f2, NAN));
+    CALL(c, c->ops->copy(c->be, &f1, &b1, TP_STREAM_COMPUTE));
+    CALL(c, get_host(c, &f1, got, nchw));
+    compare_bits(c, "bf16act_copy", "device bf16 NCHW -> f32 NCHW", v, got, want, n);
+    CALL(c, c->ops->copy(c->be, &f2, &b1, TP_STREAM_COMPUTE));
+    CALL(c, get_host(c, &f2, got, nhwc));
+    compare_bits(c, "bf16act_copy", "device bf16 NCHW -> f32 NHWC", v, got, want, n);
+    CALL(c, c->ops->fill(c->be, &f1, NAN));
+    CALL(c, c->ops->copy(c->be, &f1, &b2, TP_STREAM_COPY));
+    CALL(c, c->ops->sync(c->be));
+    CALL(c, get_host(c, &f1, got, nchw));
+    compare_bits(c, "bf16act_copy", "device bf16 NHWC -> f32 NCHW", v, got, want, n);
+    CALL(c, c->ops->fill(c->be, &f2, NAN));
+    CALL(c, c->ops->copy(c->be, &f2, &b3, TP_STREAM_COMPUTE));
+    CALL(c, get_host(c, &f2, got, nhwc));
+    compare_bits(c, "bf16act_copy", "device bf16 NHWC -> f32 NHWC", v, got, want, n);
+
+    /* bf16 -> bf16 across layouts: the bits move unchanged */
+    CALL(c, c->ops->fill(c->be, &b3, NAN));
+    CALL(c, c->ops->copy(c->be, &b3, &b1, TP_STREAM_COMPUTE));
+    CALL(c, get_host(c, &b3, got, nhwc));
+    compare_bits(c, "bf16act_copy", "device bf16 NCHW -> bf16 NHWC", v, got, want, n);
+    CALL(c, c->ops->fill(c->be, &b1, NAN));
+    CALL(c, c->ops->copy(c->be, &b1, &b3, TP_STREAM_COMPUTE));
+    CALL(c, get_host(c, &b1, got, nchw));
+    compare_bits(c, "bf16act_copy", "device bf16 NHWC -> bf16 NCHW", v, got, want, n);
+
+    /* fill: 1/3 (not near a tie, so rounding through f32 first changes nothing) and NaN */
+    CALL(c, c->ops->fill(c->be, &b2, 1.0 / 3.0));
+    for (int64_t i = 0; i < n; i++)
+        want[i] = bf16_value(bf16_bits((float)(1.0 / 3.0)));
+    CALL(c, get_host(c, &b2, got, nhwc));
+    compare_bits(c, "bf16act_fill", "1/3", NULL, got, want, n);
+    CALL(c, c->ops->fill(c->be, &b2, NAN));
+    for (int64_t i = 0; i < n; i++)
+        want[i] = NAN;
+    CALL(c, get_host(c, &b2, got, nhwc));
+    compare_bits(c, "bf16act_fill", "NaN", NULL, got, want, n);
+out:
+    dev_free(c, &b1), dev_free(c, &b2), dev_free(c, &b3), dev_free(c, &f1), dev_free(c, &f2);
+    free(v), free(want), free(got);
+}
+
+/* The activation operations with bf16 x, y, dy and dx (API 1.5), all channels-last, the
+ * backend's preferred layout and the only one its bf16 path serves: the cases above with
+ * c->act bf16 (a4(), rand_act(), the bf16act_ rows and bf16_tolerance()). Random shapes
+ * like the f32 cases' plus ResNet-like ones (channel counts that are multiples of 8, the
+ * 3-channel stem convolution, a 3x3 stride-2 max pooling). */
+static void test_bf16_activations(ctx *c)
+{
+    const tp_layout L = TP_LAYOUT_NHWC;
+    printf("bf16 activations (API 1.5): the bf16act_* rows, channels-last; tolerance 0 for "
+           "relu, max pooling forward and subsample_pad, 1e-4 for f32 outputs, 1e-2 for one "
+           "rounding, 3e-2 for convolutions and batch-norm backward\n");
+    check_bf16_helpers(c);
+    test_bf16_copy(c);
+    c->act = TP_DTYPE_BF16;
+
+    for (int i = 0; i < 12; i++)
+        conv_case(c, random_conv(c, i), i % 2, L, L);
+    conv_case(c, conv_geom(4, 3, 16, 16, 16, 3, 1, 1), 1, L, L);
+    conv_case(c, conv_geom(4, 16, 16, 16, 16, 3, 1, 1), 0, L, L);
+    conv_case(c, conv_geom(4, 16, 16, 16, 32, 3, 2, 1), 0, L, L);
+    conv_case(c, conv_geom(4, 16, 16, 16, 32, 1, 2, 0), 1, L, L);
+    conv_case(c, conv_geom(2, 64, 8, 8, 64, 3, 1, 1), 0, L, L);
+
+    /* batch norm, and the fused batch norm + ReLU with it (bn_relu_case) */
+    for (int i = 0; i < 6; i++) {
+        int N = i % 3 == 0 ? 1 : irand(c, 2, 4);
+        int H = irand(c, 1, 9), W = irand(c, 2, 9);
+        bn_case(c, N, irand(c, 1, 17), H, W, L, L);
+    }
+    bn_case(c, 8, 64, 16, 16, L, L);
+    bn_case(c, 4, 160, 5, 7, L, L);
+    bn_case(c, 3, 37, 9, 9, L, L);
+    bn_case(c, 32, 8, 32, 32, L, L);
+
+    /* relu, add, add_relu (and in place) */
+    for (int i = 0; i < 4; i++) {
+        int N = irand(c, 1, 3), C = irand(c, 1, 9), H = irand(c, 1, 9), W = irand(c, 1, 9);
+        elementwise_case(c, a4(c, L, N, C, H, W), L);
+    }
+    elementwise_case(c, a4(c, L, 2, 3, 5, 7), L);
+    elementwise_case(c, a4(c, L, 4, 64, 16, 16), L);
+
+    for (int i = 0; i < 12; i++)
+        pool_case(c, random_pool(c, i), L);
+    ref_pool p = { 1, 4, 16, 32, 32, 3, 3, 2, 2, 1, 1, 0, 0 };
+    p.OH = ref_out_size(p.H, p.KH, p.SH, p.PH, 1);
+    p.OW = ref_out_size(p.W, p.KW, p.SW, p.PW, 1);
+    pool_case(c, p, L);
+    p.max = 0;
+    pool_case(c, p, L);
+
+    for (int i = 0; i < 4; i++) {
+        int N = irand(c, 1, 4), C = irand(c, 1, 17), H = irand(c, 1, 9), W = irand(c, 1, 9);
+        gap_case(c, N, C, H, W, L);
+    }
+    gap_case(c, 8, 64, 8, 8, L);
+
+    for (int i = 0; i < 6; i++) {
+        int stride = 1 + i % 2, N = irand(c, 1, 3), C = irand(c, 1, 6);
+        int Cout = C + irand(c, 0, 6), H = irand(c, 1, 9), W = irand(c, 1, 9);
+        subsample_case(c, stride, N, C, Cout, H, W, L);
+    }
+    subsample_case(c, 2, 4, 16, 32, 16, 16, L);
+    c->act = TP_DTYPE_F32;
+}
+
 /* ------------------------------------------------------------------ main */
 
 /* Leaves with status 77 (skip) without running exit handlers: a backend whose device is
@@ -1155,6 +1658,7 @@ int main(int argc, char **argv)
     ctx c;
     memset(&c, 0, sizeof c);
     c.rng = 20240611;
+    c.act = TP_DTYPE_F32;
 
     if (!find_plugin(name, path, sizeof path)) {
         printf("%s: backend-%s plugin not found (set TP_PLUGIN_DIR or TP_BUILDDIR)\n", argv[0],
@@ -1215,6 +1719,10 @@ int main(int argc, char **argv)
     memset(&info, 0, sizeof info);
     if (c.ops->info && c.ops->info(c.be, &info) == TP_OK)
         printf("backend %s on %s (%d threads)\n", info.name, info.device_name, info.threads);
+    /* API 1.5: bf16 activations, read only where the backend's info covers the field. */
+    const int bf16_act = info.size >= offsetof(tp_backend_info, activation_dtype) +
+                                          sizeof info.activation_dtype &&
+                         info.activation_dtype == TP_DTYPE_BF16;
 
     test_copy(&c);
     test_events(&c);
@@ -1233,16 +1741,25 @@ int main(int argc, char **argv)
     test_optimizers(&c);
     test_gradcheck(&c, TP_LAYOUT_NCHW, 1, 1);
     test_gradcheck(&c, TP_LAYOUT_NHWC, 2, 0);
+    if (bf16_act)
+        test_bf16_activations(&c); /* last, so the f32 cases draw the same shapes either way */
 
-    printf("\n%-28s %6s %14s %14s\n", "operation", "cases", "max |diff|", "max rel err");
+    int width = 28;
     for (int i = 0; i < c.n_stats; i++)
-        printf("%-28s %6d %14.3g %14.3g\n", c.stats[i].name, c.stats[i].cases,
+        if ((int)strlen(c.stats[i].name) > width)
+            width = (int)strlen(c.stats[i].name);
+    printf("\n%-*s %6s %14s %14s\n", width, "operation", "cases", "max |diff|", "max rel err");
+    for (int i = 0; i < c.n_stats; i++)
+        printf("%-*s %6d %14.3g %14.3g\n", width, c.stats[i].name, c.stats[i].cases,
                c.stats[i].max_abs, c.stats[i].max_rel);
     printf("\n%s: %d failure(s); tolerance %.0e per op, %.0e for gradient checks",
            c.failures ? "FAIL" : "PASS", c.failures, OP_TOLERANCE, GRAD_TOLERANCE);
     if (c.reduced_tol > 0)
         printf("; %.0e for convolutions, linear layers and gradient checks at this precision",
                c.reduced_tol);
+    if (bf16_act)
+        printf("; bf16 activations (bf16act_*): 0 exact ops, 1e-4 f32 outputs, 1e-2 one "
+               "rounding, 3e-2 convolutions and batch-norm backward");
     printf("\n");
 
     instance_destroy(&inst);
