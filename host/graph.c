@@ -975,7 +975,16 @@ static tp_dtype choose_act_dtype(const graph *g, const tp_backend *backend, tp_l
     return TP_DTYPE_BF16;
 }
 
-void graph_set_activation_dtype(graph *g, tp_dtype dtype) { g->act_requested = dtype; }
+tp_status graph_set_activation_dtype(graph *g, tp_dtype dtype)
+{
+    if (dtype != 0 && dtype != TP_DTYPE_F32)
+        return services_fail(TP_ERR_INVALID,
+                             "graph: activation dtype %s: only f32 can be forced (0 lets the "
+                             "backend choose)",
+                             tp_dtype_name(dtype));
+    g->act_requested = dtype;
+    return TP_OK;
+}
 
 tp_dtype graph_activation_dtype(const graph *g)
 {
@@ -1307,7 +1316,8 @@ tp_status graph_forward(graph *g, const tp_tensor *input, int training)
     if (g->input_cast.data) { /* converted into the activation dtype and the bound layout */
         tp_status st = OPS->copy(BE, &g->input_cast, input, TP_STREAM_COMPUTE);
         if (st != TP_OK)
-            return st;
+            return services_fail(st, "graph forward: converting the input batch to %s: %s",
+                                 tp_dtype_name(g->act_dtype), services_last_error());
         in->out = g->input_cast;
     } else {
         in->out = *input;

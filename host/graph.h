@@ -76,8 +76,9 @@ void graph_set_batchnorm_sync(graph *g, bn_sync_allreduce_fn allreduce, void *ct
  * a global average pool. Then every activation and activation gradient is stored in that
  * dtype, except the global average pool's and the linear layers' outputs (the logits stay
  * f32), and graph_forward() converts the f32 input into it. TP_DTYPE_F32 forces f32
- * everywhere. Takes effect at the next graph_bind(). */
-void graph_set_activation_dtype(graph *g, tp_dtype dtype);
+ * everywhere; any other value is refused (TP_ERR_INVALID). Takes effect at the next
+ * graph_bind(). */
+tp_status graph_set_activation_dtype(graph *g, tp_dtype dtype);
 
 /* The dtype the current binding stores activations in (TP_DTYPE_F32 when unbound). */
 tp_dtype graph_activation_dtype(const graph *g);

@@ -444,7 +444,7 @@ int main(void)
     }
     const tp_backend_ops *ops = e->component->ops;
     CHECK(ops && all_ops_present(ops), "the ops table is incomplete");
-    CHECK(e->component->n_params == 5, "expected 5 parameters, found %zu",
+    CHECK(e->component->n_params == 6, "expected 6 parameters, found %zu",
           e->component->n_params);
 
     instance inst;
