@@ -298,7 +298,7 @@ if want tests; then
             if grep -q "dynamic loss scaling from" "$work/tests/fp16_loss_scaling.log"; then
                 say "      fp16: $(grep -o 'dynamic loss scaling from [^,]*' "$work/tests/fp16_loss_scaling.log" | head -1);" \
                     "$(grep -c 'update skipped' "$work/tests/fp16_loss_scaling.log") updates skipped;" \
-                    "last validation: $(grep 'validation at step' "$work/tests/fp16_loss_scaling.log" | tail -1 | cut -c1-80)"
+                    "train loss first/last logged: $(awk -F, '$4 == "train" {if (!f) f = $5; l = $5} END {print f " / " l}' "$work/fp16/metrics.csv")"
             else
                 say "FAIL  fp16_loss_scaling: no dynamic loss scaling in the log"
                 failures=$((failures + 1))
