@@ -110,6 +110,12 @@ typedef struct trainer {
     /* [pipeline] capture_step: full batches run as one recording (step_capture.h); NULL
      * when off or impossible. */
     step_capture *capture;
+    /* The optimizer's update is part of the recorded step (optimizer and backend API 1.6):
+     * its per-step numbers (the learning rate, ...) are copied from opt_scalars_host
+     * (pinned) into opt_scalars (device) before each step, and the update is gated on the
+     * step's loss being finite. */
+    int device_update;
+    tp_tensor opt_scalars, opt_scalars_host;
 } trainer;
 
 static int saved_argc;
@@ -298,6 +304,10 @@ static void trainer_release(trainer *t)
             t->backend.ops->free(t->backend.self, &t->grad_sumsq);
         if (t->grad_sumsq_part.data)
             t->backend.ops->free(t->backend.self, &t->grad_sumsq_part);
+        if (t->opt_scalars.data)
+            t->backend.ops->free(t->backend.self, &t->opt_scalars);
+        if (t->opt_scalars_host.data)
+            t->backend.ops->free(t->backend.self, &t->opt_scalars_host);
     }
     step_capture_free(t->capture); /* before the graph whose buffers it recorded */
     t->capture = NULL;
@@ -1314,6 +1324,63 @@ static tp_status enqueue_step(void *ctx, const tp_tensor *images, const tp_tenso
     return st;
 }
 
+/* enqueue_step and then the optimizer's update reading this step's numbers from
+ * opt_scalars, skipped on the device when the loss is not finite: the whole training step,
+ * which step capture records when device_update is on. */
+static tp_status enqueue_step_and_update(void *ctx, const tp_tensor *images,
+                                         const tp_tensor *labels)
+{
+    trainer *t = ctx;
+    tp_status st = enqueue_step(t, images, labels);
+    return st ? st : t->optim_ops->step_device(t->optim, &t->opt_scalars, &t->loss);
+}
+
+/* Whether the recorded step can include the update: one rank (a NaN on any rank must stop
+ * every rank before its update, which needs the host), no loss scaling (its overflow
+ * check decides on the host whether to update), and an optimizer and backend with the API
+ * 1.6 device-side updates for this configuration. */
+static tp_status setup_device_update(trainer *t)
+{
+    const tp_optimizer_ops *o = t->optim_ops;
+    float probe[TP_OPTIM_MAX_SCALARS];
+    if (!t->capture || t->world > 1 || t->scaling ||
+        o->size < offsetof(tp_optimizer_ops, step_device) + sizeof o->step_device ||
+        !o->device_scalars || !o->step_device || o->device_scalars(t->optim, 1.0, 1, probe) <= 0)
+        return TP_OK;
+    const tp_backend_ops *ops = t->backend.ops;
+    t->opt_scalars = tp_tensor_2d(TP_DTYPE_F32, TP_OPTIM_MAX_SCALARS, 0);
+    t->opt_scalars_host = t->opt_scalars;
+    t->opt_scalars_host.device = TP_DEVICE_PINNED;
+    tp_status st = ops->alloc(t->backend.self, &t->opt_scalars, "optimizer step scalars");
+    if (!st)
+        st = ops->alloc(t->backend.self, &t->opt_scalars_host, "optimizer step scalars (host)");
+    if (!st)
+        st = ops->fill(t->backend.self, &t->opt_scalars_host, 0.0);
+    if (!st) {
+        t->device_update = 1;
+        LOG_INFO("step capture: the optimizer's update is recorded with the step (its learning "
+                 "rate read on the device, skipped there on a non-finite loss)");
+    }
+    return st;
+}
+
+/* Writes this step's optimizer numbers and queues their copy to the device, ahead of the
+ * step that reads them (the copy is ordered on the compute stream; the host has waited for
+ * the previous step's loss, and so for its copy, before rewriting the pinned buffer). */
+static tp_status stage_optimizer_scalars(trainer *t, double lr)
+{
+    float *h = t->opt_scalars_host.data;
+    int n = t->optim_ops->device_scalars(t->optim, lr, t->pos.step + 1, h);
+    if (n <= 0 || n > TP_OPTIM_MAX_SCALARS)
+        return services_fail(TP_ERR_INVALID,
+                             "optimizer %s: device_scalars gave %d values at step %lld (1..%d "
+                             "expected)",
+                             t->p.optimizer.entry->component->name, n,
+                             (long long)t->pos.step + 1, TP_OPTIM_MAX_SCALARS);
+    return t->backend.ops->copy(t->backend.self, &t->opt_scalars, &t->opt_scalars_host,
+                                TP_STREAM_COMPUTE);
+}
+
 /* [pipeline] capture_step: records the step where nothing in it needs the host (no
  * gradient bucket handed to a reducer during backward, no batch-norm statistics summed
  * across ranks during forward). */
@@ -1375,6 +1442,8 @@ static tp_status train_loop(trainer *t)
     tp_status st = make_reducer(t);
     if (!st)
         st = make_step_capture(t);
+    if (!st)
+        st = setup_device_update(t);
     if (st)
         return st;
     if (t->pos.step >= t->total_steps || (t->s->steps == 0 && epochs_left <= 0)) {
@@ -1430,11 +1499,18 @@ static tp_status train_loop(trainer *t)
         /* Backward is queued before the loss is read, so a GPU is not left idle while the
          * host waits for the loss and then issues the backward pass. A non-finite loss
          * still stops the run before the update: only gradients exist by then. */
-        if (!(st = bind_batch(t, (int)b.count)))
-            st = t->capture && b.count == t->s->batch_size
-                     ? step_capture_run(t->capture, &b.images, &b.labels,
-                                        loss_gradient_scale(t), enqueue_step, t)
-                     : enqueue_step(t, &b.images, &b.labels);
+        /* Full batches replay the recording; with device_update it holds the update too. */
+        const int recorded = t->capture && b.count == t->s->batch_size;
+        const int updated_on_device = recorded && t->device_update;
+        if (!(st = bind_batch(t, (int)b.count)) && updated_on_device)
+            st = stage_optimizer_scalars(t, lr);
+        if (!st)
+            st = recorded ? step_capture_run(t->capture, &b.images, &b.labels,
+                                             loss_gradient_scale(t),
+                                             updated_on_device ? enqueue_step_and_update
+                                                               : enqueue_step,
+                                             t)
+                          : enqueue_step(t, &b.images, &b.labels);
         if (!st)
             st = read_scalars(t, dev, h, 2);
         double count = (double)b.count;
@@ -1456,7 +1532,8 @@ static tp_status train_loop(trainer *t)
         if (!st && t->scaling)
             st = unscale_gradients(t, &finite);
         if (!st && finite) {
-            st = t->optim_ops->step(t->optim, lr, t->pos.step + 1);
+            if (!updated_on_device)
+                st = t->optim_ops->step(t->optim, lr, t->pos.step + 1);
             if (t->scaling && ++t->scale_good_steps >= t->s->loss_scale_interval) {
                 t->loss_scale *= 2;
                 t->scale_good_steps = 0;

@@ -171,6 +171,8 @@ static const tp_backend_ops cpu_ops = {
     .normalize_channels = op_normalize_channels,
     .sgd_update = cpu_sgd_update,
     .adam_update = cpu_adam_update,
+    .sgd_update_dev = cpu_sgd_update_dev,
+    .adam_update_dev = cpu_adam_update_dev,
 };
 
 static const tp_component cpu_component = {

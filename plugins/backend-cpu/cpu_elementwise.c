@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <math.h>
+#include <string.h>
 
 #include "cpu_backend.h"
 #include "cpu_ops.h"
@@ -88,12 +89,27 @@ tp_status cpu_sum_squares(void *self, const tp_tensor *x, tp_tensor *out)
     return TP_OK;
 }
 
-tp_status cpu_sgd_update(void *self, tp_tensor *param, const tp_tensor *grad,
-                         tp_tensor *velocity, double lr, double momentum, double weight_decay,
-                         int nesterov)
+/* The API 1.6 step scalars (f32, at least `need` values) and gate (one f32); on this backend
+ * "device" memory is host memory, so they are read directly. *apply = the gate is finite. */
+static tp_status read_dev_scalars(cpu_backend *be, const char *op, const tp_tensor *scalars,
+                                  int64_t need, const tp_tensor *gate, float *out, int *apply)
 {
-    cpu_backend *be = self;
-    const char *op = "sgd_update";
+    if (!scalars || !gate || !scalars->data || !gate->data || scalars->dtype != TP_DTYPE_F32 ||
+        gate->dtype != TP_DTYPE_F32 || tp_tensor_count(scalars) < need ||
+        tp_tensor_count(gate) != 1)
+        return be->host->fail(be->host, TP_ERR_INVALID,
+                              "backend-cpu %s: scalars must be f32 with at least %lld values "
+                              "and gate one f32",
+                              op, (long long)need);
+    memcpy(out, scalars->data, (size_t)need * sizeof *out);
+    *apply = isfinite(*(const float *)gate->data);
+    return TP_OK;
+}
+
+static tp_status sgd(cpu_backend *be, const char *op, tp_tensor *param, const tp_tensor *grad,
+                     tp_tensor *velocity, float lr_f, double momentum, double weight_decay,
+                     int nesterov)
+{
     tp_status st;
     if ((st = check_flat_pair(be, op, "param", param, "grad", grad)))
         return st;
@@ -105,7 +121,7 @@ tp_status cpu_sgd_update(void *self, tp_tensor *param, const tp_tensor *grad,
     float *p = param->data;
     const float *g = grad->data;
     float *v = velocity ? velocity->data : NULL;
-    const float lr_f = (float)lr, mu = (float)momentum, wd = (float)weight_decay;
+    const float mu = (float)momentum, wd = (float)weight_decay;
     const size_t count = cpu_count(param);
     for (size_t i = 0; i < count; i++) {
         const float gi = g[i] + wd * p[i];
@@ -120,25 +136,42 @@ tp_status cpu_sgd_update(void *self, tp_tensor *param, const tp_tensor *grad,
     return TP_OK;
 }
 
-tp_status cpu_adam_update(void *self, tp_tensor *param, const tp_tensor *grad, tp_tensor *m,
-                          tp_tensor *v, double lr, double beta1, double beta2, double eps,
-                          double weight_decay, int decoupled, int64_t step)
+tp_status cpu_sgd_update(void *self, tp_tensor *param, const tp_tensor *grad,
+                         tp_tensor *velocity, double lr, double momentum, double weight_decay,
+                         int nesterov)
 {
-    cpu_backend *be = self;
-    const char *op = "adam_update";
+    return sgd(self, "sgd_update", param, grad, velocity, (float)lr, momentum, weight_decay,
+               nesterov);
+}
+
+tp_status cpu_sgd_update_dev(void *self, tp_tensor *param, const tp_tensor *grad,
+                             tp_tensor *velocity, const tp_tensor *scalars,
+                             const tp_tensor *gate, double momentum, double weight_decay,
+                             int nesterov)
+{
+    float lr;
+    int apply;
+    tp_status st = read_dev_scalars(self, "sgd_update_dev", scalars, 1, gate, &lr, &apply);
+    if (st)
+        return st;
+    if (!apply) /* checked like the update would be, then nothing written */
+        return check_flat_pair(self, "sgd_update_dev", "param", param, "grad", grad);
+    return sgd(self, "sgd_update_dev", param, grad, velocity, lr, momentum, weight_decay,
+               nesterov);
+}
+
+/* bc1, bc2: the bias corrections 1 - beta^t of this step. */
+static tp_status adam(cpu_backend *be, const char *op, tp_tensor *param, const tp_tensor *grad,
+                      tp_tensor *m, tp_tensor *v, double lr, double bc1, double bc2,
+                      double beta1, double beta2, double eps, double weight_decay, int decoupled)
+{
     tp_status st;
     if ((st = check_flat_pair(be, op, "param", param, "grad", grad)) ||
         (st = check_flat_pair(be, op, "param", param, "m", m)) ||
         (st = check_flat_pair(be, op, "param", param, "v", v)))
         return st;
-    if (step < 1)
-        return be->host->fail(be->host, TP_ERR_INVALID,
-                              "backend-cpu %s: step %lld must be >= 1 (bias correction)", op,
-                              (long long)step);
     float *p = param->data, *mp = m->data, *vp = v->data;
     const float *g = grad->data;
-    const double bc1 = 1.0 - pow(beta1, (double)step);
-    const double bc2 = 1.0 - pow(beta2, (double)step);
     const float b1 = (float)beta1, b2 = (float)beta2;
     const float step_size = (float)(lr / bc1);
     const float inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
@@ -158,4 +191,33 @@ tp_status cpu_adam_update(void *self, tp_tensor *param, const tp_tensor *grad, t
         p[i] -= step_size * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps_f);
     }
     return TP_OK;
+}
+
+tp_status cpu_adam_update(void *self, tp_tensor *param, const tp_tensor *grad, tp_tensor *m,
+                          tp_tensor *v, double lr, double beta1, double beta2, double eps,
+                          double weight_decay, int decoupled, int64_t step)
+{
+    cpu_backend *be = self;
+    if (step < 1)
+        return be->host->fail(be->host, TP_ERR_INVALID,
+                              "backend-cpu adam_update: step %lld must be >= 1 (bias correction)",
+                              (long long)step);
+    return adam(be, "adam_update", param, grad, m, v, lr, 1.0 - pow(beta1, (double)step),
+                1.0 - pow(beta2, (double)step), beta1, beta2, eps, weight_decay, decoupled);
+}
+
+tp_status cpu_adam_update_dev(void *self, tp_tensor *param, const tp_tensor *grad, tp_tensor *m,
+                              tp_tensor *v, const tp_tensor *scalars, const tp_tensor *gate,
+                              double beta1, double beta2, double eps, double weight_decay,
+                              int decoupled)
+{
+    float s[3];
+    int apply;
+    tp_status st = read_dev_scalars(self, "adam_update_dev", scalars, 3, gate, s, &apply);
+    if (st)
+        return st;
+    if (!apply)
+        return check_flat_pair(self, "adam_update_dev", "param", param, "grad", grad);
+    return adam(self, "adam_update_dev", param, grad, m, v, s[0], s[1], s[2], beta1, beta2,
+                eps, weight_decay, decoupled);
 }

@@ -92,5 +92,15 @@ tp_status cpu_sgd_update(void *self, tp_tensor *param, const tp_tensor *grad,
 tp_status cpu_adam_update(void *self, tp_tensor *param, const tp_tensor *grad, tp_tensor *m,
                           tp_tensor *v, double lr, double beta1, double beta2, double eps,
                           double weight_decay, int decoupled, int64_t step);
+/* API 1.6: lr (Adam: lr, 1 - beta1^t, 1 - beta2^t) read from `scalars`, nothing written
+ * unless `gate` is finite. */
+tp_status cpu_sgd_update_dev(void *self, tp_tensor *param, const tp_tensor *grad,
+                             tp_tensor *velocity, const tp_tensor *scalars,
+                             const tp_tensor *gate, double momentum, double weight_decay,
+                             int nesterov);
+tp_status cpu_adam_update_dev(void *self, tp_tensor *param, const tp_tensor *grad, tp_tensor *m,
+                              tp_tensor *v, const tp_tensor *scalars, const tp_tensor *gate,
+                              double beta1, double beta2, double eps, double weight_decay,
+                              int decoupled);
 
 #endif

@@ -487,6 +487,24 @@ static tp_status op_adam_update(void *self, tp_tensor *param, const tp_tensor *g
                             step));
 }
 
+static tp_status op_sgd_update_dev(void *self, tp_tensor *param, const tp_tensor *grad,
+                                   tp_tensor *velocity, const tp_tensor *scalars,
+                                   const tp_tensor *gate, double momentum, double weight_decay,
+                                   int nesterov)
+{
+    LOCKED(cuda_sgd_update_dev(b, param, grad, velocity, scalars, gate, momentum, weight_decay,
+                               nesterov));
+}
+
+static tp_status op_adam_update_dev(void *self, tp_tensor *param, const tp_tensor *grad,
+                                    tp_tensor *m, tp_tensor *v, const tp_tensor *scalars,
+                                    const tp_tensor *gate, double beta1, double beta2,
+                                    double eps, double weight_decay, int decoupled)
+{
+    LOCKED(cuda_adam_update_dev(b, param, grad, m, v, scalars, gate, beta1, beta2, eps,
+                                weight_decay, decoupled));
+}
+
 /* API 1.3: the cudaStream_t, for NCCL's gradient sums during backward (host/comm_nccl.c). */
 static void *op_native_stream(void *self, tp_stream stream)
 {
@@ -565,6 +583,8 @@ static const tp_backend_ops cuda_ops = {
     .capture_end = op_capture_end,
     .replay = op_replay,
     .recording_free = op_recording_free,
+    .sgd_update_dev = op_sgd_update_dev,
+    .adam_update_dev = op_adam_update_dev,
 };
 
 static const tp_component cuda_component = {

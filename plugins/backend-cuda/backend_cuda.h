@@ -304,5 +304,15 @@ tp_status cuda_sgd_update(cuda_backend *b, tp_tensor *param, const tp_tensor *gr
 tp_status cuda_adam_update(cuda_backend *b, tp_tensor *param, const tp_tensor *grad,
                            tp_tensor *m, tp_tensor *v, double lr, double beta1, double beta2,
                            double eps, double weight_decay, int decoupled, int64_t step);
+/* API 1.6: the same with lr (and Adam's bias corrections) read from `scalars` on the device
+ * and nothing written unless the device scalar `gate` is finite. */
+tp_status cuda_sgd_update_dev(cuda_backend *b, tp_tensor *param, const tp_tensor *grad,
+                              tp_tensor *velocity, const tp_tensor *scalars,
+                              const tp_tensor *gate, double momentum, double weight_decay,
+                              int nesterov);
+tp_status cuda_adam_update_dev(cuda_backend *b, tp_tensor *param, const tp_tensor *grad,
+                               tp_tensor *m, tp_tensor *v, const tp_tensor *scalars,
+                               const tp_tensor *gate, double beta1, double beta2, double eps,
+                               double weight_decay, int decoupled);
 
 #endif /* TRAINPIPE_BACKEND_CUDA_H */

@@ -716,9 +716,16 @@ __global__ void normalize_channels_kernel(float *x, ck_shape s, int64_t c0, int6
 
 /* ------------------------------------------------------------------ optimizers */
 
+/* The fused optimizer steps. With `scalars` (API 1.6) the learning rate (and Adam's bias
+ * corrections) come from device memory, and nothing is written unless *gate is finite. */
 __global__ void sgd_kernel(float *p, const float *grad, float *vel, int64_t count, float lr,
-                           float momentum, float wd, int nesterov)
+                           float momentum, float wd, int nesterov, const float *scalars,
+                           const float *gate)
 {
+    if (gate && !isfinite(*gate))
+        return;
+    if (scalars)
+        lr = scalars[0];
     GRID_STRIDE(i, count)
     {
         float g = grad[i] + wd * p[i];
@@ -730,8 +737,15 @@ __global__ void sgd_kernel(float *p, const float *grad, float *vel, int64_t coun
 
 __global__ void adam_kernel(float *p, const float *grad, float *m, float *v, int64_t count,
                             float lr, float b1, float b2, float eps, float wd, int decoupled,
-                            float bc1, float bc2)
+                            float bc1, float bc2, const float *scalars, const float *gate)
 {
+    if (gate && !isfinite(*gate))
+        return;
+    if (scalars) {
+        lr = scalars[0];
+        bc1 = scalars[1];
+        bc2 = scalars[2];
+    }
     GRID_STRIDE(i, count)
     {
         float pi = p[i];
@@ -1158,24 +1172,26 @@ cudaError_t ck_normalize_channels(float *x, ck_shape s, const float *mean, const
 
 cudaError_t ck_sgd_update(float *p, const float *g, float *v, int64_t count, float lr,
                           float momentum, float weight_decay, int nesterov,
-                          cudaStream_t stream)
+                          const float *scalars, const float *gate, cudaStream_t stream)
 {
     if (count == 0)
         return cudaSuccess;
     sgd_kernel<<<grid_for(count), CK_THREADS, 0, stream>>>(p, g, v, count, lr, momentum,
-                                                           weight_decay, nesterov);
+                                                           weight_decay, nesterov, scalars,
+                                                           gate);
     return cudaGetLastError();
 }
 
 cudaError_t ck_adam_update(float *p, const float *g, float *m, float *v, int64_t count,
                            float lr, float beta1, float beta2, float eps, float weight_decay,
-                           int decoupled, float bc1, float bc2, cudaStream_t stream)
+                           int decoupled, float bc1, float bc2, const float *scalars,
+                           const float *gate, cudaStream_t stream)
 {
     if (count == 0)
         return cudaSuccess;
     adam_kernel<<<grid_for(count), CK_THREADS, 0, stream>>>(p, g, m, v, count, lr, beta1, beta2,
                                                             eps, weight_decay, decoupled, bc1,
-                                                            bc2);
+                                                            bc2, scalars, gate);
     return cudaGetLastError();
 }
 

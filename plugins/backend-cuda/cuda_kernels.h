@@ -125,13 +125,16 @@ cudaError_t ck_standardize(float *x, ck_shape s, cudaStream_t stream);
 cudaError_t ck_normalize_channels(float *x, ck_shape s, const float *mean, const float *std,
                                   cudaStream_t stream);
 
-/* Fused optimizer steps, semantics as in backend.h. bc1 = 1 - beta1^t, bc2 = 1 - beta2^t. */
+/* Fused optimizer steps, semantics as in backend.h. bc1 = 1 - beta1^t, bc2 = 1 - beta2^t.
+ * With `scalars` (device memory, API 1.6) lr (SGD) or lr, bc1, bc2 (Adam) are read from it
+ * instead, and with `gate` nothing is written unless *gate is finite; both may be NULL. */
 cudaError_t ck_sgd_update(float *p, const float *g, float *v, int64_t count, float lr,
                           float momentum, float weight_decay, int nesterov,
-                          cudaStream_t stream);
+                          const float *scalars, const float *gate, cudaStream_t stream);
 cudaError_t ck_adam_update(float *p, const float *g, float *m, float *v, int64_t count,
                            float lr, float beta1, float beta2, float eps, float weight_decay,
-                           int decoupled, float bc1, float bc2, cudaStream_t stream);
+                           int decoupled, float bc1, float bc2, const float *scalars,
+                           const float *gate, cudaStream_t stream);
 
 /* Batch normalisation of channels-last data (cuda_bn_kernels.cu): x holds `rows` rows of
  * `c` channels (NHWC: rows = N*H*W; 2-D: rows = N); y, dy, dx and the fused output y have

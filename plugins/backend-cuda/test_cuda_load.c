@@ -421,7 +421,8 @@ static int all_ops_present(const tp_backend_ops *o)
     NEED(scale) NEED(sum_squares) NEED(convert_u8_batch) NEED(crop_flip)
     NEED(standardize_images) NEED(normalize_channels) NEED(sgd_update) NEED(adam_update)
     NEED(add_relu) NEED(batchnorm_relu_workspace_bytes) NEED(batchnorm_relu_train)
-    NEED(batchnorm_relu_backward) NEED(native_stream) NEED(capture_begin) NEED(capture_end) NEED(replay) NEED(recording_free)
+    NEED(batchnorm_relu_backward) NEED(native_stream) NEED(capture_begin) NEED(capture_end)
+    NEED(replay) NEED(recording_free) NEED(sgd_update_dev) NEED(adam_update_dev)
 #undef NEED
     return missing == 0 && o->size == sizeof(tp_backend_ops);
 }

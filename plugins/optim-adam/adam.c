@@ -231,6 +231,40 @@ static tp_status adam_step(void *self, double lr, int64_t step)
     return TP_OK;
 }
 
+/* API 1.6: [lr, 1 - beta1^t, 1 - beta2^t], computed as the backend's adam_update does (in
+ * double, then rounded), so both forms make the same update. */
+static int adam_device_scalars(void *self, double lr, int64_t step, float *out)
+{
+    adam *a = self;
+    if (!a->backend || !a->backend->ops->adam_update_dev || step < 1)
+        return 0;
+    out[0] = (float)lr;
+    out[1] = (float)(1.0 - pow(a->cfg.beta1, (double)step));
+    out[2] = (float)(1.0 - pow(a->cfg.beta2, (double)step));
+    return 3;
+}
+
+static tp_status adam_step_device(void *self, const tp_tensor *scalars, const tp_tensor *gate)
+{
+    adam *a = self;
+    const tp_backend_ops *o = a->backend ? a->backend->ops : NULL;
+    if (!o || !o->adam_update_dev)
+        return a->host->fail(a->host, TP_ERR_UNSUPPORTED,
+                             "adam: the backend has no adam_update_dev (plugin API 1.6)");
+    for (size_t i = 0; i < a->n_params; i++) {
+        const tp_param_ref *p = &a->params[i];
+        double wd = a->cfg.weight_decay;
+        if (a->cfg.exclude_bn_bias_decay && p->role != TP_ROLE_WEIGHT)
+            wd = 0;
+        tp_status st = o->adam_update_dev(a->backend->self, p->value, p->grad, &a->m[i],
+                                          &a->v[i], scalars, gate, a->cfg.beta1, a->cfg.beta2,
+                                          a->cfg.eps, wd, a->cfg.decoupled);
+        if (st != TP_OK)
+            return st;
+    }
+    return TP_OK;
+}
+
 static size_t adam_state_count(void *self) { return 2 * ((adam *)self)->n_params; }
 
 static tp_status adam_state_get(void *self, size_t i, tp_state_ref *out)
@@ -250,6 +284,8 @@ static const tp_optimizer_ops adam_ops = {
     .step = adam_step,
     .state_count = adam_state_count,
     .state_get = adam_state_get,
+    .device_scalars = adam_device_scalars,
+    .step_device = adam_step_device,
 };
 
 static const tp_component adam_component = {

@@ -160,6 +160,39 @@ static tp_status sgd_step(void *self, double lr, int64_t step)
     return TP_OK;
 }
 
+/* API 1.6: [lr]. Momentum SGD only (plain SGD composes axpby, whose scalars the host
+ * passes). */
+static int sgd_device_scalars(void *self, double lr, int64_t step, float *out)
+{
+    sgd *s = self;
+    (void)step;
+    if (!s->backend || !s->velocity || !s->backend->ops->sgd_update_dev)
+        return 0;
+    out[0] = (float)lr;
+    return 1;
+}
+
+static tp_status sgd_step_device(void *self, const tp_tensor *scalars, const tp_tensor *gate)
+{
+    sgd *s = self;
+    if (!s->backend || !s->velocity || !s->backend->ops->sgd_update_dev)
+        return s->host->fail(s->host, TP_ERR_UNSUPPORTED,
+                             "sgd: no device-side update here (it needs momentum and the "
+                             "backend's sgd_update_dev, plugin API 1.6)");
+    const tp_backend_ops *o = s->backend->ops;
+    for (size_t i = 0; i < s->n_params; i++) {
+        const tp_param_ref *p = &s->params[i];
+        double wd = s->cfg.weight_decay;
+        if (s->cfg.exclude_bn_bias_decay && p->role != TP_ROLE_WEIGHT)
+            wd = 0;
+        tp_status st = o->sgd_update_dev(s->backend->self, p->value, p->grad, &s->velocity[i],
+                                         scalars, gate, s->cfg.momentum, wd, s->cfg.nesterov);
+        if (st != TP_OK)
+            return st;
+    }
+    return TP_OK;
+}
+
 static size_t sgd_state_count(void *self)
 {
     sgd *s = self;
@@ -183,6 +216,8 @@ static const tp_optimizer_ops sgd_ops = {
     .step = sgd_step,
     .state_count = sgd_state_count,
     .state_get = sgd_state_get,
+    .device_scalars = sgd_device_scalars,
+    .step_device = sgd_step_device,
 };
 
 static const tp_component sgd_component = {

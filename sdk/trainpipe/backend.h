@@ -286,7 +286,23 @@ typedef struct tp_backend_ops {
     tp_status (*replay)(void *self, tp_recording *recording);
     void (*recording_free)(void *self, tp_recording *recording);
 
-    void *reserved[7];
+    /* API 1.6, optional: sgd_update / adam_update with the numbers that change from step to
+     * step read from device memory when the update runs, so that a recording replays the
+     * update with each step's values, and applied only when `gate` (an f32 device scalar;
+     * the trainer passes the step's loss) is finite: otherwise param and state are left
+     * exactly as they were. `scalars` is an f32 device tensor: SGD reads [0] = lr; Adam
+     * reads [0] = lr, [1] = 1 - beta1^t, [2] = 1 - beta2^t (the bias corrections of step
+     * t). Everything else as sgd_update / adam_update. */
+    tp_status (*sgd_update_dev)(void *self, tp_tensor *param, const tp_tensor *grad,
+                                tp_tensor *velocity, const tp_tensor *scalars,
+                                const tp_tensor *gate, double momentum, double weight_decay,
+                                int nesterov);
+    tp_status (*adam_update_dev)(void *self, tp_tensor *param, const tp_tensor *grad,
+                                 tp_tensor *m, tp_tensor *v, const tp_tensor *scalars,
+                                 const tp_tensor *gate, double beta1, double beta2, double eps,
+                                 double weight_decay, int decoupled);
+
+    void *reserved[5];
 } tp_backend_ops;
 
 /* A live backend: what tp_host.backend() returns and what ops receive. */

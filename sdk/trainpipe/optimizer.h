@@ -55,8 +55,22 @@ typedef struct tp_optimizer_ops {
     size_t (*state_count)(void *self);
     tp_status (*state_get)(void *self, size_t i, tp_state_ref *out);
 
-    void *reserved[8];
+    /* API 1.6, optional (both or neither): the update as step() makes it, but with the
+     * numbers that change from step to step read from device memory, so a recording of
+     * the training step (backend API 1.4) can include it. device_scalars() writes those
+     * numbers for learning rate lr and step `step` (from 1) into out (room for
+     * TP_OPTIM_MAX_SCALARS floats) and returns how many, or 0 when this configuration or
+     * backend has no such update (the host then calls step()). The host copies them into
+     * the f32 device tensor `scalars`; step_device() enqueues the update reading them,
+     * which leaves every parameter and state tensor unchanged unless `gate` (an f32 device
+     * scalar: the host passes the step's loss) is finite. */
+    int (*device_scalars)(void *self, double lr, int64_t step, float *out);
+    tp_status (*step_device)(void *self, const tp_tensor *scalars, const tp_tensor *gate);
+
+    void *reserved[6];
 } tp_optimizer_ops;
+
+#define TP_OPTIM_MAX_SCALARS 8
 
 /* Where training stands, for a schedule. */
 typedef struct tp_schedule_pos {

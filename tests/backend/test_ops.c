@@ -1048,6 +1048,72 @@ static void test_optimizers(ctx *c)
     }
 }
 
+/* API 1.6: the same updates with the step's numbers read from device memory, and a step
+ * whose gate (the loss) is NaN, which must leave parameters and state exactly as they
+ * were. */
+static void test_optimizers_dev(ctx *c)
+{
+    if (!c->ops->sgd_update_dev || !c->ops->adam_update_dev) {
+        printf("ok   sgd_update_dev / adam_update_dev: not offered (optional, API 1.6)\n");
+        return;
+    }
+    const int64_t n = 777;
+    for (int variant = 0; variant < 4; variant++) {
+        double *p = rand_array(c, n, -1, 1), *m = zeros(n), *v = zeros(n);
+        tp_tensor tp = t1(n), tg = t1(n), tm = t1(n), tv = t1(n), ts = t1(3), tgate = t1(1);
+        double *g = NULL;
+        char what[48];
+        int sgd = variant < 2;
+        snprintf(what, sizeof what, "%s variant %d", sgd ? "sgd" : "adam", variant);
+        CALL(c, upload(c, &tp, p));
+        CALL(c, upload(c, &tm, m));
+        CALL(c, upload(c, &tv, v));
+        for (int step = 1; step <= 4; step++) {
+            free(g);
+            g = rand_array(c, n, -1, 1);
+            CALL(c, upload(c, &tg, g));
+            /* step 3 is gated off: its loss is NaN */
+            const double gate[1] = { step == 3 ? NAN : 2.5 };
+            CALL(c, upload(c, &tgate, gate));
+            const double lr = sgd ? 0.1 / step : 1e-2 / step;
+            if (sgd) {
+                int nesterov = variant == 1;
+                const double sc[3] = { (float)lr, 0, 0 };
+                CALL(c, upload(c, &ts, sc));
+                if (step != 3)
+                    ref_sgd_update(n, p, g, m, lr, 0.9, 5e-4, nesterov);
+                CALL(c, c->ops->sgd_update_dev(c->be, &tp, &tg, &tm, &ts, &tgate, 0.9, 5e-4,
+                                               nesterov));
+            } else {
+                int decoupled = variant == 3;
+                /* the step count t of the bias corrections skips the gated step too */
+                int t = step < 3 ? step : step - 1;
+                const double sc[3] = { (float)lr, (float)(1.0 - pow(0.9, t)),
+                                       (float)(1.0 - pow(0.999, t)) };
+                CALL(c, upload(c, &ts, sc));
+                if (step != 3)
+                    ref_adam_update(n, p, g, m, v, lr, 0.9, 0.999, 1e-8, 1e-2, decoupled, t);
+                CALL(c, c->ops->adam_update_dev(c->be, &tp, &tg, &tm, &tv, &ts, &tgate, 0.9,
+                                                0.999, 1e-8, 1e-2, decoupled));
+            }
+            if (step == 3) { /* gated: bit for bit what it was */
+                CALL(c, check(c, sgd ? "sgd_update_dev_gated" : "adam_update_dev_gated", what,
+                              &tp, p));
+                CALL(c, check(c, sgd ? "sgd_update_dev_gated" : "adam_update_dev_gated", what,
+                              &tm, m));
+            }
+        }
+        CALL(c, check(c, sgd ? "sgd_update_dev" : "adam_update_dev", what, &tp, p));
+        CALL(c, check(c, sgd ? "sgd_update_dev_velocity" : "adam_update_dev_m", what, &tm, m));
+        if (!sgd)
+            CALL(c, check(c, "adam_update_dev_v", what, &tv, v));
+    out:
+        dev_free(c, &tp), dev_free(c, &tg), dev_free(c, &tm), dev_free(c, &tv);
+        dev_free(c, &ts), dev_free(c, &tgate);
+        free(p), free(m), free(v), free(g);
+    }
+}
+
 /* The backend's own copy between layouts (uploads above convert on the host). */
 static void test_copy(ctx *c)
 {
@@ -1739,6 +1805,7 @@ int main(int argc, char **argv)
     test_topk(&c);
     test_arithmetic(&c);
     test_optimizers(&c);
+    test_optimizers_dev(&c);
     test_gradcheck(&c, TP_LAYOUT_NCHW, 1, 1);
     test_gradcheck(&c, TP_LAYOUT_NHWC, 2, 0);
     if (bf16_act)

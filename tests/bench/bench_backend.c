@@ -26,7 +26,9 @@
  * --capture (with --model, training) runs forward, loss and backward through step capture
  * (host/step_capture.c, what `capture_step = true` does in the trainer): recorded once
  * during the warm-up, replayed in every timed step, the batch copied into the recording's
- * input buffers first; the optimizer runs op by op after it, as in the trainer.
+ * input buffers first. Where the backend has the API 1.6 device-side updates, the
+ * optimizer is recorded with the step (its learning rate read on the device), as the
+ * trainer does; otherwise it runs op by op after the replay.
  * --json prints one machine-readable line instead of the human summary (the harness in
  * tests/bench/cpu reads it). A benchmark, not a test: built by `make bench`, never run by
  * `make check`. */
@@ -772,6 +774,7 @@ typedef struct graph_bench {
     size_t n_params;
     int training;
     step_capture *capture; /* --capture */
+    tp_tensor opt_scalars;  /* --capture with sgd_update_dev: [lr] on the device */
 } graph_bench;
 
 /* Uploads n values from host memory into the freshly allocated t. */
@@ -803,6 +806,21 @@ static tp_status forward_backward(void *ctx, const tp_tensor *x, const tp_tensor
     return st;
 }
 
+/* conf/default.ini's optimizer, recorded with the step: Nesterov SGD, lr (0.1) read from
+ * the device, momentum 0.9, wd 5e-4, gated on the loss. */
+static tp_status forward_backward_update(void *ctx, const tp_tensor *x, const tp_tensor *labels)
+{
+    graph_bench *gb = ctx;
+    const tp_backend *be = gb->be;
+    tp_status st = forward_backward(gb, x, labels);
+    size_t n;
+    const tp_param_ref *p = graph_params(gb->g, &n);
+    for (size_t i = 0; !st && i < n; i++)
+        st = be->ops->sgd_update_dev(be->self, p[i].value, p[i].grad, &gb->velocity[i],
+                                     &gb->opt_scalars, &gb->loss, 0.9, 5e-4, 1);
+    return st;
+}
+
 /* One step as the trainer runs it (the data already on the backend). */
 static tp_status graph_step(graph_bench *gb)
 {
@@ -810,7 +828,11 @@ static tp_status graph_step(graph_bench *gb)
     tp_status st;
     if (!gb->training)
         st = graph_forward(gb->g, &gb->input, 0);
-    else if (gb->capture)
+    else if (gb->capture && gb->opt_scalars.data) {
+        st = step_capture_run(gb->capture, &gb->input, &gb->labels, 1.0,
+                              forward_backward_update, gb);
+        return st ? st : be->ops->sync(be->self);
+    } else if (gb->capture)
         st = step_capture_run(gb->capture, &gb->input, &gb->labels, 1.0, forward_backward, gb);
     else
         st = forward_backward(gb, &gb->input, &gb->labels);
@@ -900,6 +922,12 @@ static int run_graph(const options *o, registry *r, const tp_backend *be,
     }
     if (o->capture && (st = step_capture_create(be, &gb.capture)))
         goto done;
+    if (gb.capture && be->ops->sgd_update_dev) {
+        const float lr = 0.1f;
+        gb.opt_scalars = tp_tensor_2d(TP_DTYPE_F32, 1, 0);
+        if ((st = upload(be, &gb.opt_scalars, &lr)))
+            goto done;
+    }
     double t0 = now(), warm = 0;
     for (int s = 0; s < o->warmup && !st; s++) {
         st = graph_step(&gb);
@@ -937,8 +965,10 @@ static int run_graph(const options *o, registry *r, const tp_backend *be,
         printf("ReLUs fused into the node before them: %d%s\n", graph_fused_count(gb.g),
                o->no_fuse ? " (--no-fuse)" : "");
         if (gb.capture)
-            printf("step capture: %lld recording(s), %lld replays, %lld steps op by op\n",
-                   (long long)cs.recordings, (long long)cs.replays, (long long)cs.unrecorded);
+            printf("step capture: %lld recording(s), %lld replays, %lld steps op by op; the "
+                   "optimizer %s\n",
+                   (long long)cs.recordings, (long long)cs.replays, (long long)cs.unrecorded,
+                   gb.opt_scalars.data ? "recorded with the step" : "op by op after it");
         printf("first step %.1f ms; %d timed steps: mean %.1f ms, median %.1f ms, best %.1f "
                "ms\n", 1e3 * warm, o->steps, 1e3 * total / o->steps, 1e3 * med, 1e3 * best);
         printf("throughput: %.1f images/s (median step), %.1f images/s (best step)\n",
@@ -956,6 +986,8 @@ done:
         if (gb.velocity[i].data)
             be->ops->free(be->self, &gb.velocity[i]);
     free(gb.velocity);
+    if (gb.opt_scalars.data)
+        be->ops->free(be->self, &gb.opt_scalars);
     step_capture_free(gb.capture);
     tp_tensor *owned[4] = { &gb.input, &gb.labels, &gb.loss, &gb.dlogits };
     for (int i = 0; i < 4; i++)

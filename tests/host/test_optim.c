@@ -67,7 +67,37 @@ static void reference(const opt_case *c, const float *p0, const float (*g)[NW], 
     }
 }
 
-static double run_case(const opt_case *c, tp_backend be, float *final_w)
+/* One update of run_case through the API 1.6 device form: the step's numbers uploaded as
+ * the trainer does, a step gated off by a NaN loss first (it must change nothing: the
+ * reference does not see it), then the real one. 0 when the optimizer or the backend has
+ * no device form for this configuration. */
+static int device_step(const tp_optimizer_ops *ops, void *self, tp_backend be, int t)
+{
+    float sc[TP_OPTIM_MAX_SCALARS] = {0};
+    int n = ops->device_scalars ? ops->device_scalars(self, lrs[t], t + 1, sc) : 0;
+    if (n <= 0)
+        return 0;
+    CHECK(n <= TP_OPTIM_MAX_SCALARS);
+    tp_tensor scalars = tp_tensor_2d(TP_DTYPE_F32, TP_OPTIM_MAX_SCALARS, 0);
+    tp_tensor gate = tp_tensor_2d(TP_DTYPE_F32, 1, 0), gate_nan = gate;
+    const float finite = 2.5f, nan_loss = NAN;
+    CHECK(test_upload(&be, &scalars, sc) == TP_OK && test_upload(&be, &gate, &finite) == TP_OK &&
+          test_upload(&be, &gate_nan, &nan_loss) == TP_OK);
+    CHECK(ops->step_device(self, &scalars, &gate_nan) == TP_OK);
+    tp_status st = ops->step_device(self, &scalars, &gate);
+    CHECK(st == TP_OK);
+    if (st)
+        fprintf(stderr, "step_device: %s\n", services_last_error());
+    be.ops->free(be.self, &scalars);
+    be.ops->free(be.self, &gate);
+    be.ops->free(be.self, &gate_nan);
+    return 1;
+}
+
+/* The optimizer's three steps on `be` against the float64 reference: the largest
+ * difference of parameters and state. With `device`, through step_device (a NaN-gated step
+ * before each), or -1 when that form does not exist here. */
+static double run_case(const opt_case *c, tp_backend be, float *final_w, int device)
 {
     instance inst;
     if (!test_instance(reg, TP_KIND_OPTIMIZER, c->component, c->kv, &inst)) {
@@ -87,6 +117,18 @@ static double run_case(const opt_case *c, tp_backend be, float *final_w)
         be.ops->free(be.self, &dw);
         be.ops->free(be.self, &db);
         CHECK(test_upload(&be, &dw, gw[t]) == TP_OK && test_upload(&be, &db, gb[t]) == TP_OK);
+        if (device) {
+            if (!device_step(ops, inst.self, be, t)) {
+                CHECK(t == 0); /* the form exists for every step or for none */
+                instance_destroy(&inst);
+                be.ops->free(be.self, &w);
+                be.ops->free(be.self, &b);
+                be.ops->free(be.self, &dw);
+                be.ops->free(be.self, &db);
+                return -1;
+            }
+            continue;
+        }
         tp_status st = ops->step(inst.self, lrs[t], t + 1);
         CHECK(st == TP_OK);
         if (st)
@@ -166,9 +208,19 @@ int main(void)
     else
         printf("note: backend-cpu is not built; only the naive backend is checked\n");
     float w[NW] = {0};
+    int device_cases = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         for (int bi = 0; bi < n_backends; bi++) {
-            double d = run_case(&cases[i], backends[bi], w);
+            /* API 1.6: the device form, where the backend offers it, equals the reference
+             * too, and its NaN-gated steps change nothing. */
+            double dd = run_case(&cases[i], backends[bi], w, 1);
+            if (dd >= 0) {
+                printf("%-4s case %zu %-11s step_device: max |trainpipe - reference| = %.3e\n",
+                       cases[i].component, i, labels[bi], dd);
+                CHECK(dd < 2e-6);
+                device_cases++;
+            }
+            double d = run_case(&cases[i], backends[bi], w, 0);
             printf("%-4s case %zu %-11s max |trainpipe - reference| = %.3e\n",
                    cases[i].component, i, labels[bi], d);
             CHECK(d < 2e-6);
@@ -183,6 +235,9 @@ int main(void)
                 CHECK(fabs(w[0] - 0.83) < 2e-6);
             }
         }
+    /* backend-cpu offers the device form: every case but plain SGD (momentum 0) ran it. */
+    if (cpu_st == TP_OK)
+        CHECK(device_cases == (int)(sizeof cases / sizeof cases[0]) - 1);
     /* Nesterov without momentum is refused with the reason. */
     instance inst;
     const registry_entry *e = registry_find(reg, TP_KIND_OPTIMIZER, "sgd");

@@ -5,7 +5,7 @@
 # (NHWC, where batch norm runs on backend-cuda's own kernels), with capture_step = true in
 # NCHW (each full batch replayed from one CUDA graph), and with the defaults (NHWC,
 # capture_step = auto); every run must match the CPU the same way, and the captured ones
-# must really have replayed. A fifth run stores activations in bf16 (precision = bf16): that
+# must really have replayed, optimizer included. A fifth run stores activations in bf16 (precision = bf16): that
 # rounds every activation to 8 significant bits, so it is held to a bound (5e-2), not a
 # match. Skipped (77) where backend-cuda cannot start (no GPU, no driver).
 #
@@ -90,6 +90,9 @@ gpu_run() {
         ! grep -q "step capture: [1-9][0-9]* steps replayed" "$tmp/$name.log"; then
         echo "FAIL: the GPU run '$name' did not replay its recording"; exit 1
     fi
+    # The whole step, optimizer included (API 1.6), is what the recording replays.
+    grep -q "the optimizer's update is recorded with the step" "$tmp/$name.log" ||
+        { echo "FAIL: the GPU run '$name' ran its optimizer outside the recording"; exit 1; }
 }
 judge "GPU op by op (NCHW, cuDNN batch norm) against the CPU" gpu
 # Channels-last on the GPU: batch norm runs on backend-cuda's own kernels instead of cuDNN.
