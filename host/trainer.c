@@ -1354,9 +1354,10 @@ static tp_status setup_device_update(trainer *t)
     tp_status st = ops->alloc(t->backend.self, &t->opt_scalars, "optimizer step scalars");
     if (!st)
         st = ops->alloc(t->backend.self, &t->opt_scalars_host, "optimizer step scalars (host)");
-    if (!st)
-        st = ops->fill(t->backend.self, &t->opt_scalars_host, 0.0);
     if (!st) {
+        /* written by the host directly (pinned memory), never by a queued fill that could
+         * land after the first step's values */
+        memset(t->opt_scalars_host.data, 0, tp_tensor_bytes(&t->opt_scalars_host));
         t->device_update = 1;
         LOG_INFO("step capture: the optimizer's update is recorded with the step (its learning "
                  "rate read on the device, skipped there on a non-finite loss)");
