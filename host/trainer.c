@@ -116,6 +116,9 @@ typedef struct trainer {
      * step's loss being finite. */
     int device_update;
     tp_tensor opt_scalars, opt_scalars_host;
+    /* read_scalars: page-locked landing place and the event the host waits on. */
+    tp_tensor readback;
+    tp_event *readback_ready;
 } trainer;
 
 static int saved_argc;
@@ -273,18 +276,41 @@ static tp_status bind_batch(trainer *t, int batch)
 }
 
 /* Copies device scalars to the host (one synchronisation for all of them). */
+#define READBACK_MAX 4
+
+/* Copies n one-value device tensors to out and waits for them. The values land in
+ * page-locked memory and the host waits on an event: a copy into ordinary memory would
+ * make the backend call itself wait for the GPU (cudaMemcpyAsync to pageable memory is
+ * synchronous), holding the backend while it does, so the loader's device thread could not
+ * queue the next batch until the whole step had run. */
 static tp_status read_scalars(trainer *t, const tp_tensor *const *dev, float *out, int n)
 {
     const tp_backend_ops *ops = t->backend.ops;
-    for (int i = 0; i < n; i++) {
-        tp_tensor h = *dev[i];
-        h.device = TP_DEVICE_HOST;
-        h.data = &out[i];
-        tp_status st = ops->copy(t->backend.self, &h, dev[i], TP_STREAM_COMPUTE);
-        if (st)
+    void *be = t->backend.self;
+    tp_status st;
+    if (!t->readback.data) {
+        t->readback = tp_tensor_2d(TP_DTYPE_F32, READBACK_MAX, 0);
+        t->readback.device = TP_DEVICE_PINNED;
+        if ((st = ops->alloc(be, &t->readback, "scalar read-back")))
+            return st;
+        if ((st = ops->event_create(be, &t->readback_ready)))
             return st;
     }
-    return ops->sync(t->backend.self);
+    if (n > READBACK_MAX)
+        return services_fail(TP_ERR_INVALID, "read_scalars: %d values, at most %d", n,
+                             READBACK_MAX);
+    for (int i = 0; i < n; i++) {
+        tp_tensor h = *dev[i];
+        h.device = TP_DEVICE_PINNED;
+        h.data = (float *)t->readback.data + i;
+        if ((st = ops->copy(be, &h, dev[i], TP_STREAM_COMPUTE)))
+            return st;
+    }
+    if ((st = ops->event_record(be, t->readback_ready, TP_STREAM_COMPUTE)) ||
+        (st = ops->event_sync(be, t->readback_ready)))
+        return st;
+    memcpy(out, t->readback.data, (size_t)n * sizeof *out);
+    return TP_OK;
 }
 
 static void trainer_release(trainer *t)
@@ -308,6 +334,10 @@ static void trainer_release(trainer *t)
             t->backend.ops->free(t->backend.self, &t->opt_scalars);
         if (t->opt_scalars_host.data)
             t->backend.ops->free(t->backend.self, &t->opt_scalars_host);
+        if (t->readback.data)
+            t->backend.ops->free(t->backend.self, &t->readback);
+        if (t->readback_ready)
+            t->backend.ops->event_destroy(t->backend.self, t->readback_ready);
     }
     step_capture_free(t->capture); /* before the graph whose buffers it recorded */
     t->capture = NULL;
