@@ -110,10 +110,10 @@ typedef struct trainer {
     /* [pipeline] capture_step: full batches run as one recording (step_capture.h); NULL
      * when off or impossible. */
     step_capture *capture;
-    /* The optimizer's update is part of the recorded step (optimizer and backend API 1.6):
-     * its per-step numbers (the learning rate, ...) are copied from opt_scalars_host
-     * (pinned) into opt_scalars (device) before each step, and the update is gated on the
-     * step's loss being finite. */
+    /* The optimizer's update is queued with the step, and so recorded with it under step
+     * capture (optimizer and backend API 1.6): its per-step numbers (the learning rate,
+     * ...) are copied from opt_scalars_host (pinned) into opt_scalars (device) before each
+     * step, and the update is gated on the device (enqueue_step_and_update). */
     int device_update;
     tp_tensor opt_scalars, opt_scalars_host;
     /* read_scalars: page-locked landing place and the event the host waits on. */
@@ -1355,25 +1355,46 @@ static tp_status enqueue_step(void *ctx, const tp_tensor *images, const tp_tenso
 }
 
 /* enqueue_step and then the optimizer's update reading this step's numbers from
- * opt_scalars, skipped on the device when the loss is not finite: the whole training step,
- * which step capture records when device_update is on. */
+ * opt_scalars: the whole training step, which step capture records when device_update is
+ * on. The update is gated on the device: on the loss being finite, and with loss scaling
+ * also on the scaled gradients' sum of squares (grad_sumsq, which then holds loss + that
+ * sum: the gate the host reads back); the gradients are unscaled first, as
+ * unscale_gradients() does on the host path. */
 static tp_status enqueue_step_and_update(void *ctx, const tp_tensor *images,
                                          const tp_tensor *labels)
 {
     trainer *t = ctx;
+    const tp_backend_ops *ops = t->backend.ops;
+    void *be = t->backend.self;
     tp_status st = enqueue_step(t, images, labels);
-    return st ? st : t->optim_ops->step_device(t->optim, &t->opt_scalars, &t->loss);
+    const tp_tensor *gate = &t->loss;
+    if (!st && t->scaling) {
+        size_t n;
+        const tp_param_ref *params = graph_params(t->g, &n);
+        st = ops->fill(be, &t->grad_sumsq, 0.0);
+        for (size_t i = 0; i < n && !st; i++)
+            if (!(st = ops->sum_squares(be, params[i].grad, &t->grad_sumsq_part)))
+                st = ops->axpby(be, 1.0, &t->grad_sumsq_part, 1.0, &t->grad_sumsq);
+        if (!st)
+            st = ops->axpby(be, 1.0, &t->loss, 1.0, &t->grad_sumsq);
+        for (size_t i = 0; i < n && !st; i++)
+            st = ops->scale(be, 1.0 / t->loss_scale, params[i].grad);
+        gate = &t->grad_sumsq;
+    }
+    return st ? st : t->optim_ops->step_device(t->optim, &t->opt_scalars, gate);
 }
 
-/* Whether the recorded step can include the update: one rank (a NaN on any rank must stop
- * every rank before its update, which needs the host), no loss scaling (its overflow
- * check decides on the host whether to update), and an optimizer and backend with the API
- * 1.6 device-side updates for this configuration. */
+/* Whether the update is queued with the step: one rank (a NaN on any rank must stop every
+ * rank before its update, and the ranks' gradients are averaged after backward, both on
+ * the host), and an optimizer and backend with the API 1.6 device-side updates for this
+ * configuration. Then it is part of the recording under step capture, and everywhere the
+ * step needs no host decision between backward and update. */
 static tp_status setup_device_update(trainer *t)
 {
     const tp_optimizer_ops *o = t->optim_ops;
     float probe[TP_OPTIM_MAX_SCALARS];
-    if (!t->capture || t->world > 1 || t->scaling ||
+    const char *on_host = getenv("TRAINPIPE_UPDATE_ON_HOST"); /* diagnostics and tests */
+    if (t->world > 1 || (on_host && strcmp(on_host, "0") != 0) ||
         o->size < offsetof(tp_optimizer_ops, step_device) + sizeof o->step_device ||
         !o->device_scalars || !o->step_device || o->device_scalars(t->optim, 1.0, 1, probe) <= 0)
         return TP_OK;
@@ -1389,8 +1410,12 @@ static tp_status setup_device_update(trainer *t)
          * land after the first step's values */
         memset(t->opt_scalars_host.data, 0, tp_tensor_bytes(&t->opt_scalars_host));
         t->device_update = 1;
-        LOG_INFO("step capture: the optimizer's update is recorded with the step (its learning "
-                 "rate read on the device, skipped there on a non-finite loss)");
+        host()->log(host(), TP_LOG_DEBUG, "train",
+                    "optimizer: the update is queued with the step (plugin API 1.6)");
+        if (t->capture)
+            LOG_INFO("step capture: the optimizer's update is recorded with the step (its "
+                     "learning rate read on the device, skipped there on a non-finite %s)",
+                     t->scaling ? "loss or gradient" : "loss");
     }
     return st;
 }
@@ -1525,25 +1550,23 @@ static tp_status train_loop(trainer *t)
                                .steps_per_epoch = t->steps_per_epoch };
         lr = t->optim_ops->base_lr(t->optim) * t->sched_ops->factor(t->sched, &sp) *
              (t->s->lr_scaling == 1 ? (double)t->world : 1.0);
-        float h[2];
-        const tp_tensor *dev[] = { &t->loss, &t->correct };
+        float h[3];
+        const tp_tensor *dev[] = { &t->loss, &t->correct, &t->grad_sumsq };
         /* Backward is queued before the loss is read, so a GPU is not left idle while the
          * host waits for the loss and then issues the backward pass. A non-finite loss
          * still stops the run before the update: only gradients exist by then. */
         /* Full batches replay the recording; with device_update it holds the update too. */
         const int recorded = t->capture && b.count == t->s->batch_size;
-        const int updated_on_device = recorded && t->device_update;
+        const int updated_on_device = t->device_update;
+        step_capture_fn fn = updated_on_device ? enqueue_step_and_update : enqueue_step;
         if (!(st = bind_batch(t, (int)b.count)) && updated_on_device)
             st = stage_optimizer_scalars(t, lr);
         if (!st)
             st = recorded ? step_capture_run(t->capture, &b.images, &b.labels,
-                                             loss_gradient_scale(t),
-                                             updated_on_device ? enqueue_step_and_update
-                                                               : enqueue_step,
-                                             t)
-                          : enqueue_step(t, &b.images, &b.labels);
-        if (!st)
-            st = read_scalars(t, dev, h, 2);
+                                             loss_gradient_scale(t), fn, t)
+                          : fn(t, &b.images, &b.labels);
+        if (!st) /* with the update queued under loss scaling, its gate too */
+            st = read_scalars(t, dev, h, updated_on_device && t->scaling ? 3 : 2);
         double count = (double)b.count;
         if (!st && t->world > 1) {
             /* The job's mean loss and correct count (a NaN anywhere stops every rank). */
@@ -1560,7 +1583,9 @@ static tp_status train_loop(trainer *t)
         int finite = 1;
         if (!st)
             st = comm_reducer_finish(t->reducer);
-        if (!st && t->scaling)
+        if (!st && t->scaling && updated_on_device)
+            finite = isfinite(h[2]); /* the device already skipped the update if not */
+        else if (!st && t->scaling)
             st = unscale_gradients(t, &finite);
         if (!st && finite) {
             if (!updated_on_device)
