@@ -214,22 +214,6 @@ static void host_permute(const void *src, ck_shape s, void *dst, size_t esize)
     }
 }
 
-/* Round to nearest even on the upper 16 bits of the float; NaN stays NaN. */
-static uint16_t bf16_of(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return (f != f) ? (uint16_t)((u >> 16) | 0x40) : (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
-}
-
-static float float_of_bf16(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
 /* copy() between f32 and bf16, on stream s: a kernel where both sides are device-accessible
  * (device or pinned), staged through a device temporary where one side is in host memory,
  * plain loops where both are. */
@@ -251,10 +235,10 @@ static tp_status convert_copy(cuda_backend *b, tp_tensor *dst, const tp_tensor *
             host_permute(src->data, shape_of(src), buf, tp_dtype_size(src->dtype));
         if (src->dtype == TP_DTYPE_F32)
             for (int64_t i = 0; i < n; i++)
-                ((uint16_t *)dst->data)[i] = bf16_of(((const float *)buf)[i]);
+                ((uint16_t *)dst->data)[i] = tp_bf16_from_f32(((const float *)buf)[i]);
         else
             for (int64_t i = 0; i < n; i++)
-                ((float *)dst->data)[i] = float_of_bf16(((const uint16_t *)buf)[i]);
+                ((float *)dst->data)[i] = tp_f32_from_bf16(((const uint16_t *)buf)[i]);
         free(buf);
         return TP_OK;
     }
@@ -453,11 +437,7 @@ static tp_status host_fill(cuda_backend *b, tp_tensor *t, double value)
         memset(t->data, (int)(uint8_t)value, (size_t)n);
         return TP_OK;
     case TP_DTYPE_BF16: {
-        /* Round to nearest even on the upper 16 bits of the float (NaN stays NaN). */
-        float f = (float)value;
-        uint32_t u;
-        memcpy(&u, &f, sizeof u);
-        uint16_t h = (f != f) ? 0x7fc0 : (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+        uint16_t h = tp_bf16_from_f32((float)value);
         uint16_t *p = t->data;
         for (int64_t i = 0; i < n; i++)
             p[i] = h;

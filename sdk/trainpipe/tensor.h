@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -79,6 +80,28 @@ static inline int64_t tp_tensor_count(const tp_tensor *t)
 static inline size_t tp_tensor_bytes(const tp_tensor *t)
 {
     return (size_t)tp_tensor_count(t) * tp_dtype_size(t->dtype);
+}
+
+/* bf16 on the host: the upper 16 bits of an IEEE 754 f32. tp_bf16_from_f32 rounds to
+ * nearest even (overflow gives infinity, as IEEE rounding does); a NaN stays a NaN (made
+ * quiet, sign kept) where the plain rounding carry would turn its payload into infinity.
+ * tp_f32_from_bf16 is exact. */
+static inline uint16_t tp_bf16_from_f32(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x0040u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float tp_f32_from_bf16(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
 }
 
 /* A descriptor (no data) for a 4-D tensor. */

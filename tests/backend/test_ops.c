@@ -102,32 +102,14 @@ static op_stat *stat_for(ctx *c, const char *name)
 
 /* ------------------------------------------------------------------ bf16 on the host */
 
-/* f32 -> bf16 bits, rounding to nearest even (IEEE 754 roundTiesToEven: overflow goes to
- * infinity, e.g. FLT_MAX -> inf); NaN stays NaN (made quiet, sign kept), where the plain
- * rounding carry would turn NaN payloads into infinity or wrap them to -0. */
-static uint16_t bf16_bits(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x0040u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-static float bf16_value(uint16_t h) /* exact */
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
+/* f32 <-> bf16 on the host: the SDK's tp_bf16_from_f32 / tp_f32_from_bf16 (tensor.h), checked
+ * against worked-out cases by check_bf16_helpers() before they judge a backend. */
 
 /* v rounded to float, then to bf16 (the inputs of the bf16 cases are generated this way;
  * the exact operations' references are bf16 values already, unchanged by it). */
 static double round_bf16(double v)
 {
-    return bf16_value(bf16_bits((float)v));
+    return tp_f32_from_bf16(tp_bf16_from_f32((float)v));
 }
 
 /* The tolerance of operation `name` (unprefixed) on bf16 activations, relative to
@@ -1376,19 +1358,19 @@ static void check_bf16_helpers(ctx *c)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         float f;
         memcpy(&f, &cases[i].in, sizeof f);
-        if (bf16_bits(f) != cases[i].out) {
+        if (tp_bf16_from_f32(f) != cases[i].out) {
             c->failures++;
             printf("FAIL test_ops's bf16 rounding: 0x%08x gave 0x%04x, not 0x%04x\n",
-                   (unsigned)cases[i].in, (unsigned)bf16_bits(f), (unsigned)cases[i].out);
+                   (unsigned)cases[i].in, (unsigned)tp_bf16_from_f32(f), (unsigned)cases[i].out);
         }
     }
     for (size_t i = 0; i < sizeof nans / sizeof nans[0]; i++) {
         float f;
         memcpy(&f, &nans[i], sizeof f);
-        if (!isnan(bf16_value(bf16_bits(f)))) {
+        if (!isnan(tp_f32_from_bf16(tp_bf16_from_f32(f)))) {
             c->failures++;
             printf("FAIL test_ops's bf16 rounding: NaN 0x%08x gave 0x%04x\n", (unsigned)nans[i],
-                   (unsigned)bf16_bits(f));
+                   (unsigned)tp_bf16_from_f32(f));
         }
     }
 }
@@ -1532,7 +1514,7 @@ static void test_bf16_copy(ctx *c)
                 u = (u & 0xffff0000u) | 0x8000u;
         }
         memcpy(&v[i], &u, sizeof u);
-        want[i] = bf16_value(bf16_bits(v[i]));
+        want[i] = tp_f32_from_bf16(tp_bf16_from_f32(v[i]));
     }
     CALL(c, alloc_poisoned(c, &b1));
     CALL(c, alloc_poisoned(c, &b2));
@@ -1603,7 +1585,7 @@ static void test_bf16_copy(ctx *c)
     /* fill: 1/3 (not near a tie, so rounding through f32 first changes nothing) and NaN */
     CALL(c, c->ops->fill(c->be, &b2, 1.0 / 3.0));
     for (int64_t i = 0; i < n; i++)
-        want[i] = bf16_value(bf16_bits((float)(1.0 / 3.0)));
+        want[i] = tp_f32_from_bf16(tp_bf16_from_f32((float)(1.0 / 3.0)));
     CALL(c, get_host(c, &b2, got, nhwc));
     compare_bits(c, "bf16act_fill", "1/3", NULL, got, want, n);
     CALL(c, c->ops->fill(c->be, &b2, NAN));

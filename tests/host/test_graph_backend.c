@@ -56,26 +56,7 @@ static int emulates_bf16(const void *self)
 }
 
 /* bf16 is the upper half of an IEEE float. */
-static float bf16_to_float(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-/* Round to nearest even; NaN stays NaN (quiet), overflow rounds to infinity as it should. */
-static uint16_t float_to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x0040u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-static float round_bf16(float f) { return bf16_to_float(float_to_bf16(f)); }
+static float round_bf16(float f) { return tp_f32_from_bf16(tp_bf16_from_f32(f)); }
 
 static tp_status need_nchw(const tp_tensor *t)
 {
@@ -155,10 +136,10 @@ static tp_status nv_copy(void *self, tp_tensor *dst, const tp_tensor *src, tp_st
         memmove(dst->data, src->data, tp_tensor_bytes(src));
     } else if (dst_bf16) {
         for (int64_t i = 0; i < n; i++)
-            ((uint16_t *)dst->data)[i] = float_to_bf16(F(src)[i]);
+            ((uint16_t *)dst->data)[i] = tp_bf16_from_f32(F(src)[i]);
     } else {
         for (int64_t i = 0; i < n; i++)
-            F(dst)[i] = bf16_to_float(((const uint16_t *)src->data)[i]);
+            F(dst)[i] = tp_f32_from_bf16(((const uint16_t *)src->data)[i]);
     }
     return TP_OK;
 }
@@ -169,7 +150,7 @@ static tp_status nv_fill(void *self, tp_tensor *t, double v)
         bf16_calls++;
         if (!allows_bf16(self))
             return refuse_bf16("fill", "t");
-        uint16_t h = float_to_bf16((float)v);
+        uint16_t h = tp_bf16_from_f32((float)v);
         for (int64_t i = 0; i < tp_tensor_count(t); i++)
             ((uint16_t *)t->data)[i] = h;
         return TP_OK;
@@ -772,7 +753,7 @@ static tp_status frame_begin(void *self, const char *op, slot *s, int n, int *mo
         float *f = s[i].use.data;
         if (s[i].kind == SLOT_ACT_IN && *mode == FRAME_BF16)
             for (int64_t k = 0; k < count; k++)
-                f[k] = bf16_to_float(((const uint16_t *)t->data)[k]);
+                f[k] = tp_f32_from_bf16(((const uint16_t *)t->data)[k]);
         else if (s[i].kind == SLOT_ACT_IN || s[i].kind == SLOT_WEIGHT)
             for (int64_t k = 0; k < count; k++)
                 f[k] = round_bf16(F(t)[k]);
@@ -792,7 +773,7 @@ static tp_status frame_end(slot *s, int n, int mode, tp_status st)
             const float *f = s[i].use.data;
             if (mode == FRAME_BF16)
                 for (int64_t k = 0; k < count; k++)
-                    ((uint16_t *)s[i].t->data)[k] = float_to_bf16(f[k]);
+                    ((uint16_t *)s[i].t->data)[k] = tp_bf16_from_f32(f[k]);
             else
                 for (int64_t k = 0; k < count; k++)
                     F(s[i].t)[k] = round_bf16(f[k]);
