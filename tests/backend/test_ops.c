@@ -992,50 +992,13 @@ out:
     free(x), free(y), free(got);
 }
 
-static void test_optimizers(ctx *c)
+/* The fused optimizer updates against the reference over four steps with a falling
+ * learning rate; with `dev`, the API 1.6 forms, whose step numbers come from device memory
+ * and whose third step is gated off by a NaN loss: that step must leave parameters and
+ * state exactly as they were (the reference skips it, and Adam's step count with it). */
+static void test_optimizers(ctx *c, int dev)
 {
-    const int64_t n = 777;
-    for (int variant = 0; variant < 4; variant++) {
-        double *p = rand_array(c, n, -1, 1), *m = zeros(n), *v = zeros(n);
-        tp_tensor tp = t1(n), tg = t1(n), tm = t1(n), tv = t1(n);
-        double *g = NULL;
-        char what[48];
-        int sgd = variant < 2;
-        snprintf(what, sizeof what, "%s variant %d", sgd ? "sgd" : "adam", variant);
-        CALL(c, upload(c, &tp, p));
-        CALL(c, upload(c, &tm, m));
-        CALL(c, upload(c, &tv, v));
-        for (int step = 1; step <= 3; step++) {
-            free(g);
-            g = rand_array(c, n, -1, 1);
-            CALL(c, upload(c, &tg, g));
-            if (sgd) {
-                int nesterov = variant == 1;
-                ref_sgd_update(n, p, g, m, 0.1, 0.9, 5e-4, nesterov);
-                CALL(c, c->ops->sgd_update(c->be, &tp, &tg, &tm, 0.1, 0.9, 5e-4, nesterov));
-            } else {
-                int decoupled = variant == 3;
-                ref_adam_update(n, p, g, m, v, 1e-2, 0.9, 0.999, 1e-8, 1e-2, decoupled, step);
-                CALL(c, c->ops->adam_update(c->be, &tp, &tg, &tm, &tv, 1e-2, 0.9, 0.999, 1e-8,
-                                            1e-2, decoupled, step));
-            }
-        }
-        CALL(c, check(c, sgd ? "sgd_update" : "adam_update", what, &tp, p));
-        CALL(c, check(c, sgd ? "sgd_update_velocity" : "adam_update_m", what, &tm, m));
-        if (!sgd)
-            CALL(c, check(c, "adam_update_v", what, &tv, v));
-    out:
-        dev_free(c, &tp), dev_free(c, &tg), dev_free(c, &tm), dev_free(c, &tv);
-        free(p), free(m), free(v), free(g);
-    }
-}
-
-/* API 1.6: the same updates with the step's numbers read from device memory, and a step
- * whose gate (the loss) is NaN, which must leave parameters and state exactly as they
- * were. */
-static void test_optimizers_dev(ctx *c)
-{
-    if (!c->ops->sgd_update_dev || !c->ops->adam_update_dev) {
+    if (dev && (!c->ops->sgd_update_dev || !c->ops->adam_update_dev)) {
         printf("ok   sgd_update_dev / adam_update_dev: not offered (optional, API 1.6)\n");
         return;
     }
@@ -1044,51 +1007,59 @@ static void test_optimizers_dev(ctx *c)
         double *p = rand_array(c, n, -1, 1), *m = zeros(n), *v = zeros(n);
         tp_tensor tp = t1(n), tg = t1(n), tm = t1(n), tv = t1(n), ts = t1(3), tgate = t1(1);
         double *g = NULL;
-        char what[48];
+        char what[48], name[48];
         int sgd = variant < 2;
+        const char *op = sgd ? "sgd_update" : "adam_update";
         snprintf(what, sizeof what, "%s variant %d", sgd ? "sgd" : "adam", variant);
         CALL(c, upload(c, &tp, p));
         CALL(c, upload(c, &tm, m));
         CALL(c, upload(c, &tv, v));
-        for (int step = 1; step <= 4; step++) {
+        for (int step = 1, t = 1; step <= 4; step++) {
             free(g);
             g = rand_array(c, n, -1, 1);
             CALL(c, upload(c, &tg, g));
-            /* step 3 is gated off: its loss is NaN */
-            const double gate[1] = { step == 3 ? NAN : 2.5 };
-            CALL(c, upload(c, &tgate, gate));
-            const double lr = sgd ? 0.1 / step : 1e-2 / step;
+            const int gated = dev && step == 3;
+            const double lr = (sgd ? 0.1 : 1e-2) / step;
+            const double gate[1] = { gated ? NAN : 2.5 };
+            const double sc[3] = { (float)lr, (float)(1.0 - pow(0.9, t)),
+                                   (float)(1.0 - pow(0.999, t)) };
+            if (dev) {
+                CALL(c, upload(c, &tgate, gate));
+                CALL(c, upload(c, &ts, sc));
+            }
             if (sgd) {
                 int nesterov = variant == 1;
-                const double sc[3] = { (float)lr, 0, 0 };
-                CALL(c, upload(c, &ts, sc));
-                if (step != 3)
+                if (!gated)
                     ref_sgd_update(n, p, g, m, lr, 0.9, 5e-4, nesterov);
-                CALL(c, c->ops->sgd_update_dev(c->be, &tp, &tg, &tm, &ts, &tgate, 0.9, 5e-4,
-                                               nesterov));
+                CALL(c, dev ? c->ops->sgd_update_dev(c->be, &tp, &tg, &tm, &ts, &tgate, 0.9,
+                                                     5e-4, nesterov)
+                            : c->ops->sgd_update(c->be, &tp, &tg, &tm, lr, 0.9, 5e-4,
+                                                 nesterov));
             } else {
                 int decoupled = variant == 3;
-                /* the step count t of the bias corrections skips the gated step too */
-                int t = step < 3 ? step : step - 1;
-                const double sc[3] = { (float)lr, (float)(1.0 - pow(0.9, t)),
-                                       (float)(1.0 - pow(0.999, t)) };
-                CALL(c, upload(c, &ts, sc));
-                if (step != 3)
+                if (!gated)
                     ref_adam_update(n, p, g, m, v, lr, 0.9, 0.999, 1e-8, 1e-2, decoupled, t);
-                CALL(c, c->ops->adam_update_dev(c->be, &tp, &tg, &tm, &tv, &ts, &tgate, 0.9,
-                                                0.999, 1e-8, 1e-2, decoupled));
+                CALL(c, dev ? c->ops->adam_update_dev(c->be, &tp, &tg, &tm, &tv, &ts, &tgate,
+                                                      0.9, 0.999, 1e-8, 1e-2, decoupled)
+                            : c->ops->adam_update(c->be, &tp, &tg, &tm, &tv, lr, 0.9, 0.999,
+                                                  1e-8, 1e-2, decoupled, t));
             }
-            if (step == 3) { /* gated: bit for bit what it was */
-                CALL(c, check(c, sgd ? "sgd_update_dev_gated" : "adam_update_dev_gated", what,
-                              &tp, p));
-                CALL(c, check(c, sgd ? "sgd_update_dev_gated" : "adam_update_dev_gated", what,
-                              &tm, m));
+            if (gated) { /* as it was */
+                snprintf(name, sizeof name, "%s_dev_gated", op);
+                CALL(c, check(c, name, what, &tp, p));
+                CALL(c, check(c, name, what, &tm, m));
+            } else {
+                t++;
             }
         }
-        CALL(c, check(c, sgd ? "sgd_update_dev" : "adam_update_dev", what, &tp, p));
-        CALL(c, check(c, sgd ? "sgd_update_dev_velocity" : "adam_update_dev_m", what, &tm, m));
-        if (!sgd)
-            CALL(c, check(c, "adam_update_dev_v", what, &tv, v));
+        snprintf(name, sizeof name, "%s%s", op, dev ? "_dev" : "");
+        CALL(c, check(c, name, what, &tp, p));
+        snprintf(name, sizeof name, "%s%s_%s", op, dev ? "_dev" : "", sgd ? "velocity" : "m");
+        CALL(c, check(c, name, what, &tm, m));
+        if (!sgd) {
+            snprintf(name, sizeof name, "%s%s_v", op, dev ? "_dev" : "");
+            CALL(c, check(c, name, what, &tv, v));
+        }
     out:
         dev_free(c, &tp), dev_free(c, &tg), dev_free(c, &tm), dev_free(c, &tv);
         dev_free(c, &ts), dev_free(c, &tgate);
@@ -1786,8 +1757,8 @@ int main(int argc, char **argv)
     test_loss(&c);
     test_topk(&c);
     test_arithmetic(&c);
-    test_optimizers(&c);
-    test_optimizers_dev(&c);
+    test_optimizers(&c, 0);
+    test_optimizers(&c, 1);
     test_gradcheck(&c, TP_LAYOUT_NCHW, 1, 1);
     test_gradcheck(&c, TP_LAYOUT_NHWC, 2, 0);
     if (bf16_act)
