@@ -47,7 +47,7 @@ typedef struct node {
     int fused_relu;  /* BN or ADD: the ReLU node folded into it (its output is post-ReLU), or -1 */
     int fused_into;  /* RELU: the BN or ADD that computes it, or -1 */
     int grad_from;   /* the node whose gradient buffer this one took over or reads, or -1 */
-    tp_dtype dtype;  /* of out and grad: the activation dtype, or f32 (see choose_dtypes) */
+    tp_dtype dtype;  /* of out and grad: the activation dtype, or f32 (see choose_act_dtype) */
     /* Bound on a backend. */
     tp_tensor out, grad;
     tp_tensor save_mean, save_invstd;
@@ -91,7 +91,7 @@ struct graph {
     grad_buffer *bufs;
     size_t n_bufs;
     tp_tensor scratch; /* for summing a second gradient contribution (u8, bytes) */
-    tp_dtype act_dtype;      /* of the bound activations (see choose_dtypes) */
+    tp_dtype act_dtype;      /* of the bound activations (see choose_act_dtype) */
     tp_dtype act_requested;  /* graph_set_activation_dtype(): 0 lets the backend choose */
     tp_tensor input_cast;    /* the input batch in act_dtype and the bound layout, when that
                               * is not f32 */
@@ -955,7 +955,7 @@ static tp_tensor view_2d(const tp_tensor *t)
 /* The activation dtype of a binding: what an API 1.5 backend asks for in its preferred
  * layout, unless graph_set_activation_dtype() forced f32, the batch norms are synchronised
  * across ranks (bn_sync works on f32), or a linear layer reads anything but a global average
- * pool (linear is f32 only, and only the pool converts). Every node then stores its output
+ * pool or another linear layer (linear is f32 only, and only the pool converts). Every node then stores its output
  * and gradient in it, except the pool's and linear layers' outputs (f32: the logits and what
  * feeds them); the input node's output is the graph's converted copy of the batch. */
 static tp_dtype choose_act_dtype(const graph *g, const tp_backend *backend, tp_layout layout)
@@ -969,9 +969,11 @@ static tp_dtype choose_act_dtype(const graph *g, const tp_backend *backend, tp_l
         info.activation_dtype != TP_DTYPE_BF16 || layout != info.preferred_layout ||
         (g->bn_allreduce && g->bn_world > 1))
         return TP_DTYPE_F32;
-    for (size_t i = 0; i < g->n_nodes; i++)
-        if (g->nodes[i].op == OP_LINEAR && g->nodes[g->nodes[i].in[0]].op != OP_GAP)
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        node_op feeds = g->nodes[g->nodes[i].in[0]].op;
+        if (g->nodes[i].op == OP_LINEAR && feeds != OP_GAP && feeds != OP_LINEAR)
             return TP_DTYPE_F32;
+    }
     return TP_DTYPE_BF16;
 }
 

@@ -73,7 +73,7 @@ void graph_set_batchnorm_sync(graph *g, bn_sync_allreduce_fn allreduce, void *ct
 /* Activation dtype. 0 (the default) lets an API 1.5 backend choose: its info's
  * activation_dtype (bf16 on backend-cuda with precision = bf16) when the graph is bound in the
  * backend's preferred layout, without synchronised batch norms, and every linear layer reads
- * a global average pool. Then every activation and activation gradient is stored in that
+ * a global average pool or another linear layer. Then every activation and activation gradient is stored in that
  * dtype, except the global average pool's and the linear layers' outputs (the logits stay
  * f32), and graph_forward() converts the f32 input into it. TP_DTYPE_F32 forces f32
  * everywhere; any other value is refused (TP_ERR_INVALID). Takes effect at the next
