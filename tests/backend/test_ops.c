@@ -1463,6 +1463,21 @@ static const uint32_t bf16_edge_cases[] = {
  * change, bf16 -> bf16 across layouts, and fill() of bf16. The values: the edge cases above,
  * then random floats from 2^-27 to 2^32 of either sign, every third one a tie (low 16 bits
  * 0x8000). Denormals are left out (their handling is not part of the contract). */
+/* dst (poisoned with NaN first) = src by the backend's copy on `stream`, read back in host
+ * layout hl and compared bit for bit with want (the bf16act_copy rows). */
+static tp_status copy_bits(ctx *c, tp_tensor *dst, const tp_tensor *src, tp_stream stream,
+                           tp_layout hl, const char *what, const float *v, float *got,
+                           const float *want, int64_t n)
+{
+    tp_status st;
+    if ((st = c->ops->fill(c->be, dst, NAN)) || (st = c->ops->copy(c->be, dst, src, stream)) ||
+        (stream == TP_STREAM_COPY && (st = c->ops->sync(c->be))) ||
+        (st = get_host(c, dst, got, hl)))
+        return st;
+    compare_bits(c, "bf16act_copy", what, v, got, want, n);
+    return TP_OK;
+}
+
 static void test_bf16_copy(ctx *c)
 {
     const int N = 3, C = 7, H = 5, W = 9;
@@ -1510,48 +1525,28 @@ static void test_bf16_copy(ctx *c)
     /* device f32 -> device bf16 (f1 and f2 hold v, unrounded) */
     CALL(c, put_host(c, &f1, v, nchw));
     CALL(c, put_host(c, &f2, v, nhwc));
-    CALL(c, c->ops->fill(c->be, &b1, NAN));
-    CALL(c, c->ops->fill(c->be, &b2, NAN));
-    CALL(c, c->ops->copy(c->be, &b1, &f1, TP_STREAM_COMPUTE));
-    CALL(c, get_host(c, &b1, got, nchw));
-    compare_bits(c, "bf16act_copy", "device f32 NCHW -> bf16 NCHW", v, got, want, n);
-    CALL(c, c->ops->copy(c->be, &b2, &f1, TP_STREAM_COPY));
-    CALL(c, c->ops->sync(c->be));
-    CALL(c, get_host(c, &b2, got, nhwc));
-    compare_bits(c, "bf16act_copy", "device f32 NCHW -> bf16 NHWC", v, got, want, n);
-    CALL(c, c->ops->fill(c->be, &b3, NAN));
-    CALL(c, c->ops->copy(c->be, &b3, &f2, TP_STREAM_COMPUTE));
-    CALL(c, get_host(c, &b3, got, nhwc));
-    compare_bits(c, "bf16act_copy", "device f32 NHWC -> bf16 NHWC", v, got, want, n);
+    CALL(c, copy_bits(c, &b1, &f1, TP_STREAM_COMPUTE, nchw, "device f32 NCHW -> bf16 NCHW", v,
+                      got, want, n));
+    CALL(c, copy_bits(c, &b2, &f1, TP_STREAM_COPY, nhwc, "device f32 NCHW -> bf16 NHWC", v, got,
+                      want, n));
+    CALL(c, copy_bits(c, &b3, &f2, TP_STREAM_COMPUTE, nhwc, "device f32 NHWC -> bf16 NHWC", v,
+                      got, want, n));
 
     /* device bf16 -> device f32 (b1, b2 and b3 hold the rounded values; bf16 -> f32 is exact) */
-    CALL(c, c->ops->fill(c->be, &f1, NAN));
-    CALL(c, c->ops->fill(c->be, &f2, NAN));
-    CALL(c, c->ops->copy(c->be, &f1, &b1, TP_STREAM_COMPUTE));
-    CALL(c, get_host(c, &f1, got, nchw));
-    compare_bits(c, "bf16act_copy", "device bf16 NCHW -> f32 NCHW", v, got, want, n);
-    CALL(c, c->ops->copy(c->be, &f2, &b1, TP_STREAM_COMPUTE));
-    CALL(c, get_host(c, &f2, got, nhwc));
-    compare_bits(c, "bf16act_copy", "device bf16 NCHW -> f32 NHWC", v, got, want, n);
-    CALL(c, c->ops->fill(c->be, &f1, NAN));
-    CALL(c, c->ops->copy(c->be, &f1, &b2, TP_STREAM_COPY));
-    CALL(c, c->ops->sync(c->be));
-    CALL(c, get_host(c, &f1, got, nchw));
-    compare_bits(c, "bf16act_copy", "device bf16 NHWC -> f32 NCHW", v, got, want, n);
-    CALL(c, c->ops->fill(c->be, &f2, NAN));
-    CALL(c, c->ops->copy(c->be, &f2, &b3, TP_STREAM_COMPUTE));
-    CALL(c, get_host(c, &f2, got, nhwc));
-    compare_bits(c, "bf16act_copy", "device bf16 NHWC -> f32 NHWC", v, got, want, n);
+    CALL(c, copy_bits(c, &f1, &b1, TP_STREAM_COMPUTE, nchw, "device bf16 NCHW -> f32 NCHW", v,
+                      got, want, n));
+    CALL(c, copy_bits(c, &f2, &b1, TP_STREAM_COMPUTE, nhwc, "device bf16 NCHW -> f32 NHWC", v,
+                      got, want, n));
+    CALL(c, copy_bits(c, &f1, &b2, TP_STREAM_COPY, nchw, "device bf16 NHWC -> f32 NCHW", v, got,
+                      want, n));
+    CALL(c, copy_bits(c, &f2, &b3, TP_STREAM_COMPUTE, nhwc, "device bf16 NHWC -> f32 NHWC", v,
+                      got, want, n));
 
     /* bf16 -> bf16 across layouts: the bits move unchanged */
-    CALL(c, c->ops->fill(c->be, &b3, NAN));
-    CALL(c, c->ops->copy(c->be, &b3, &b1, TP_STREAM_COMPUTE));
-    CALL(c, get_host(c, &b3, got, nhwc));
-    compare_bits(c, "bf16act_copy", "device bf16 NCHW -> bf16 NHWC", v, got, want, n);
-    CALL(c, c->ops->fill(c->be, &b1, NAN));
-    CALL(c, c->ops->copy(c->be, &b1, &b3, TP_STREAM_COMPUTE));
-    CALL(c, get_host(c, &b1, got, nchw));
-    compare_bits(c, "bf16act_copy", "device bf16 NHWC -> bf16 NCHW", v, got, want, n);
+    CALL(c, copy_bits(c, &b3, &b1, TP_STREAM_COMPUTE, nhwc, "device bf16 NCHW -> bf16 NHWC", v,
+                      got, want, n));
+    CALL(c, copy_bits(c, &b1, &b3, TP_STREAM_COMPUTE, nchw, "device bf16 NHWC -> bf16 NCHW", v,
+                      got, want, n));
 
     /* fill: 1/3 (not near a tie, so rounding through f32 first changes nothing) and NaN */
     CALL(c, c->ops->fill(c->be, &b2, 1.0 / 3.0));
