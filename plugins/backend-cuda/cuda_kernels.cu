@@ -251,17 +251,17 @@ cudaError_t binary(int dtype, const void *a, const void *b, void *y, int64_t cou
     return cudaErrorInvalidValue;
 }
 
-/* Runs BODY with T bound to the storage type of activation dtype `dtype`. */
-#define CK_WITH_ACT_TYPE(dtype, BODY)                                                          \
+/* Runs the statement(s) with T bound to the storage type of activation dtype `dtype`. */
+#define CK_WITH_ACT_TYPE(dtype, ...)                                                           \
     switch (dtype) {                                                                           \
     case CK_F32: {                                                                             \
         typedef float T;                                                                       \
-        BODY;                                                                                  \
+        __VA_ARGS__;                                                                           \
         break;                                                                                 \
     }                                                                                          \
     case CK_BF16: {                                                                            \
         typedef __nv_bfloat16 T;                                                               \
-        BODY;                                                                                  \
+        __VA_ARGS__;                                                                           \
         break;                                                                                 \
     }                                                                                          \
     default:                                                                                   \
@@ -270,6 +270,14 @@ cudaError_t binary(int dtype, const void *a, const void *b, void *y, int64_t cou
 
 /* Whether every index of a tensor of `count` elements fits in 32 bits. */
 inline bool fits32(int64_t count) { return count < ((int64_t)1 << 31); }
+
+/* KERNEL<T, I>, I the index type: int32_t when `small` (see fits32), else int64_t; for use
+ * inside CK_WITH_ACT_TYPE, which binds T. */
+#define CK_LAUNCH_INDEXED(small, KERNEL, grid, stream, ...)                                    \
+    if (small)                                                                                 \
+        KERNEL<T, int32_t><<<grid, CK_THREADS, 0, stream>>>(__VA_ARGS__);                      \
+    else                                                                                       \
+        KERNEL<T, int64_t><<<grid, CK_THREADS, 0, stream>>>(__VA_ARGS__)
 
 /* ------------------------------------------------------------------ elementwise */
 
@@ -921,14 +929,8 @@ cudaError_t ck_gap_backward(int dtype, const float *dy, void *dx, ck_shape dxs,
     int64_t count = dxs.n * dxs.c * dxs.h * dxs.w;
     if (count == 0)
         return cudaSuccess;
-    unsigned g = grid_for(count);
-    if (fits32(count)) {
-        CK_WITH_ACT_TYPE(dtype, (gap_backward_kernel<T, int32_t><<<g, CK_THREADS, 0, stream>>>(
-                                    dy, (T *)dx, dxs)));
-    } else {
-        CK_WITH_ACT_TYPE(dtype, (gap_backward_kernel<T, int64_t><<<g, CK_THREADS, 0, stream>>>(
-                                    dy, (T *)dx, dxs)));
-    }
+    CK_WITH_ACT_TYPE(dtype, CK_LAUNCH_INDEXED(fits32(count), gap_backward_kernel,
+                                              grid_for(count), stream, dy, (T *)dx, dxs));
     return cudaGetLastError();
 }
 
@@ -938,14 +940,9 @@ cudaError_t ck_pool_forward(int dtype, const void *x, ck_shape xs, void *y, ck_s
     int64_t count = ys.n * ys.c * ys.h * ys.w;
     if (count == 0)
         return cudaSuccess;
-    unsigned g = grid_for(count);
-    if (fits32(xs.n * xs.c * xs.h * xs.w) && fits32(count)) {
-        CK_WITH_ACT_TYPE(dtype, (pool_forward_kernel<T, int32_t><<<g, CK_THREADS, 0, stream>>>(
-                                    (const T *)x, xs, (T *)y, ys, p, average)));
-    } else {
-        CK_WITH_ACT_TYPE(dtype, (pool_forward_kernel<T, int64_t><<<g, CK_THREADS, 0, stream>>>(
-                                    (const T *)x, xs, (T *)y, ys, p, average)));
-    }
+    bool small = fits32(xs.n * xs.c * xs.h * xs.w) && fits32(count);
+    CK_WITH_ACT_TYPE(dtype, CK_LAUNCH_INDEXED(small, pool_forward_kernel, grid_for(count), stream,
+                                              (const T *)x, xs, (T *)y, ys, p, average));
     return cudaGetLastError();
 }
 
@@ -955,16 +952,9 @@ cudaError_t ck_avgpool_backward(int dtype, const void *dy, ck_shape ys, void *dx
     int64_t count = xs.n * xs.c * xs.h * xs.w;
     if (count == 0)
         return cudaSuccess;
-    unsigned g = grid_for(count);
-    if (fits32(count)) {
-        CK_WITH_ACT_TYPE(dtype,
-                         (avgpool_backward_kernel<T, int32_t><<<g, CK_THREADS, 0, stream>>>(
-                             (const T *)dy, ys, (T *)dx, xs, p)));
-    } else {
-        CK_WITH_ACT_TYPE(dtype,
-                         (avgpool_backward_kernel<T, int64_t><<<g, CK_THREADS, 0, stream>>>(
-                             (const T *)dy, ys, (T *)dx, xs, p)));
-    }
+    CK_WITH_ACT_TYPE(dtype, CK_LAUNCH_INDEXED(fits32(count), avgpool_backward_kernel,
+                                              grid_for(count), stream, (const T *)dy, ys,
+                                              (T *)dx, xs, p));
     return cudaGetLastError();
 }
 
@@ -981,27 +971,12 @@ cudaError_t ck_maxpool_backward(int dtype, const void *x, ck_shape xs, const voi
      * gather that sums in a fixed order (no atomics, so the bits repeat). */
     bool small = fits32(count) && fits32(out);
     if (out > 0) {
-        unsigned g = grid_for(out);
-        if (small) {
-            CK_WITH_ACT_TYPE(dtype,
-                             (maxpool_argmax_kernel<T, int32_t><<<g, CK_THREADS, 0, stream>>>(
-                                 (const T *)x, xs, ys, argmax, p)));
-        } else {
-            CK_WITH_ACT_TYPE(dtype,
-                             (maxpool_argmax_kernel<T, int64_t><<<g, CK_THREADS, 0, stream>>>(
-                                 (const T *)x, xs, ys, argmax, p)));
-        }
+        CK_WITH_ACT_TYPE(dtype, CK_LAUNCH_INDEXED(small, maxpool_argmax_kernel, grid_for(out),
+                                                  stream, (const T *)x, xs, ys, argmax, p));
     }
-    unsigned g = grid_for(count);
-    if (small) {
-        CK_WITH_ACT_TYPE(dtype,
-                         (maxpool_backward_kernel<T, int32_t><<<g, CK_THREADS, 0, stream>>>(
-                             argmax, (const T *)dy, ys, (T *)dx, xs, p)));
-    } else {
-        CK_WITH_ACT_TYPE(dtype,
-                         (maxpool_backward_kernel<T, int64_t><<<g, CK_THREADS, 0, stream>>>(
-                             argmax, (const T *)dy, ys, (T *)dx, xs, p)));
-    }
+    CK_WITH_ACT_TYPE(dtype, CK_LAUNCH_INDEXED(small, maxpool_backward_kernel, grid_for(count),
+                                              stream, argmax, (const T *)dy, ys, (T *)dx, xs,
+                                              p));
     return cudaGetLastError();
 }
 
@@ -1011,16 +986,8 @@ cudaError_t ck_add_channel_bias(int dtype, void *y, ck_shape s, const float *bia
     int64_t count = s.n * s.c * s.h * s.w;
     if (count == 0)
         return cudaSuccess;
-    unsigned g = grid_for(count);
-    if (fits32(count)) {
-        CK_WITH_ACT_TYPE(dtype,
-                         (add_channel_bias_kernel<T, int32_t><<<g, CK_THREADS, 0, stream>>>(
-                             (T *)y, s, bias)));
-    } else {
-        CK_WITH_ACT_TYPE(dtype,
-                         (add_channel_bias_kernel<T, int64_t><<<g, CK_THREADS, 0, stream>>>(
-                             (T *)y, s, bias)));
-    }
+    CK_WITH_ACT_TYPE(dtype, CK_LAUNCH_INDEXED(fits32(count), add_channel_bias_kernel,
+                                              grid_for(count), stream, (T *)y, s, bias));
     return cudaGetLastError();
 }
 
