@@ -206,6 +206,14 @@ static tp_status host_update(adam *a, size_t i, double lr, double wd, int64_t st
     return st;
 }
 
+/* The weight decay of parameter p: none for batch-norm parameters and biases with
+ * exclude_bn_bias_decay. */
+static double decay_of(const adam *a, const tp_param_ref *p)
+{
+    return a->cfg.exclude_bn_bias_decay && p->role != TP_ROLE_WEIGHT ? 0.0
+                                                                      : a->cfg.weight_decay;
+}
+
 static tp_status adam_step(void *self, double lr, int64_t step)
 {
     adam *a = self;
@@ -215,9 +223,7 @@ static tp_status adam_step(void *self, double lr, int64_t step)
     const tp_backend_ops *o = a->backend->ops;
     for (size_t i = 0; i < a->n_params; i++) {
         const tp_param_ref *p = &a->params[i];
-        double wd = a->cfg.weight_decay;
-        if (a->cfg.exclude_bn_bias_decay && p->role != TP_ROLE_WEIGHT)
-            wd = 0;
+        double wd = decay_of(a, p);
         tp_status st;
         if (o->adam_update)
             st = o->adam_update(a->backend->self, p->value, p->grad, &a->m[i], &a->v[i], lr,
@@ -253,9 +259,7 @@ static tp_status adam_step_device(void *self, const tp_tensor *scalars, const tp
                              "adam: the backend has no adam_update_dev (plugin API 1.6)");
     for (size_t i = 0; i < a->n_params; i++) {
         const tp_param_ref *p = &a->params[i];
-        double wd = a->cfg.weight_decay;
-        if (a->cfg.exclude_bn_bias_decay && p->role != TP_ROLE_WEIGHT)
-            wd = 0;
+        double wd = decay_of(a, p);
         tp_status st = o->adam_update_dev(a->backend->self, p->value, p->grad, &a->m[i],
                                           &a->v[i], scalars, gate, a->cfg.beta1, a->cfg.beta2,
                                           a->cfg.eps, wd, a->cfg.decoupled);

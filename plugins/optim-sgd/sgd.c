@@ -120,6 +120,14 @@ nomem:
     return h->fail(h, TP_ERR_NOMEM, "sgd: out of memory for %zu parameters", n_params);
 }
 
+/* The weight decay of parameter p: none for batch-norm parameters and biases with
+ * exclude_bn_bias_decay. */
+static double decay_of(const sgd *s, const tp_param_ref *p)
+{
+    return s->cfg.exclude_bn_bias_decay && p->role != TP_ROLE_WEIGHT ? 0.0
+                                                                      : s->cfg.weight_decay;
+}
+
 static tp_status sgd_step(void *self, double lr, int64_t step)
 {
     sgd *s = self;
@@ -129,9 +137,7 @@ static tp_status sgd_step(void *self, double lr, int64_t step)
     (void)step;
     for (size_t i = 0; i < s->n_params; i++) {
         const tp_param_ref *p = &s->params[i];
-        double wd = s->cfg.weight_decay;
-        if (s->cfg.exclude_bn_bias_decay && p->role != TP_ROLE_WEIGHT)
-            wd = 0;
+        double wd = decay_of(s, p);
         tp_status st;
         if (!s->velocity) {
             /* p = (1 - lr wd) p - lr g */
@@ -162,11 +168,16 @@ static tp_status sgd_step(void *self, double lr, int64_t step)
 
 /* API 1.6: [lr]. Momentum SGD only (plain SGD composes axpby, whose scalars the host
  * passes). */
+static int has_device_form(const sgd *s)
+{
+    return s->backend && s->velocity && s->backend->ops->sgd_update_dev;
+}
+
 static int sgd_device_scalars(void *self, double lr, int64_t step, float *out)
 {
     sgd *s = self;
     (void)step;
-    if (!s->backend || !s->velocity || !s->backend->ops->sgd_update_dev)
+    if (!has_device_form(s))
         return 0;
     out[0] = (float)lr;
     return 1;
@@ -175,16 +186,14 @@ static int sgd_device_scalars(void *self, double lr, int64_t step, float *out)
 static tp_status sgd_step_device(void *self, const tp_tensor *scalars, const tp_tensor *gate)
 {
     sgd *s = self;
-    if (!s->backend || !s->velocity || !s->backend->ops->sgd_update_dev)
+    if (!has_device_form(s))
         return s->host->fail(s->host, TP_ERR_UNSUPPORTED,
                              "sgd: no device-side update here (it needs momentum and the "
                              "backend's sgd_update_dev, plugin API 1.6)");
     const tp_backend_ops *o = s->backend->ops;
     for (size_t i = 0; i < s->n_params; i++) {
         const tp_param_ref *p = &s->params[i];
-        double wd = s->cfg.weight_decay;
-        if (s->cfg.exclude_bn_bias_decay && p->role != TP_ROLE_WEIGHT)
-            wd = 0;
+        double wd = decay_of(s, p);
         tp_status st = o->sgd_update_dev(s->backend->self, p->value, p->grad, &s->velocity[i],
                                          scalars, gate, s->cfg.momentum, wd, s->cfg.nesterov);
         if (st != TP_OK)
