@@ -213,9 +213,9 @@ static tp_status setup_loss_scaling(trainer *t)
     return st;
 }
 
-/* After backward with a scaled loss: are all gradients finite? If so they are divided by
- * the scale (exact for the powers of two used here) and *finite is set. */
-static tp_status unscale_gradients(trainer *t, int *finite)
+/* Queues grad_sumsq = the sum of squares of every (scaled) gradient: finite exactly when
+ * they all are. */
+static tp_status queue_gradient_check(trainer *t)
 {
     const tp_backend_ops *ops = t->backend.ops;
     size_t n;
@@ -224,14 +224,31 @@ static tp_status unscale_gradients(trainer *t, int *finite)
     for (size_t i = 0; i < n && !st; i++)
         if (!(st = ops->sum_squares(t->backend.self, params[i].grad, &t->grad_sumsq_part)))
             st = ops->axpby(t->backend.self, 1.0, &t->grad_sumsq_part, 1.0, &t->grad_sumsq);
+    return st;
+}
+
+/* Queues the division of every gradient by the loss scale (exact for its powers of two). */
+static tp_status queue_unscale(trainer *t)
+{
+    size_t n;
+    const tp_param_ref *params = graph_params(t->g, &n);
+    tp_status st = TP_OK;
+    for (size_t i = 0; i < n && !st; i++)
+        st = t->backend.ops->scale(t->backend.self, 1.0 / t->loss_scale, params[i].grad);
+    return st;
+}
+
+/* After backward with a scaled loss: are all gradients finite? If so they are divided by
+ * the scale and *finite is set. */
+static tp_status unscale_gradients(trainer *t, int *finite)
+{
     float total = 0;
     const tp_tensor *dev[] = { &t->grad_sumsq };
+    tp_status st = queue_gradient_check(t);
     if (!st)
         st = read_scalars(t, dev, &total, 1);
     *finite = !st && isfinite(total);
-    for (size_t i = 0; i < n && !st && *finite; i++)
-        st = ops->scale(t->backend.self, 1.0 / t->loss_scale, params[i].grad);
-    return st;
+    return st || !*finite ? st : queue_unscale(t);
 }
 
 /* Binds the graph (and dlogits) for batches of `batch`; a no-op when already so. The last
@@ -275,7 +292,6 @@ static tp_status bind_batch(trainer *t, int batch)
     return TP_OK;
 }
 
-/* Copies device scalars to the host (one synchronisation for all of them). */
 #define READBACK_MAX 4
 
 /* Copies n one-value device tensors to out and waits for them. The values land in
@@ -1364,21 +1380,13 @@ static tp_status enqueue_step_and_update(void *ctx, const tp_tensor *images,
                                          const tp_tensor *labels)
 {
     trainer *t = ctx;
-    const tp_backend_ops *ops = t->backend.ops;
-    void *be = t->backend.self;
     tp_status st = enqueue_step(t, images, labels);
     const tp_tensor *gate = &t->loss;
     if (!st && t->scaling) {
-        size_t n;
-        const tp_param_ref *params = graph_params(t->g, &n);
-        st = ops->fill(be, &t->grad_sumsq, 0.0);
-        for (size_t i = 0; i < n && !st; i++)
-            if (!(st = ops->sum_squares(be, params[i].grad, &t->grad_sumsq_part)))
-                st = ops->axpby(be, 1.0, &t->grad_sumsq_part, 1.0, &t->grad_sumsq);
+        if (!(st = queue_gradient_check(t)))
+            st = t->backend.ops->axpby(t->backend.self, 1.0, &t->loss, 1.0, &t->grad_sumsq);
         if (!st)
-            st = ops->axpby(be, 1.0, &t->loss, 1.0, &t->grad_sumsq);
-        for (size_t i = 0; i < n && !st; i++)
-            st = ops->scale(be, 1.0 / t->loss_scale, params[i].grad);
+            st = queue_unscale(t);
         gate = &t->grad_sumsq;
     }
     return st ? st : t->optim_ops->step_device(t->optim, &t->opt_scalars, gate);
