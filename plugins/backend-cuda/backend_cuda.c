@@ -152,8 +152,8 @@ static tp_status cuda_create(const tp_host *host, const void *config, void **sel
               "%s activations, %s algorithm choice, workspace up to %lld MiB",
               b->device, b->device_name, prop.major, prop.minor,
               (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0), dnn_version,
-              precision_name(b->precision), tp_dtype_name(b->activation_dtype), b->benchmark ? "benchmarked" : "heuristic",
-              (long long)cfg->workspace_mb);
+              precision_name(b->precision), tp_dtype_name(b->activation_dtype),
+              b->benchmark ? "benchmarked" : "heuristic", (long long)cfg->workspace_mb);
     *self = b;
     return TP_OK;
 fail:

@@ -19,6 +19,8 @@
 
 #include <trainpipe/trainpipe.h>
 
+#include "cuda_kernels.h"
+
 /* The `precision` parameter, in the order of its choices. */
 typedef enum cuda_precision {
     CUDA_PRECISION_FP32 = 0, /* strict fp32 math: no tensor cores */
@@ -141,10 +143,15 @@ tp_status cuda_need_dtype(cuda_backend *b, const char *op, const char *name, con
 tp_status cuda_need_act(cuda_backend *b, const char *op, const char *name, const tp_tensor *t);
 /* Logical dims of a tensor as (N, C, H, W): 1-D (C) -> (1,C,1,1), 2-D (N,C) -> (N,C,1,1). */
 void cuda_dims4(const tp_tensor *t, int64_t d[4]);
+/* The same dims with t's memory order, as the own kernels take them (cuda_kernels.h). */
+ck_shape cuda_ck_shape(const tp_tensor *t);
 tp_status cuda_need_shape4(cuda_backend *b, const char *op, const char *name,
                            const tp_tensor *t, int64_t n, int64_t c, int64_t h, int64_t w);
 tp_status cuda_need_count(cuda_backend *b, const char *op, const char *name, const tp_tensor *t,
                           int64_t count);
+/* a and t have one dtype ("OP: A is bf16 but T is f32" otherwise). */
+tp_status cuda_need_same_dtype(cuda_backend *b, const char *op, const char *name_a,
+                               const tp_tensor *a, const char *name_b, const tp_tensor *t);
 /* Same logical shape and dtype (layouts may differ). */
 tp_status cuda_need_same(cuda_backend *b, const char *op, const char *name_a,
                          const tp_tensor *a, const char *name_b, const tp_tensor *t);

@@ -29,6 +29,17 @@ static int own_kernels(const cuda_backend *b, const tp_tensor *x)
            (x->ndim == 2 || x->layout == TP_LAYOUT_NHWC);
 }
 
+/* Activations other than f32 run on the own kernels only. */
+static tp_status need_kernels_for_dtype(cuda_backend *b, const char *op, const tp_tensor *x)
+{
+    if (x->dtype == TP_DTYPE_F32 || own_kernels(b, x))
+        return TP_OK;
+    return b->host->fail(b->host, TP_ERR_UNSUPPORTED,
+                         "%s: %s activations need the channels-last layout and batchnorm = "
+                         "auto (the backend's own kernels)",
+                         op, tp_dtype_name(x->dtype));
+}
+
 /* x as rows of channels: N*H*W rows (N for a 2-D tensor) of C values. */
 static void rows_of(const tp_tensor *x, int64_t *rows, int64_t *channels)
 {
@@ -50,13 +61,8 @@ static tp_status check_args(cuda_backend *b, const char *op, const tp_bn_desc *d
     if (!(d->eps > 0.0))
         return b->host->fail(b->host, TP_ERR_INVALID, "%s: eps = %g must be positive", op,
                              d->eps);
-    if ((st = cuda_need_act(b, op, "x", x)))
+    if ((st = cuda_need_act(b, op, "x", x)) || (st = need_kernels_for_dtype(b, op, x)))
         return st;
-    if (x->dtype != TP_DTYPE_F32 && !own_kernels(b, x))
-        return b->host->fail(b->host, TP_ERR_UNSUPPORTED,
-                             "%s: %s activations need the channels-last layout and batchnorm = "
-                             "auto (the backend's own kernels)",
-                             op, tp_dtype_name(x->dtype));
     if (x->ndim != 4 && x->ndim != 2)
         return b->host->fail(b->host, TP_ERR_INVALID, "%s: x must be 4-D (N,C,H,W) or 2-D",
                              op);
@@ -123,10 +129,10 @@ static tp_status bn_train(cuda_backend *b, const char *op, const tp_bn_desc *d,
         void *part;
         rows_of(x, &rows, &c);
         if (!(st = cuda_scratch(b, ck_bn_scratch_bytes(rows, c), &part)))
-            st = CUDA_RT(ck_bn_train((int)x->dtype, x->data, yv.data, rows, c, gamma->data, beta->data,
-                                     running_mean->data, running_var->data, save_mean->data,
-                                     save_invstd->data, (float)d->momentum, (float)d->eps,
-                                     relu, part, b->compute));
+            st = CUDA_RT(ck_bn_train((int)x->dtype, x->data, yv.data, rows, c, gamma->data,
+                                     beta->data, running_mean->data, running_var->data,
+                                     save_mean->data, save_invstd->data, (float)d->momentum,
+                                     (float)d->eps, relu, part, b->compute));
     } else {
         cudnnTensorDescriptor_t xd, yd, vd;
         if (!(st = make_descs(b, x, &yv, CUDNN_BATCHNORM_SPATIAL, &xd, &yd, &vd))) {
@@ -179,13 +185,9 @@ tp_status cuda_batchnorm_infer(cuda_backend *b, const tp_bn_desc *d, const tp_te
                              "batchnorm_infer: eps = %g must be positive", d->eps);
     if ((st = cuda_need_act(b, "batchnorm_infer", "x", x)) ||
         (st = cuda_need_act(b, "batchnorm_infer", "y", y)) ||
-        (st = cuda_need_same(b, "batchnorm_infer", "x", x, "y", y)))
+        (st = cuda_need_same(b, "batchnorm_infer", "x", x, "y", y)) ||
+        (st = need_kernels_for_dtype(b, "batchnorm_infer", x)))
         return st;
-    if (x->dtype != TP_DTYPE_F32 && !own_kernels(b, x))
-        return b->host->fail(b->host, TP_ERR_UNSUPPORTED,
-                             "batchnorm_infer: %s activations need the channels-last layout and "
-                             "batchnorm = auto (the backend's own kernels)",
-                             tp_dtype_name(x->dtype));
     int64_t dims[4];
     cuda_dims4(x, dims);
     for (int i = 0; i < 4; i++)
@@ -198,9 +200,9 @@ tp_status cuda_batchnorm_infer(cuda_backend *b, const tp_bn_desc *d, const tp_te
     if (own_kernels(b, x)) {
         int64_t rows, c;
         rows_of(x, &rows, &c);
-        st = CUDA_RT(ck_bn_infer((int)x->dtype, x->data, yv.data, rows, c, gamma->data, beta->data,
-                                 running_mean->data, running_var->data, (float)d->eps,
-                                 b->compute));
+        st = CUDA_RT(ck_bn_infer((int)x->dtype, x->data, yv.data, rows, c, gamma->data,
+                                 beta->data, running_mean->data, running_var->data,
+                                 (float)d->eps, b->compute));
     } else {
         cudnnTensorDescriptor_t xd, yd, vd;
         if (!(st = make_descs(b, x, &yv, CUDNN_BATCHNORM_SPATIAL, &xd, &yd, &vd))) {

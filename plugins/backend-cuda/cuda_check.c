@@ -128,6 +128,23 @@ void cuda_dims4(const tp_tensor *t, int64_t d[4])
     }
 }
 
+ck_shape cuda_ck_shape(const tp_tensor *t)
+{
+    int64_t d[4];
+    cuda_dims4(t, d);
+    ck_shape s = {d[0], d[1], d[2], d[3], t->ndim == 4 && t->layout == TP_LAYOUT_NHWC};
+    return s;
+}
+
+tp_status cuda_need_same_dtype(cuda_backend *b, const char *op, const char *name_a,
+                               const tp_tensor *a, const char *name_b, const tp_tensor *t)
+{
+    if (a->dtype == t->dtype)
+        return TP_OK;
+    return b->host->fail(b->host, TP_ERR_INVALID, "%s: %s is %s but %s is %s", op, name_a,
+                         tp_dtype_name(a->dtype), name_b, tp_dtype_name(t->dtype));
+}
+
 tp_status cuda_need_shape4(cuda_backend *b, const char *op, const char *name,
                            const tp_tensor *t, int64_t n, int64_t c, int64_t h, int64_t w)
 {
@@ -165,10 +182,7 @@ tp_status cuda_need_same(cuda_backend *b, const char *op, const char *name_a,
                              op, name_a, (long long)da[0], (long long)da[1], (long long)da[2],
                              (long long)da[3], name_b, (long long)db[0], (long long)db[1],
                              (long long)db[2], (long long)db[3]);
-    if (a->dtype != t->dtype)
-        return b->host->fail(b->host, TP_ERR_INVALID, "%s: %s is %s but %s is %s", op, name_a,
-                             tp_dtype_name(a->dtype), name_b, tp_dtype_name(t->dtype));
-    return TP_OK;
+    return cuda_need_same_dtype(b, op, name_a, a, name_b, t);
 }
 
 int cuda_same_memory_order(const tp_tensor *a, const tp_tensor *t)

@@ -101,9 +101,8 @@ static tp_status check_shapes(cuda_backend *b, cuda_conv_op op, const tp_conv_de
     if ((st = cuda_need_act(b, name, xname, x)) || (st = cuda_need_f32(b, name, wname, w)) ||
         (st = cuda_need_act(b, name, yname, y)))
         return st;
-    if (x->dtype != y->dtype)
-        return b->host->fail(b->host, TP_ERR_INVALID, "%s: %s is %s but %s is %s", name, xname,
-                             tp_dtype_name(x->dtype), yname, tp_dtype_name(y->dtype));
+    if ((st = cuda_need_same_dtype(b, name, xname, x, yname, y)))
+        return st;
     if (!d)
         return b->host->fail(b->host, TP_ERR_INVALID, "%s: NULL descriptor", name);
     if (x->ndim != 4 || w->ndim != 4 || y->ndim != 4)
@@ -307,14 +306,6 @@ static tp_status select_algo(cuda_backend *b, cuda_conv_op op, const cuda_algo_k
                          (int)b->precision, b->workspace_limit >> 20, n);
 }
 
-/* A 4-D activation's dims and memory order for the own kernels. */
-static ck_shape conv_shape(const tp_tensor *t)
-{
-    ck_shape s = {t->shape[0], t->shape[1], t->shape[2], t->shape[3],
-                  t->layout == TP_LAYOUT_NHWC};
-    return s;
-}
-
 /* Ends the views that began (have[i]), storing outputs when all went well; keeps the first
  * error. */
 static tp_status end_views(cuda_backend *b, tp_status st, tp_tensor *views,
@@ -360,7 +351,7 @@ static tp_status forward_in(cuda_backend *b, const tp_conv_desc *d, cuda_algo_ke
                                                ws, algo.workspace, &zero, cd.y, v[2].data))))
         goto done;
     if (bias && v[2].dtype != TP_DTYPE_F32) { /* cuDNN adds no f32 bias to bf16 */
-        st = CUDA_RT(ck_add_channel_bias((int)v[2].dtype, v[2].data, conv_shape(&v[2]),
+        st = CUDA_RT(ck_add_channel_bias((int)v[2].dtype, v[2].data, cuda_ck_shape(&v[2]),
                                          bias->data, b->compute));
     } else if (bias) {
         if ((st = cuda_tensor_desc(b, bias, &bd)))
@@ -439,8 +430,8 @@ static tp_status backward_filter_in(cuda_backend *b, const tp_conv_desc *d, cuda
              v[1].data))))
         goto done;
     if (dbias && v[2].dtype != TP_DTYPE_F32) {
-        st = CUDA_RT(ck_channel_sums((int)v[2].dtype, v[2].data, conv_shape(&v[2]), dbias->data,
-                                     b->compute));
+        st = CUDA_RT(ck_channel_sums((int)v[2].dtype, v[2].data, cuda_ck_shape(&v[2]),
+                                     dbias->data, b->compute));
     } else if (dbias) {
         if ((st = cuda_tensor_desc(b, dbias, &bd)))
             goto done;

@@ -8,14 +8,6 @@
 #include "backend_cuda.h"
 #include "cuda_kernels.h"
 
-static ck_shape shape_of(const tp_tensor *t)
-{
-    int64_t d[4];
-    cuda_dims4(t, d);
-    ck_shape s = {d[0], d[1], d[2], d[3], t->ndim == 4 && t->layout == TP_LAYOUT_NHWC};
-    return s;
-}
-
 tp_status cuda_relu_forward(cuda_backend *b, const tp_tensor *x, tp_tensor *y)
 {
     tp_status st;
@@ -102,7 +94,7 @@ tp_status cuda_global_avgpool_forward(cuda_backend *b, const tp_tensor *x, tp_te
         return st;
     if (x->shape[2] * x->shape[3] == 0)
         return b->host->fail(b->host, TP_ERR_INVALID, "global_avgpool_forward: empty image");
-    return CUDA_RT(ck_gap_forward((int)x->dtype, x->data, shape_of(x), y->data, b->compute));
+    return CUDA_RT(ck_gap_forward((int)x->dtype, x->data, cuda_ck_shape(x), y->data, b->compute));
 }
 
 tp_status cuda_global_avgpool_backward(cuda_backend *b, const tp_tensor *dy, tp_tensor *dx)
@@ -117,7 +109,7 @@ tp_status cuda_global_avgpool_backward(cuda_backend *b, const tp_tensor *dy, tp_
     if ((st = cuda_need_count(b, "global_avgpool_backward", "dy", dy,
                               dx->shape[0] * dx->shape[1])))
         return st;
-    return CUDA_RT(ck_gap_backward((int)dx->dtype, dy->data, dx->data, shape_of(dx),
+    return CUDA_RT(ck_gap_backward((int)dx->dtype, dy->data, dx->data, cuda_ck_shape(dx),
                                    b->compute));
 }
 
@@ -128,9 +120,8 @@ static tp_status check_subsample(cuda_backend *b, const char *op, int stride,
     tp_status st;
     if ((st = cuda_need_act(b, op, xname, x)) || (st = cuda_need_act(b, op, yname, y)))
         return st;
-    if (x->dtype != y->dtype)
-        return b->host->fail(b->host, TP_ERR_INVALID, "%s: %s is %s but %s is %s", op, xname,
-                             tp_dtype_name(x->dtype), yname, tp_dtype_name(y->dtype));
+    if ((st = cuda_need_same_dtype(b, op, xname, x, yname, y)))
+        return st;
     if (stride < 1)
         return b->host->fail(b->host, TP_ERR_INVALID, "%s: stride %d must be >= 1", op, stride);
     if (x->ndim != 4 || y->ndim != 4)
@@ -151,8 +142,8 @@ tp_status cuda_subsample_pad_forward(cuda_backend *b, int stride, const tp_tenso
     tp_status st = check_subsample(b, "subsample_pad_forward", stride, x, "x", y, "y");
     if (st)
         return st;
-    return CUDA_RT(ck_subsample_pad_forward((int)x->dtype, x->data, shape_of(x), y->data,
-                                            shape_of(y), stride, b->compute));
+    return CUDA_RT(ck_subsample_pad_forward((int)x->dtype, x->data, cuda_ck_shape(x), y->data,
+                                            cuda_ck_shape(y), stride, b->compute));
 }
 
 tp_status cuda_subsample_pad_backward(cuda_backend *b, int stride, const tp_tensor *dy,
@@ -161,8 +152,8 @@ tp_status cuda_subsample_pad_backward(cuda_backend *b, int stride, const tp_tens
     tp_status st = check_subsample(b, "subsample_pad_backward", stride, dx, "dx", dy, "dy");
     if (st)
         return st;
-    return CUDA_RT(ck_subsample_pad_backward((int)dy->dtype, dy->data, shape_of(dy), dx->data,
-                                             shape_of(dx), stride, b->compute));
+    return CUDA_RT(ck_subsample_pad_backward((int)dy->dtype, dy->data, cuda_ck_shape(dy), dx->data,
+                                             cuda_ck_shape(dx), stride, b->compute));
 }
 
 tp_status cuda_axpby(cuda_backend *b, double alpha, const tp_tensor *x, double beta,

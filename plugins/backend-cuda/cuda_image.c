@@ -9,13 +9,6 @@
 
 #include <math.h>
 
-static ck_shape shape_of(const tp_tensor *t)
-{
-    ck_shape s = {t->shape[0], t->shape[1], t->shape[2], t->shape[3],
-                  t->layout == TP_LAYOUT_NHWC};
-    return s;
-}
-
 static tp_status need_4d(cuda_backend *b, const char *op, const char *name, const tp_tensor *t)
 {
     if (t->ndim != 4)
@@ -35,8 +28,8 @@ tp_status cuda_convert_u8_batch(cuda_backend *b, const tp_tensor *src, double sc
         (st = cuda_need_shape4(b, "convert_u8_batch", "dst", dst, src->shape[0], src->shape[1],
                                src->shape[2], src->shape[3])))
         return st;
-    return CUDA_RT(ck_convert_u8(src->data, shape_of(src), (float)scale, dst->data,
-                                 shape_of(dst), b->compute));
+    return CUDA_RT(ck_convert_u8(src->data, cuda_ck_shape(src), (float)scale, dst->data,
+                                 cuda_ck_shape(dst), b->compute));
 }
 
 tp_status cuda_crop_flip(cuda_backend *b, const tp_crop_flip_desc *d, const tp_tensor *src,
@@ -69,8 +62,8 @@ tp_status cuda_crop_flip(cuda_backend *b, const tp_crop_flip_desc *d, const tp_t
             return st;
         in = snap;
     }
-    return CUDA_RT(ck_crop_flip(in, shape_of(src), dst->data, shape_of(dst), d->pad, d->fill,
-                                d->offset_y, d->offset_x, d->flip, b->compute));
+    return CUDA_RT(ck_crop_flip(in, cuda_ck_shape(src), dst->data, cuda_ck_shape(dst), d->pad,
+                                d->fill, d->offset_y, d->offset_x, d->flip, b->compute));
 }
 
 tp_status cuda_standardize_images(cuda_backend *b, tp_tensor *x)
@@ -81,7 +74,7 @@ tp_status cuda_standardize_images(cuda_backend *b, tp_tensor *x)
         return st;
     if (x->shape[0] > INT32_MAX)
         return b->host->fail(b->host, TP_ERR_UNSUPPORTED, "standardize_images: batch too large");
-    return CUDA_RT(ck_standardize(x->data, shape_of(x), b->compute));
+    return CUDA_RT(ck_standardize(x->data, cuda_ck_shape(x), b->compute));
 }
 
 tp_status cuda_normalize_channels(cuda_backend *b, tp_tensor *x, const float *mean,
@@ -99,5 +92,5 @@ tp_status cuda_normalize_channels(cuda_backend *b, tp_tensor *x, const float *me
                                  "normalize_channels: std[%lld] = %g must be finite and "
                                  "non-zero",
                                  (long long)c, (double)std[c]);
-    return CUDA_RT(ck_normalize_channels(x->data, shape_of(x), mean, std, b->compute));
+    return CUDA_RT(ck_normalize_channels(x->data, cuda_ck_shape(x), mean, std, b->compute));
 }

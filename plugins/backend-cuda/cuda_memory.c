@@ -182,14 +182,6 @@ void cuda_free(cuda_backend *b, tp_tensor *t)
     t->data = NULL;
 }
 
-static ck_shape shape_of(const tp_tensor *t)
-{
-    int64_t d[4];
-    cuda_dims4(t, d);
-    ck_shape s = {d[0], d[1], d[2], d[3], t->ndim == 4 && t->layout == TP_LAYOUT_NHWC};
-    return s;
-}
-
 /* Host-side permute for copies between two host buffers. */
 static void host_permute(const void *src, ck_shape s, void *dst, size_t esize)
 {
@@ -232,7 +224,7 @@ static tp_status convert_copy(cuda_backend *b, tp_tensor *dst, const tp_tensor *
         if (cuda_same_memory_order(src, &tmp))
             memcpy(buf, src->data, tp_tensor_bytes(src));
         else
-            host_permute(src->data, shape_of(src), buf, tp_dtype_size(src->dtype));
+            host_permute(src->data, cuda_ck_shape(src), buf, tp_dtype_size(src->dtype));
         if (src->dtype == TP_DTYPE_F32)
             for (int64_t i = 0; i < n; i++)
                 ((uint16_t *)dst->data)[i] = tp_bf16_from_f32(((const float *)buf)[i]);
@@ -243,7 +235,7 @@ static tp_status convert_copy(cuda_backend *b, tp_tensor *dst, const tp_tensor *
         return TP_OK;
     }
     if (!src_host && !dst_host)
-        return CUDA_RT(ck_convert(src->data, (int)src->dtype, shape_of(src), dst->data,
+        return CUDA_RT(ck_convert(src->data, (int)src->dtype, cuda_ck_shape(src), dst->data,
                                   (int)dst->dtype, dst_nhwc, s));
     tp_status st;
     void *tmp = NULL;
@@ -254,10 +246,10 @@ static tp_status convert_copy(cuda_backend *b, tp_tensor *dst, const tp_tensor *
     if (src_host) {
         st = CUDA_RT(cudaMemcpyAsync(tmp, src->data, bytes, cudaMemcpyHostToDevice, s));
         if (!st)
-            st = CUDA_RT(ck_convert(tmp, (int)src->dtype, shape_of(src), dst->data,
+            st = CUDA_RT(ck_convert(tmp, (int)src->dtype, cuda_ck_shape(src), dst->data,
                                     (int)dst->dtype, dst_nhwc, s));
     } else {
-        st = CUDA_RT(ck_convert(src->data, (int)src->dtype, shape_of(src), tmp,
+        st = CUDA_RT(ck_convert(src->data, (int)src->dtype, cuda_ck_shape(src), tmp,
                                 (int)dst->dtype, dst_nhwc, s));
         if (!st)
             st = CUDA_RT(cudaMemcpyAsync(dst->data, tmp, bytes, cudaMemcpyDeviceToHost, s));
@@ -305,7 +297,7 @@ tp_status cuda_copy(cuda_backend *b, tp_tensor *dst, const tp_tensor *src, tp_st
     if (converts)
         return convert_copy(b, dst, src, s);
     size_t esize = tp_dtype_size(src->dtype);
-    ck_shape shape = shape_of(src);
+    ck_shape shape = cuda_ck_shape(src);
     int src_nhwc = src->ndim == 4 && src->layout == TP_LAYOUT_NHWC;
     int dst_nhwc = dst->ndim == 4 && dst->layout == TP_LAYOUT_NHWC;
     int permute = src_nhwc != dst_nhwc && shape.c > 1 && shape.h * shape.w > 1;
@@ -367,9 +359,9 @@ static tp_status device_convert(cuda_backend *b, const tp_tensor *src, tp_tensor
 {
     int dst_nhwc = dst->ndim == 4 && dst->layout == TP_LAYOUT_NHWC;
     if (src->dtype != dst->dtype)
-        return CUDA_RT(ck_convert(src->data, (int)src->dtype, shape_of(src), dst->data,
+        return CUDA_RT(ck_convert(src->data, (int)src->dtype, cuda_ck_shape(src), dst->data,
                                   (int)dst->dtype, dst_nhwc, b->compute));
-    return CUDA_RT(ck_permute(src->data, shape_of(src), dst->data, dst_nhwc,
+    return CUDA_RT(ck_permute(src->data, cuda_ck_shape(src), dst->data, dst_nhwc,
                               (int)tp_dtype_size(src->dtype), b->compute));
 }
 

@@ -30,9 +30,8 @@ static tp_status check_pool(cuda_backend *b, const char *op, const tp_pool_desc 
                              d->pad_w);
     if ((st = cuda_need_act(b, op, "x", x)) || (st = cuda_need_act(b, op, "y", y)))
         return st;
-    if (x->dtype != y->dtype)
-        return b->host->fail(b->host, TP_ERR_INVALID, "%s: x is %s but y is %s", op,
-                             tp_dtype_name(x->dtype), tp_dtype_name(y->dtype));
+    if ((st = cuda_need_same_dtype(b, op, "x", x, "y", y)))
+        return st;
     if (x->ndim != 4)
         return b->host->fail(b->host, TP_ERR_INVALID, "%s: x must be 4-D", op);
     *oh = (x->shape[2] + 2 * d->pad_h - d->kernel_h) / d->stride_h + 1;
@@ -62,13 +61,6 @@ static tp_status pool_desc(cuda_backend *b, const tp_pool_desc *d, cudnnPoolingD
     return st;
 }
 
-static ck_shape shape_of(const tp_tensor *t)
-{
-    ck_shape s = {t->shape[0], t->shape[1], t->shape[2], t->shape[3],
-                  t->layout == TP_LAYOUT_NHWC};
-    return s;
-}
-
 tp_status cuda_pool_forward(cuda_backend *b, const tp_pool_desc *d, const tp_tensor *x,
                             tp_tensor *y)
 {
@@ -81,8 +73,8 @@ tp_status cuda_pool_forward(cuda_backend *b, const tp_pool_desc *d, const tp_ten
         return st;
     if (x->dtype != TP_DTYPE_F32) {
         ck_pool p = {d->kernel_h, d->kernel_w, d->stride_h, d->stride_w, d->pad_h, d->pad_w};
-        st = CUDA_RT(ck_pool_forward((int)x->dtype, x->data, shape_of(x), yv.data,
-                                     shape_of(&yv), p, d->mode == TP_POOL_AVG, b->compute));
+        st = CUDA_RT(ck_pool_forward((int)x->dtype, x->data, cuda_ck_shape(x), yv.data,
+                                     cuda_ck_shape(&yv), p, d->mode == TP_POOL_AVG, b->compute));
         tp_status st2 = cuda_view_end(b, &yv, y, st == TP_OK);
         return st ? st : st2;
     }
@@ -117,12 +109,12 @@ static tp_status pool_backward_views(cuda_backend *b, const tp_pool_desc *d, con
         void *argmax;
         if ((st = cuda_scratch(b, (size_t)tp_tensor_count(dy), &argmax)))
             return st;
-        return CUDA_RT(ck_maxpool_backward((int)x->dtype, x->data, shape_of(x), dy->data,
-                                           shape_of(dy), dx->data, p, argmax, b->compute));
+        return CUDA_RT(ck_maxpool_backward((int)x->dtype, x->data, cuda_ck_shape(x), dy->data,
+                                           cuda_ck_shape(dy), dx->data, p, argmax, b->compute));
     }
     if (x->dtype != TP_DTYPE_F32)
-        return CUDA_RT(ck_avgpool_backward((int)x->dtype, dy->data, shape_of(dy), dx->data,
-                                           shape_of(dx), p, b->compute));
+        return CUDA_RT(ck_avgpool_backward((int)x->dtype, dy->data, cuda_ck_shape(dy), dx->data,
+                                           cuda_ck_shape(dx), p, b->compute));
     cudnnPoolingDescriptor_t pd = NULL;
     cudnnTensorDescriptor_t xd = NULL, yd = NULL, dyd = NULL, dxd = NULL;
     if (!(st = pool_desc(b, d, &pd)) && !(st = cuda_tensor_desc(b, x, &xd)) &&
@@ -154,10 +146,9 @@ tp_status cuda_pool_backward(cuda_backend *b, const tp_pool_desc *d, const tp_te
         (st = cuda_need_shape4(b, "pool_backward", "dx", dx, x->shape[0], x->shape[1],
                                x->shape[2], x->shape[3])))
         return st;
-    if (dy->dtype != x->dtype || dx->dtype != x->dtype)
-        return b->host->fail(b->host, TP_ERR_INVALID, "pool_backward: x is %s, dy %s, dx %s",
-                             tp_dtype_name(x->dtype), tp_dtype_name(dy->dtype),
-                             tp_dtype_name(dx->dtype));
+    if ((st = cuda_need_same_dtype(b, "pool_backward", "x", x, "dy", dy)) ||
+        (st = cuda_need_same_dtype(b, "pool_backward", "x", x, "dx", dx)))
+        return st;
     /* The own kernels read y not at all; cuDNN's average backward reads it. */
     int need_y = d->mode != TP_POOL_MAX && x->dtype == TP_DTYPE_F32;
     tp_tensor yv = *y, dyv, dxv;
