@@ -206,56 +206,69 @@ static void host_permute(const void *src, ck_shape s, void *dst, size_t esize)
     }
 }
 
-/* copy() between f32 and bf16, on stream s: a kernel where both sides are device-accessible
- * (device or pinned), staged through a device temporary where one side is in host memory,
- * plain loops where both are. */
-static tp_status convert_copy(cuda_backend *b, tp_tensor *dst, const tp_tensor *src,
-                              cudaStream_t s)
+/* Device memory, in stream order on s: dst (described by dd) = src (described by sd), the
+ * f32 <-> bf16 conversion when the dtypes differ (with any layout change), else the layout
+ * permute. */
+static tp_status device_transform(cuda_backend *b, const void *src, const tp_tensor *sd,
+                                  void *dst, const tp_tensor *dd, cudaStream_t s)
 {
-    int dst_nhwc = dst->ndim == 4 && dst->layout == TP_LAYOUT_NHWC;
-    int src_host = src->device == TP_DEVICE_HOST, dst_host = dst->device == TP_DEVICE_HOST;
-    if (src_host && dst_host) {
-        tp_tensor tmp = *src; /* the layout first, in the source dtype, then the dtype */
-        tmp.layout = dst->layout;
-        int64_t n = tp_tensor_count(src);
-        void *buf = malloc(tp_tensor_bytes(src) ? tp_tensor_bytes(src) : 1);
-        if (!buf)
-            return b->host->fail(b->host, TP_ERR_NOMEM, "copy: out of host memory");
-        if (cuda_same_memory_order(src, &tmp))
-            memcpy(buf, src->data, tp_tensor_bytes(src));
-        else
-            host_permute(src->data, cuda_ck_shape(src), buf, tp_dtype_size(src->dtype));
-        if (src->dtype == TP_DTYPE_F32)
-            for (int64_t i = 0; i < n; i++)
-                ((uint16_t *)dst->data)[i] = tp_bf16_from_f32(((const float *)buf)[i]);
-        else
-            for (int64_t i = 0; i < n; i++)
-                ((float *)dst->data)[i] = tp_f32_from_bf16(((const uint16_t *)buf)[i]);
-        free(buf);
-        return TP_OK;
-    }
-    if (!src_host && !dst_host)
-        return CUDA_RT(ck_convert(src->data, (int)src->dtype, cuda_ck_shape(src), dst->data,
-                                  (int)dst->dtype, dst_nhwc, s));
+    int dst_nhwc = dd->ndim == 4 && dd->layout == TP_LAYOUT_NHWC;
+    if (sd->dtype != dd->dtype)
+        return CUDA_RT(ck_convert(src, (int)sd->dtype, cuda_ck_shape(sd), dst, (int)dd->dtype,
+                                  dst_nhwc, s));
+    return CUDA_RT(ck_permute(src, cuda_ck_shape(sd), dst, dst_nhwc,
+                              (int)tp_dtype_size(sd->dtype), s));
+}
+
+/* device_transform where exactly one side is outside device memory: through a device
+ * temporary, in stream order. */
+static tp_status staged_transform(cuda_backend *b, tp_tensor *dst, const tp_tensor *src,
+                                  cudaStream_t s)
+{
     tp_status st;
     void *tmp = NULL;
-    size_t bytes = src_host ? tp_tensor_bytes(src) : tp_tensor_bytes(dst);
-    if ((st = cuda_temp_alloc(b, s, bytes, "dtype conversion staging buffer",
+    int src_dev = src->device == TP_DEVICE_DEVICE;
+    size_t bytes = src_dev ? tp_tensor_bytes(dst) : tp_tensor_bytes(src);
+    if ((st = cuda_temp_alloc(b, s, bytes,
+                              src->dtype == dst->dtype ? "layout staging buffer"
+                                                       : "dtype conversion staging buffer",
                               "a smaller batch size", &tmp)))
         return st;
-    if (src_host) {
-        st = CUDA_RT(cudaMemcpyAsync(tmp, src->data, bytes, cudaMemcpyHostToDevice, s));
-        if (!st)
-            st = CUDA_RT(ck_convert(tmp, (int)src->dtype, cuda_ck_shape(src), dst->data,
-                                    (int)dst->dtype, dst_nhwc, s));
-    } else {
-        st = CUDA_RT(ck_convert(src->data, (int)src->dtype, cuda_ck_shape(src), tmp,
-                                (int)dst->dtype, dst_nhwc, s));
+    if (src_dev) {
+        st = device_transform(b, src->data, src, tmp, dst, s);
         if (!st)
             st = CUDA_RT(cudaMemcpyAsync(dst->data, tmp, bytes, cudaMemcpyDeviceToHost, s));
+    } else {
+        st = CUDA_RT(cudaMemcpyAsync(tmp, src->data, bytes, cudaMemcpyHostToDevice, s));
+        if (!st)
+            st = device_transform(b, tmp, src, dst->data, dst, s);
     }
     tp_status st2 = CUDA_RT(cudaFreeAsync(tmp, s));
     return st ? st : st2;
+}
+
+/* f32 <-> bf16 between two host buffers: the layout first, in the source dtype, then the
+ * dtype. */
+static tp_status host_convert(cuda_backend *b, tp_tensor *dst, const tp_tensor *src)
+{
+    tp_tensor relaid = *src;
+    relaid.layout = dst->layout;
+    int64_t n = tp_tensor_count(src);
+    void *buf = malloc(tp_tensor_bytes(src) ? tp_tensor_bytes(src) : 1);
+    if (!buf)
+        return b->host->fail(b->host, TP_ERR_NOMEM, "copy: out of host memory");
+    if (cuda_same_memory_order(src, &relaid))
+        memcpy(buf, src->data, tp_tensor_bytes(src));
+    else
+        host_permute(src->data, cuda_ck_shape(src), buf, tp_dtype_size(src->dtype));
+    if (src->dtype == TP_DTYPE_F32)
+        for (int64_t i = 0; i < n; i++)
+            ((uint16_t *)dst->data)[i] = tp_bf16_from_f32(((const float *)buf)[i]);
+    else
+        for (int64_t i = 0; i < n; i++)
+            ((float *)dst->data)[i] = tp_f32_from_bf16(((const uint16_t *)buf)[i]);
+    free(buf);
+    return TP_OK;
 }
 
 tp_status cuda_copy(cuda_backend *b, tp_tensor *dst, const tp_tensor *src, tp_stream stream)
@@ -294,14 +307,15 @@ tp_status cuda_copy(cuda_backend *b, tp_tensor *dst, const tp_tensor *src, tp_st
             (st = CUDA_RT(cudaStreamWaitEvent(b->copy, b->compute_mark, 0))))
             return st;
     }
-    if (converts)
-        return convert_copy(b, dst, src, s);
-    size_t esize = tp_dtype_size(src->dtype);
-    ck_shape shape = cuda_ck_shape(src);
-    int src_nhwc = src->ndim == 4 && src->layout == TP_LAYOUT_NHWC;
-    int dst_nhwc = dst->ndim == 4 && dst->layout == TP_LAYOUT_NHWC;
-    int permute = src_nhwc != dst_nhwc && shape.c > 1 && shape.h * shape.w > 1;
     int src_dev = src->device == TP_DEVICE_DEVICE, dst_dev = dst->device == TP_DEVICE_DEVICE;
+    if (converts) {
+        if (!src_dev && !dst_dev)
+            return host_convert(b, dst, src);
+        return src_dev && dst_dev ? device_transform(b, src->data, src, dst->data, dst, s)
+                                  : staged_transform(b, dst, src, s);
+    }
+    ck_shape shape = cuda_ck_shape(src);
+    int permute = !cuda_same_memory_order(src, dst);
 
     if (!permute) {
         if (dst->data == src->data)
@@ -316,28 +330,11 @@ tp_status cuda_copy(cuda_backend *b, tp_tensor *dst, const tp_tensor *src, tp_st
         return b->host->fail(b->host, TP_ERR_INVALID,
                              "copy: a layout change cannot be done in place");
     if (!src_dev && !dst_dev) {
-        host_permute(src->data, shape, dst->data, esize);
+        host_permute(src->data, shape, dst->data, tp_dtype_size(src->dtype));
         return TP_OK;
     }
-    if (src_dev && dst_dev)
-        return CUDA_RT(ck_permute(src->data, shape, dst->data, dst_nhwc, (int)esize, s));
-
-    /* One side in host memory: stage through a device temporary, in stream order. */
-    void *tmp = NULL;
-    if ((st = cuda_temp_alloc(b, s, bytes, "layout staging buffer", "a smaller batch size",
-                              &tmp)))
-        return st;
-    if (src_dev) {
-        st = CUDA_RT(ck_permute(src->data, shape, tmp, dst_nhwc, (int)esize, s));
-        if (!st)
-            st = CUDA_RT(cudaMemcpyAsync(dst->data, tmp, bytes, cudaMemcpyDeviceToHost, s));
-    } else {
-        st = CUDA_RT(cudaMemcpyAsync(tmp, src->data, bytes, cudaMemcpyHostToDevice, s));
-        if (!st)
-            st = CUDA_RT(ck_permute(tmp, shape, dst->data, dst_nhwc, (int)esize, s));
-    }
-    tp_status st2 = CUDA_RT(cudaFreeAsync(tmp, s));
-    return st ? st : st2;
+    return src_dev && dst_dev ? device_transform(b, src->data, src, dst->data, dst, s)
+                              : staged_transform(b, dst, src, s);
 }
 
 tp_status cuda_temp_alloc(cuda_backend *b, cudaStream_t stream, size_t bytes,
@@ -351,18 +348,6 @@ tp_status cuda_temp_alloc(cuda_backend *b, cudaStream_t stream, size_t bytes,
     return b->host->fail(b->host, e == cudaErrorMemoryAllocation ? TP_ERR_NOMEM : TP_ERR_LIBRARY,
                          "cudaMallocAsync(%s, %zu bytes) failed: %s; try %s", what, bytes,
                          cudaGetErrorString(e), advice);
-}
-
-/* dst = src on the compute stream (device memory), converting the memory order and, for
- * f32 <-> bf16, the dtype. */
-static tp_status device_convert(cuda_backend *b, const tp_tensor *src, tp_tensor *dst)
-{
-    int dst_nhwc = dst->ndim == 4 && dst->layout == TP_LAYOUT_NHWC;
-    if (src->dtype != dst->dtype)
-        return CUDA_RT(ck_convert(src->data, (int)src->dtype, cuda_ck_shape(src), dst->data,
-                                  (int)dst->dtype, dst_nhwc, b->compute));
-    return CUDA_RT(ck_permute(src->data, cuda_ck_shape(src), dst->data, dst_nhwc,
-                              (int)tp_dtype_size(src->dtype), b->compute));
 }
 
 tp_status cuda_view_begin_as(cuda_backend *b, const tp_tensor *t, tp_layout layout,
@@ -384,7 +369,7 @@ tp_status cuda_view_begin_as(cuda_backend *b, const tp_tensor *t, tp_layout layo
     }
     if (!load)
         return TP_OK;
-    if ((st = device_convert(b, t, view))) {
+    if ((st = device_transform(b, t->data, t, view->data, view, b->compute))) {
         (void)cudaFreeAsync(view->data, b->compute);
         view->data = t->data;
     }
@@ -403,7 +388,7 @@ tp_status cuda_view_end(cuda_backend *b, tp_tensor *view, const tp_tensor *t, in
         return TP_OK;
     tp_status st = TP_OK;
     if (store)
-        st = device_convert(b, view, (tp_tensor *)t);
+        st = device_transform(b, view->data, view, t->data, t, b->compute);
     tp_status st2 = CUDA_RT(cudaFreeAsync(view->data, b->compute));
     view->data = t->data;
     return st ? st : st2;
