@@ -268,8 +268,13 @@ cudaError_t binary(int dtype, const void *a, const void *b, void *y, int64_t cou
         return cudaErrorInvalidValue;                                                          \
     }
 
-/* Whether every index of a tensor of `count` elements fits in 32 bits. */
-inline bool fits32(int64_t count) { return count < ((int64_t)1 << 31); }
+/* Whether a grid-stride loop over `count` elements can count in 32 bits: the last index a
+ * thread tests before leaving is below count + the widest grid's stride, and must not
+ * overflow. */
+inline bool fits32(int64_t count)
+{
+    return count <= INT32_MAX - (int64_t)CK_THREADS * CK_MAX_BLOCKS;
+}
 
 /* KERNEL<T, I>, I the index type: int32_t when `small` (see fits32), else int64_t; for use
  * inside CK_WITH_ACT_TYPE, which binds T. */
@@ -952,7 +957,8 @@ cudaError_t ck_avgpool_backward(int dtype, const void *dy, ck_shape ys, void *dx
     int64_t count = xs.n * xs.c * xs.h * xs.w;
     if (count == 0)
         return cudaSuccess;
-    CK_WITH_ACT_TYPE(dtype, CK_LAUNCH_INDEXED(fits32(count), avgpool_backward_kernel,
+    bool small = fits32(count) && fits32(ys.n * ys.c * ys.h * ys.w);
+    CK_WITH_ACT_TYPE(dtype, CK_LAUNCH_INDEXED(small, avgpool_backward_kernel,
                                               grid_for(count), stream, (const T *)dy, ys,
                                               (T *)dx, xs, p));
     return cudaGetLastError();

@@ -2,8 +2,10 @@
  *
  * Device tensors come from cudaMalloc, pinned ones from cudaMallocHost, host ones from the
  * host's allocator. Copies are cudaMemcpyAsync on the named stream; a copy that changes
- * the layout (NCHW <-> NHWC) runs a permute kernel, staging through a stream-ordered
- * temporary (cudaMallocAsync/cudaFreeAsync) when one side is in host memory. A copy on the
+ * the layout (NCHW <-> NHWC) or the dtype (f32 <-> bf16) runs a kernel when both sides are
+ * device memory or both pinned, and otherwise copies the farther side whole through a
+ * stream-ordered temporary (cudaMallocAsync/cudaFreeAsync) and runs the kernel on the nearer
+ * one; only two pageable host buffers are transformed on the CPU. A copy on the
  * copy stream that reads device memory is ordered after the work already enqueued on the
  * compute stream (a device-side event wait, not a host wait). Nothing here waits for the
  * device on the host except event_sync() and sync() (and copies into pageable host
@@ -206,7 +208,7 @@ static void host_permute(const void *src, ck_shape s, void *dst, size_t esize)
     }
 }
 
-/* Device memory, in stream order on s: dst (described by dd) = src (described by sd), the
+/* Device or pinned memory, in stream order on s: dst (described by dd) = src (described by sd), the
  * f32 <-> bf16 conversion when the dtypes differ (with any layout change), else the layout
  * permute. */
 static tp_status device_transform(cuda_backend *b, const void *src, const tp_tensor *sd,
@@ -220,28 +222,37 @@ static tp_status device_transform(cuda_backend *b, const void *src, const tp_ten
                               (int)tp_dtype_size(sd->dtype), s));
 }
 
-/* device_transform where exactly one side is outside device memory: through a device
- * temporary, in stream order. */
+/* How near a tensor's memory is to the kernels: device memory, pinned memory (which kernels
+ * reach at the same address under unified addressing, but across the bus), pageable host
+ * memory (which they cannot reach). */
+static int kernel_reach(const tp_tensor *t)
+{
+    return t->device == TP_DEVICE_DEVICE ? 2 : t->device == TP_DEVICE_PINNED ? 1 : 0;
+}
+
+/* device_transform between two kinds of memory: the farther side is copied whole through
+ * a device temporary (a bulk copy at full bus speed, where a kernel gathering across the bus
+ * would not be), and the kernel works on the nearer side, all in stream order. */
 static tp_status staged_transform(cuda_backend *b, tp_tensor *dst, const tp_tensor *src,
                                   cudaStream_t s)
 {
     tp_status st;
     void *tmp = NULL;
-    int src_dev = src->device == TP_DEVICE_DEVICE;
-    size_t bytes = src_dev ? tp_tensor_bytes(dst) : tp_tensor_bytes(src);
+    int upload = kernel_reach(src) < kernel_reach(dst); /* the source is the farther side */
+    size_t bytes = upload ? tp_tensor_bytes(src) : tp_tensor_bytes(dst);
     if ((st = cuda_temp_alloc(b, s, bytes,
                               src->dtype == dst->dtype ? "layout staging buffer"
                                                        : "dtype conversion staging buffer",
                               "a smaller batch size", &tmp)))
         return st;
-    if (src_dev) {
-        st = device_transform(b, src->data, src, tmp, dst, s);
-        if (!st)
-            st = CUDA_RT(cudaMemcpyAsync(dst->data, tmp, bytes, cudaMemcpyDeviceToHost, s));
-    } else {
-        st = CUDA_RT(cudaMemcpyAsync(tmp, src->data, bytes, cudaMemcpyHostToDevice, s));
+    if (upload) {
+        st = CUDA_RT(cudaMemcpyAsync(tmp, src->data, bytes, cudaMemcpyDefault, s));
         if (!st)
             st = device_transform(b, tmp, src, dst->data, dst, s);
+    } else {
+        st = device_transform(b, src->data, src, tmp, dst, s);
+        if (!st)
+            st = CUDA_RT(cudaMemcpyAsync(dst->data, tmp, bytes, cudaMemcpyDefault, s));
     }
     tp_status st2 = CUDA_RT(cudaFreeAsync(tmp, s));
     return st ? st : st2;
@@ -269,6 +280,24 @@ static tp_status host_convert(cuda_backend *b, tp_tensor *dst, const tp_tensor *
             ((float *)dst->data)[i] = tp_f32_from_bf16(((const uint16_t *)buf)[i]);
     free(buf);
     return TP_OK;
+}
+
+/* A conversion or permute: on the CPU between two pageable buffers; as one kernel when both
+ * sides are device memory, or both pinned (so it stays in stream order and is recorded under
+ * step capture); otherwise staged. */
+static tp_status transform(cuda_backend *b, tp_tensor *dst, const tp_tensor *src,
+                           cudaStream_t s)
+{
+    int rs = kernel_reach(src), rd = kernel_reach(dst);
+    if (rs == 0 && rd == 0) {
+        if (src->dtype != dst->dtype)
+            return host_convert(b, dst, src);
+        host_permute(src->data, cuda_ck_shape(src), dst->data, tp_dtype_size(src->dtype));
+        return TP_OK;
+    }
+    if (rs == rd)
+        return device_transform(b, src->data, src, dst->data, dst, s);
+    return staged_transform(b, dst, src, s);
 }
 
 tp_status cuda_copy(cuda_backend *b, tp_tensor *dst, const tp_tensor *src, tp_stream stream)
@@ -307,14 +336,8 @@ tp_status cuda_copy(cuda_backend *b, tp_tensor *dst, const tp_tensor *src, tp_st
             (st = CUDA_RT(cudaStreamWaitEvent(b->copy, b->compute_mark, 0))))
             return st;
     }
-    int src_dev = src->device == TP_DEVICE_DEVICE, dst_dev = dst->device == TP_DEVICE_DEVICE;
-    if (converts) {
-        if (!src_dev && !dst_dev)
-            return host_convert(b, dst, src);
-        return src_dev && dst_dev ? device_transform(b, src->data, src, dst->data, dst, s)
-                                  : staged_transform(b, dst, src, s);
-    }
-    ck_shape shape = cuda_ck_shape(src);
+    if (converts)
+        return transform(b, dst, src, s);
     int permute = !cuda_same_memory_order(src, dst);
 
     if (!permute) {
@@ -329,12 +352,7 @@ tp_status cuda_copy(cuda_backend *b, tp_tensor *dst, const tp_tensor *src, tp_st
     if (dst->data == src->data)
         return b->host->fail(b->host, TP_ERR_INVALID,
                              "copy: a layout change cannot be done in place");
-    if (!src_dev && !dst_dev) {
-        host_permute(src->data, shape, dst->data, tp_dtype_size(src->dtype));
-        return TP_OK;
-    }
-    return src_dev && dst_dev ? device_transform(b, src->data, src, dst->data, dst, s)
-                              : staged_transform(b, dst, src, s);
+    return transform(b, dst, src, s);
 }
 
 tp_status cuda_temp_alloc(cuda_backend *b, cudaStream_t stream, size_t bytes,

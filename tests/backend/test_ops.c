@@ -1478,6 +1478,76 @@ static tp_status copy_bits(ctx *c, tp_tensor *dst, const tp_tensor *src, tp_stre
     return TP_OK;
 }
 
+/* Converting and permuting copies with page-locked memory on one or both sides: device <->
+ * pinned and host <-> pinned are staged through a device buffer, pinned <-> pinned runs as
+ * one kernel; all in stream order, so a pinned result is read only after sync(). The bytes
+ * of a pinned tensor are read and written here directly, as a caller of the API would. */
+static void test_bf16_pinned_copy(ctx *c, const float *v, const float *want, float *got,
+                                  int64_t n, int N, int C, int H, int W)
+{
+    const tp_layout nchw = TP_LAYOUT_NCHW, nhwc = TP_LAYOUT_NHWC;
+    tp_tensor pf = t4(nchw, N, C, H, W), pf2 = t4(nhwc, N, C, H, W);
+    tp_tensor pb = tp_tensor_4d(TP_DTYPE_BF16, nhwc, N, C, H, W);
+    tp_tensor db = tp_tensor_4d(TP_DTYPE_BF16, nhwc, N, C, H, W), df = t4(nchw, N, C, H, W);
+    pf.device = pf2.device = pb.device = TP_DEVICE_PINNED;
+    tp_tensor host = pf;
+    host.device = TP_DEVICE_HOST;
+    host.data = got;
+    CALL(c, c->ops->alloc(c->be, &pf, "test pinned f32"));
+    CALL(c, c->ops->alloc(c->be, &pf2, "test pinned f32 NHWC"));
+    CALL(c, c->ops->alloc(c->be, &pb, "test pinned bf16"));
+    CALL(c, alloc_poisoned(c, &db));
+    CALL(c, alloc_poisoned(c, &df));
+    memcpy(pf.data, v, sizeof(float) * (size_t)n);
+
+    /* pinned f32 NCHW -> device bf16 NHWC, on the copy stream (an upload) */
+    CALL(c, c->ops->copy(c->be, &db, &pf, TP_STREAM_COPY));
+    CALL(c, c->ops->sync(c->be));
+    CALL(c, get_host(c, &db, got, nhwc));
+    compare_bits(c, "bf16act_copy", "pinned f32 NCHW -> device bf16 NHWC", v, got, want, n);
+
+    /* pinned f32 NCHW -> pinned bf16 NHWC (one kernel), whose bits are the rounded values */
+    memset(pb.data, 0xff, tp_tensor_bytes(&pb));
+    CALL(c, c->ops->copy(c->be, &pb, &pf, TP_STREAM_COMPUTE));
+    CALL(c, c->ops->sync(c->be));
+    for (int64_t i = 0; i < n; i++)
+        got[i] = tp_f32_from_bf16(((const uint16_t *)pb.data)[offset_of(&pb, i)]);
+    compare_bits(c, "bf16act_copy", "pinned f32 NCHW -> pinned bf16 NHWC", v, got, want, n);
+
+    /* pinned bf16 NHWC -> device f32 NCHW, and -> pageable host f32 NCHW */
+    CALL(c, copy_bits(c, &df, &pb, TP_STREAM_COMPUTE, nchw, "pinned bf16 NHWC -> device f32 NCHW",
+                      v, got, want, n));
+    for (int64_t i = 0; i < n; i++)
+        got[i] = -12345.0f;
+    CALL(c, c->ops->copy(c->be, &host, &pb, TP_STREAM_COMPUTE));
+    CALL(c, c->ops->sync(c->be));
+    compare_bits(c, "bf16act_copy", "pinned bf16 NHWC -> host f32 NCHW", v, got, want, n);
+
+    /* device bf16 NHWC -> pinned f32 NCHW (a download) */
+    for (int64_t i = 0; i < n; i++)
+        ((float *)pf.data)[i] = -12345.0f;
+    CALL(c, c->ops->copy(c->be, &pf, &db, TP_STREAM_COMPUTE));
+    CALL(c, c->ops->sync(c->be));
+    memcpy(got, pf.data, sizeof(float) * (size_t)n);
+    compare_bits(c, "bf16act_copy", "device bf16 NHWC -> pinned f32 NCHW", v, got, want, n);
+
+    /* the layout alone, pinned f32 NCHW -> pinned f32 NHWC: the same values, moved */
+    memset(pf2.data, 0xff, tp_tensor_bytes(&pf2));
+    CALL(c, c->ops->copy(c->be, &pf2, &pf, TP_STREAM_COMPUTE));
+    CALL(c, c->ops->sync(c->be));
+    for (int64_t i = 0; i < n; i++)
+        got[i] = ((const float *)pf2.data)[offset_of(&pf2, i)];
+    compare_bits(c, "bf16act_copy", "pinned f32 NCHW -> pinned f32 NHWC", want, got, want, n);
+out:
+    if (pf.data)
+        c->ops->free(c->be, &pf);
+    if (pf2.data)
+        c->ops->free(c->be, &pf2);
+    if (pb.data)
+        c->ops->free(c->be, &pb);
+    dev_free(c, &db), dev_free(c, &df);
+}
+
 static void test_bf16_copy(ctx *c)
 {
     const int N = 3, C = 7, H = 5, W = 9;
@@ -1502,6 +1572,7 @@ static void test_bf16_copy(ctx *c)
         memcpy(&v[i], &u, sizeof u);
         want[i] = tp_f32_from_bf16(tp_bf16_from_f32(v[i]));
     }
+    test_bf16_pinned_copy(c, v, want, got, n, N, C, H, W);
     CALL(c, alloc_poisoned(c, &b1));
     CALL(c, alloc_poisoned(c, &b2));
     CALL(c, alloc_poisoned(c, &b3));
