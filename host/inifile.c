@@ -6,9 +6,14 @@
 
 #include <errno.h>
 #include <ini.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* inih copies a section name into a buffer of this size (MAX_SECTION in its ini.c, not
+ * exported): a longer name would reach on_value() cut short, under another section's name. */
+#define INIH_MAX_SECTION 50
 
 typedef struct parse_state {
     ini_document *doc;
@@ -16,10 +21,14 @@ typedef struct parse_state {
     int line;           /* line number of the line inih is working on */
     int line_too_long;  /* first over-long line, or 0 */
     tp_status status;   /* first error found in a callback */
-    const char *last_key_section;
-    int last_key_line;  /* for continuation lines */
-    int line_indented;  /* the current line starts with white space */
+    int after_key;      /* a named key came after the last header: inih's non-empty prev_name */
+    int continuation;   /* inih takes the current line as a continuation of that key */
 } parse_state;
+
+static int is_space(char c)
+{
+    return c == ' ' || (c >= '\t' && c <= '\r'); /* isspace() in the C locale, as inih */
+}
 
 static char *dup_string(const char *s)
 {
@@ -61,51 +70,115 @@ static tp_status add_kv(ini_section *s, const char *key, const char *value, cons
     return TP_OK;
 }
 
-/* inih's reader hook: counts lines, records section headers (so empty sections and their
- * line numbers are known), and catches lines longer than inih's buffer. */
+/* The part of s (n bytes) without white space at either end, as inih strips a line. */
+static const char *trim(const char *s, size_t *n)
+{
+    while (*n && is_space(*s)) {
+        s++;
+        (*n)--;
+    }
+    while (*n && is_space(s[*n - 1]))
+        (*n)--;
+    return s;
+}
+
+/* The ']' closing a header that starts at p (after its '['), or NULL where inih finds none:
+ * it stops at an inline comment, a ';' after white space. */
+static const char *header_end(const char *p)
+{
+    for (int after_space = 0; *p; p++) {
+        if (*p == ']')
+            return p;
+        if (after_space && strchr(INI_INLINE_COMMENT_PREFIXES, *p))
+            return NULL;
+        after_space = is_space(*p);
+    }
+    return NULL;
+}
+
+/* Records an error about the current line unless an earlier one was recorded. */
+static void line_error(parse_state *ps, tp_status status, const char *fmt, ...) TP_PRINTF(3, 4);
+static void line_error(parse_state *ps, tp_status status, const char *fmt, ...)
+{
+    if (ps->status != TP_OK)
+        return;
+    char what[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    ps->status = services_fail(status, "%s:%d: %s", ps->doc->path, ps->line, what);
+}
+
+/* Sees a line the way inih is about to: a header records its section here (so empty
+ * sections and their line numbers are known); an indented line after a key is that key's
+ * continuation, even if it looks like a header. */
+static void classify_line(parse_state *ps, const char *line)
+{
+    size_t n = strlen(line);
+    const char *start = trim(line, &n);
+    ps->continuation = 0;
+    if (!n || strchr(INI_START_COMMENT_PREFIXES, *start))
+        return;
+    if (ps->after_key && start > line) {
+        ps->continuation = 1;
+        return;
+    }
+    const char *end = *start == '[' ? header_end(start + 1) : NULL;
+    if (!end || ps->status != TP_OK)
+        return; /* a key, or a header without ']' that inih reports as a syntax error */
+    ps->after_key = 0;
+    size_t name_len = (size_t)(end - start - 1);
+    if (name_len >= INIH_MAX_SECTION) {
+        line_error(ps, TP_ERR_INVALID, "section name longer than %d characters",
+                   INIH_MAX_SECTION - 1);
+        return;
+    }
+    const char *name = trim(start + 1, &name_len);
+    if (!name_len) {
+        line_error(ps, TP_ERR_INVALID, "empty section name");
+        return;
+    }
+    char copy[INIH_MAX_SECTION];
+    memcpy(copy, name, name_len);
+    copy[name_len] = '\0';
+    ini_section *existing = ini_find_section(ps->doc, copy);
+    if (existing)
+        line_error(ps, TP_ERR_INVALID, "section [%s] given twice (first at line %d)", copy,
+                   existing->line);
+    else if (!add_section(ps->doc, copy, ps->doc->path, ps->line))
+        line_error(ps, TP_ERR_NOMEM, "out of memory");
+}
+
+/* inih's reader hook, in place of fgets: counts lines, catches lines longer than inih's
+ * buffer and NUL bytes (either would make inih see other lines than the file has), then
+ * classifies the line. */
 static char *read_line(char *str, int num, void *stream)
 {
     parse_state *ps = stream;
-    if (!fgets(str, num, ps->fp))
+    int len = 0, c = EOF;
+    int saw_nul = 0;
+    while (len < num - 1 && (c = getc(ps->fp)) != EOF) {
+        saw_nul |= c == '\0';
+        str[len++] = (char)c;
+        if (c == '\n')
+            break;
+    }
+    if (len == 0)
         return NULL;
+    str[len] = '\0';
     ps->line++;
-    size_t len = strlen(str);
-    if (len == (size_t)num - 1 && str[len - 1] != '\n' && !feof(ps->fp)) {
+    if (len == num - 1 && c != '\n') {
         if (!ps->line_too_long)
             ps->line_too_long = ps->line;
-        int c; /* skip the rest so line counting stays right */
-        while ((c = fgetc(ps->fp)) != EOF && c != '\n')
-            ;
+        while ((c = getc(ps->fp)) != EOF && c != '\n')
+            ; /* skip the rest so line counting stays right */
     }
-    const char *p = str;
-    ps->line_indented = *p == ' ' || *p == '\t';
-    while (*p == ' ' || *p == '\t')
-        p++;
-    if (*p == '[' && ps->status == TP_OK) {
-        const char *end = strchr(p, ']');
-        if (end) {
-            char name[256];
-            size_t n = (size_t)(end - p - 1);
-            if (n >= sizeof name)
-                n = sizeof name - 1;
-            memcpy(name, p + 1, n);
-            name[n] = '\0';
-            /* trim, as inih does */
-            char *b = name;
-            while (*b == ' ' || *b == '\t')
-                b++;
-            char *e = b + strlen(b);
-            while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
-                *--e = '\0';
-            ini_section *existing = ini_find_section(ps->doc, b);
-            if (existing)
-                ps->status = services_fail(TP_ERR_INVALID,
-                                           "%s:%d: section [%s] given twice (first at line %d)",
-                                           ps->doc->path, ps->line, b, existing->line);
-            else if (!add_section(ps->doc, b, ps->doc->path, ps->line))
-                ps->status = services_fail(TP_ERR_NOMEM, "out of memory reading %s", ps->doc->path);
-        }
-    }
+    if (saw_nul)
+        line_error(ps, TP_ERR_INVALID, "NUL byte (is this a text file?)");
+    /* inih skips a UTF-8 byte order mark at the start of the file, one only. */
+    int bom = ps->line == 1 && len >= 3 && memcmp(str, "\xef\xbb\xbf", 3) == 0;
+    classify_line(ps, str + 3 * bom);
     return str;
 }
 
@@ -114,70 +187,86 @@ static int on_value(void *user, const char *section, const char *name, const cha
     parse_state *ps = user;
     if (ps->status)
         return 0;
-    ini_section *s = ini_find_section(ps->doc, section);
-    if (!s || !*section) {
-        ps->status = services_fail(TP_ERR_INVALID,
-                                   "%s:%d: '%s' appears before any [section] header",
-                                   ps->doc->path, ps->line, name);
+    size_t section_len = strlen(section);
+    section = trim(section, &section_len);
+    char section_name[INIH_MAX_SECTION];
+    snprintf(section_name, sizeof section_name, "%.*s", (int)section_len, section);
+    if (!section_len) {
+        line_error(ps, TP_ERR_INVALID, "'%s' appears before any [section] header", name);
         return 0;
     }
+    ini_section *s = ini_find_section(ps->doc, section_name);
+    if (!s) { /* classify_line() and inih disagree on the headers: a bug here */
+        line_error(ps, TP_ERR_LIBRARY, "inih reports section [%s], whose header was missed",
+                   section_name);
+        return 0;
+    }
+    if (ps->continuation) {
+        /* inih names the key by a copy of at most 49 characters: extend the last key of the
+         * section, which classify_line() saw this line continue. */
+        if (!s->n_kvs) {
+            line_error(ps, TP_ERR_INVALID, "continuation line without a key");
+            return 0;
+        }
+        param_kv *kv = &s->kvs[s->n_kvs - 1];
+        size_t n = strlen(kv->value) + 1 + strlen(value) + 1;
+        char *joined = malloc(n);
+        if (!joined) {
+            line_error(ps, TP_ERR_NOMEM, "out of memory");
+            return 0;
+        }
+        snprintf(joined, n, "%s %s", kv->value, value);
+        free((char *)kv->value);
+        kv->value = joined;
+        return 1;
+    }
+    ps->after_key = *name != '\0';
     const param_kv *prev = NULL;
     ini_get(s, name, &prev);
     if (prev) {
-        /* inih reports an indented continuation line as the same key again. */
-        if (ps->line_indented && ps->last_key_section == s->name &&
-            prev == &s->kvs[s->n_kvs - 1] && ps->last_key_line < ps->line) {
-            param_kv *kv = &s->kvs[s->n_kvs - 1];
-            size_t n = strlen(kv->value) + 1 + strlen(value) + 1;
-            char *joined = malloc(n);
-            if (!joined) {
-                ps->status = services_fail(TP_ERR_NOMEM, "out of memory");
-                return 0;
-            }
-            snprintf(joined, n, "%s %s", kv->value, value);
-            free((char *)kv->value);
-            kv->value = joined;
-            ps->last_key_line = ps->line;
-            return 1;
-        }
-        ps->status = services_fail(TP_ERR_INVALID,
-                                   "%s:%d: [%s] key '%s' given twice (first at line %d)",
-                                   ps->doc->path, ps->line, section, name, prev->line);
+        line_error(ps, TP_ERR_INVALID, "[%s] key '%s' given twice (first at line %d)", s->name,
+                   name, prev->line);
         return 0;
     }
     ps->status = add_kv(s, name, value, ps->doc->path, ps->line);
-    ps->last_key_section = s->name;
-    ps->last_key_line = ps->line;
     return ps->status == TP_OK;
 }
 
 tp_status ini_load(const char *path, ini_document *doc)
 {
-    memset(doc, 0, sizeof *doc);
-    doc->path = dup_string(path);
-    if (!doc->path)
-        return services_fail(TP_ERR_NOMEM, "out of memory");
     FILE *fp = fopen(path, "r");
     if (!fp) {
-        tp_status st = services_fail(errno == ENOENT ? TP_ERR_NOT_FOUND : TP_ERR_IO,
-                                     "%s: cannot read configuration: %s", path, strerror(errno));
-        ini_free(doc);
-        return st;
+        memset(doc, 0, sizeof *doc);
+        return services_fail(errno == ENOENT ? TP_ERR_NOT_FOUND : TP_ERR_IO,
+                             "%s: cannot read configuration: %s", path, strerror(errno));
     }
+    tp_status st = ini_load_stream(fp, path, doc);
+    fclose(fp);
+    return st;
+}
+
+tp_status ini_load_stream(FILE *fp, const char *name, ini_document *doc)
+{
+    memset(doc, 0, sizeof *doc);
+    doc->path = dup_string(name);
+    if (!doc->path)
+        return services_fail(TP_ERR_NOMEM, "%s: out of memory", name);
     parse_state ps = { .doc = doc, .fp = fp };
     int rc = ini_parse_stream(read_line, &ps, on_value, &ps);
-    fclose(fp);
     tp_status st = ps.status;
     if (!st && ps.line_too_long)
         st = services_fail(TP_ERR_INVALID, "%s:%d: line too long (at most %d characters; "
                            "continue a long value on an indented next line)",
-                           path, ps.line_too_long, INI_MAX_LINE - 2);
+                           name, ps.line_too_long, INI_MAX_LINE - 2);
     if (!st && rc > 0)
         st = services_fail(TP_ERR_INVALID,
                            "%s:%d: syntax error (expected [section], key = value, or a comment)",
-                           path, rc);
+                           name, rc);
+    /* fgets fails on a directory, which would otherwise read as an empty document. */
+    if (!st && ferror(fp))
+        st = services_fail(TP_ERR_IO, "%s: cannot read configuration (read error)", name);
     if (!st && rc < 0)
-        st = services_fail(TP_ERR_IO, "%s: cannot parse configuration", path);
+        st = services_fail(TP_ERR_IO, "%s: cannot parse configuration", name);
     if (st)
         ini_free(doc);
     return st;

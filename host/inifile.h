@@ -8,6 +8,7 @@
 #define TRAINPIPE_HOST_INIFILE_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include <trainpipe/trainpipe.h>
 
@@ -28,8 +29,13 @@ typedef struct ini_document {
 } ini_document;
 
 /* Reads path. Errors: the file cannot be read; a syntax error; a line longer than the
- * parser allows; a section or key given twice. Each names FILE:LINE. */
+ * parser allows; a NUL byte; a section name that is empty or longer than 49 characters; a
+ * section or key given twice. Each names FILE:LINE. Section names are trimmed ("[ a ]" is
+ * [a]); a UTF-8 byte order mark at the start is skipped. */
 tp_status ini_load(const char *path, ini_document *doc);
+/* The same from an open stream (read to its end, not closed); `name` stands for it in the
+ * document and in messages. */
+tp_status ini_load_stream(FILE *fp, const char *name, ini_document *doc);
 
 /* Applies "section.key=value" (the section may itself contain dots: the key is the part
  * after the last dot). Later overrides replace earlier values of the same key. */

@@ -297,8 +297,10 @@ static tp_status parse_tensor(jreader *j, safetensors_entry *e, int64_t *begin, 
                 st = jfail(j, "data_offsets needs two numbers");
             if (st == TP_OK && off[1] < off[0])
                 st = jfail(j, "data_offsets end before they begin");
-            *begin = off[0];
-            *end = off[1];
+            if (st == TP_OK) {
+                *begin = off[0];
+                *end = off[1];
+            }
             have_offsets = 1;
         } else {
             j->p = key_at;
@@ -395,6 +397,7 @@ static tp_status parse_header(safetensors_file *f, const char *label)
     j.p++;
     span *spans = NULL;
     tp_status st = TP_OK;
+    int have_metadata = 0; /* an empty one counts: n_meta cannot tell */
     if (jpeek(&j) == '}') {
         j.p++;
     } else {
@@ -409,11 +412,12 @@ static tp_status parse_header(safetensors_file *f, const char *label)
             }
             if (strcmp(name, "__metadata__") == 0) {
                 free(name);
-                if (f->n_meta) {
+                if (have_metadata) {
                     j.p = key_at;
                     st = jfail(&j, "__metadata__ given twice");
                     break;
                 }
+                have_metadata = 1;
                 if ((st = parse_metadata(&j, f)) != TP_OK)
                     break;
             } else {
@@ -624,28 +628,35 @@ static float half_to_float(uint16_t h)
 
 tp_status safetensors_to_f32(const safetensors_entry *e, float *out)
 {
+    /* The dtype is checked before any element: an empty tensor of another dtype is refused
+     * too (it was accepted, having no element to check). */
     const uint8_t *p = e->data;
-    for (int64_t i = 0; i < e->count; i++) {
-        if (strcmp(e->dtype, "F32") == 0) {
-            memcpy(&out[i], p + 4 * i, 4);
-        } else if (strcmp(e->dtype, "F64") == 0) {
+    if (strcmp(e->dtype, "F32") == 0) {
+        if (e->count)
+            memcpy(out, p, (size_t)e->count * 4);
+    } else if (strcmp(e->dtype, "F64") == 0) {
+        for (int64_t i = 0; i < e->count; i++) {
             double d;
             memcpy(&d, p + 8 * i, 8);
             out[i] = (float)d;
-        } else if (strcmp(e->dtype, "F16") == 0) {
+        }
+    } else if (strcmp(e->dtype, "F16") == 0) {
+        for (int64_t i = 0; i < e->count; i++) {
             uint16_t h;
             memcpy(&h, p + 2 * i, 2);
             out[i] = half_to_float(h);
-        } else if (strcmp(e->dtype, "BF16") == 0) {
+        }
+    } else if (strcmp(e->dtype, "BF16") == 0) {
+        for (int64_t i = 0; i < e->count; i++) {
             uint16_t h;
             memcpy(&h, p + 2 * i, 2);
             uint32_t u = (uint32_t)h << 16;
             memcpy(&out[i], &u, 4);
-        } else {
-            return services_fail(TP_ERR_UNSUPPORTED, "safetensors: tensor %s has dtype %s; "
-                                 "floating-point tensors (F32, F64, F16, BF16) are expected",
-                                 e->name, e->dtype);
         }
+    } else {
+        return services_fail(TP_ERR_UNSUPPORTED, "safetensors: tensor %s has dtype %s; "
+                             "floating-point tensors (F32, F64, F16, BF16) are expected",
+                             e->name, e->dtype);
     }
     return TP_OK;
 }
@@ -891,7 +902,9 @@ tp_status graph_load_tensors(graph *g, const safetensors_file *f, const char *pa
             goto done;
         }
         st = safetensors_to_f32(e, buf);
-        if (st == TP_OK)
+        if (st != TP_OK)
+            st = services_fail(st, "%s: %s", path, services_last_error()); /* name the file */
+        else
             st = graph_tensor_set(g, i, buf, (size_t)e->count);
         free(buf);
         if (st != TP_OK)

@@ -197,6 +197,8 @@ static void test_malformed(void)
          "unknown or repeated key"},
         {"{} x", 0, "trailing bytes"},
         {"{\"__metadata__\":{\"k\":1}}", 0, "values must be strings"},
+        /* An empty first one went unnoticed. */
+        {"{\"__metadata__\":{},\"__metadata__\":{\"k\":\"v\"}}", 0, "given twice"},
         {"{\"a\\q\":{}}", 0, "bad escape"},
         {"{\"a\x01\":{}}", 0, "control character"},
         {"{\"\\ud800x\":{}}", 0, "surrogate"},
@@ -229,6 +231,28 @@ static void test_malformed(void)
                       "\"data_offsets\":[0,4]}}", 4) == TP_OK);
     CHECK(safetensors_read("/nonexistent/x.safetensors", &f) == TP_ERR_IO);
     CHECK_CONTAINS(services_last_error(), "/nonexistent/x.safetensors");
+}
+
+/* Only floating-point tensors convert to f32, empty ones included: the dtype used to be
+ * checked per element, so an empty U8 tensor converted (found by tests/fuzz). */
+static void test_to_f32_dtypes(void)
+{
+    static const char json[] = "{\"empty\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]},"
+                               "\"h\":{\"dtype\":\"F16\",\"shape\":[1],\"data_offsets\":[0,2]}}";
+    uint8_t image[8 + sizeof json + 1] = {0};
+    size_t n = sizeof json - 1;
+    image[0] = (uint8_t)n;
+    memcpy(image + 8, json, n);
+    memcpy(image + 8 + n, "\x00\x3c", 2); /* 1.0 in half precision */
+    safetensors_file *f = NULL;
+    CHECK(safetensors_parse(image, 8 + n + 2, "dtypes", &f) == TP_OK);
+    if (!f)
+        return;
+    float v = 0;
+    CHECK(safetensors_to_f32(safetensors_find(f, "empty"), &v) == TP_ERR_UNSUPPORTED);
+    CHECK_CONTAINS(services_last_error(), "tensor empty has dtype U8");
+    CHECK(safetensors_to_f32(safetensors_find(f, "h"), &v) == TP_OK && v == 1.0f);
+    safetensors_free(f);
 }
 
 static void test_load_checks(const char *path, const char *path2)
@@ -288,6 +312,7 @@ int main(void)
     test_round_trip(path);
     test_names(path2);
     test_malformed();
+    test_to_f32_dtypes();
     test_load_checks(path, path2);
     unlink(path);
     unlink(path2);
