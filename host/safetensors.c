@@ -626,7 +626,7 @@ static float half_to_float(uint16_t h)
     return (float)((h & 0x8000) ? -v : v);
 }
 
-tp_status safetensors_to_f32(const safetensors_entry *e, float *out)
+tp_status safetensors_to_f32(const safetensors_entry *e, const char *path, float *out)
 {
     /* The dtype is checked before any element: an empty tensor of another dtype is refused
      * too (it was accepted, having no element to check). */
@@ -654,9 +654,9 @@ tp_status safetensors_to_f32(const safetensors_entry *e, float *out)
             memcpy(&out[i], &u, 4);
         }
     } else {
-        return services_fail(TP_ERR_UNSUPPORTED, "safetensors: tensor %s has dtype %s; "
+        return services_fail(TP_ERR_UNSUPPORTED, "%s: tensor %s has dtype %s; "
                              "floating-point tensors (F32, F64, F16, BF16) are expected",
-                             e->name, e->dtype);
+                             path, e->name, e->dtype);
     }
     return TP_OK;
 }
@@ -901,10 +901,8 @@ tp_status graph_load_tensors(graph *g, const safetensors_file *f, const char *pa
             st = services_fail(TP_ERR_NOMEM, "%s: out of memory", path);
             goto done;
         }
-        st = safetensors_to_f32(e, buf);
-        if (st != TP_OK)
-            st = services_fail(st, "%s: %s", path, services_last_error()); /* name the file */
-        else
+        st = safetensors_to_f32(e, path, buf);
+        if (st == TP_OK)
             st = graph_tensor_set(g, i, buf, (size_t)e->count);
         free(buf);
         if (st != TP_OK)

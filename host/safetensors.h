@@ -73,8 +73,9 @@ const safetensors_entry *safetensors_find(const safetensors_file *f, const char 
 /* The value of a __metadata__ key, or NULL. */
 const char *safetensors_metadata(const safetensors_file *f, const char *key);
 
-/* Reads a tensor as f32 (converting F64, F16 and BF16) into out (entry->count floats). */
-tp_status safetensors_to_f32(const safetensors_entry *e, float *out);
+/* Reads a tensor as f32 (converting F64, F16 and BF16) into out (entry->count floats).
+ * `path` names the file in the error about any other dtype. */
+tp_status safetensors_to_f32(const safetensors_entry *e, const char *path, float *out);
 
 /* Saves every named tensor of a bound graph (parameters and running statistics). */
 tp_status graph_save_safetensors(graph *g, const char *path, const char *const *metadata);

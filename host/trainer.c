@@ -1048,7 +1048,7 @@ static tp_status restore(trainer *t, const char *path)
         tp_tensor h = *ref.value;
         h.device = TP_DEVICE_HOST;
         h.data = buf;
-        if (!(st = safetensors_to_f32(e, buf)))
+        if (!(st = safetensors_to_f32(e, path, buf)))
             st = t->backend.ops->copy(t->backend.self, ref.value, &h, TP_STREAM_COMPUTE);
         if (!st)
             st = t->backend.ops->sync(t->backend.self);
@@ -1858,7 +1858,7 @@ int trainer_export(const char *checkpoint, const char *out_path)
             st = services_fail(TP_ERR_NOMEM, "out of memory");
             break;
         }
-        if ((st = safetensors_to_f32(e, bufs[i])))
+        if ((st = safetensors_to_f32(e, checkpoint, bufs[i])))
             break;
         in[out_n++] = (safetensors_input){ e->name, e->ndim, e->shape, bufs[i], 0 };
         /* PyTorch's batch norm counts its updates; torchvision's strict loading wants it. */

@@ -60,10 +60,9 @@ static float *convert(const safetensors_entry *e)
 {
     float *out = malloc(e->count ? (size_t)e->count * sizeof *out : 1);
     REQUIRE(out);
-    if (safetensors_to_f32(e, out) != TP_OK) {
+    if (safetensors_to_f32(e, LABEL, out) != TP_OK) {
         REQUIRE(!is_float_dtype(e->dtype));
-        const char *err = services_last_error();
-        REQUIRE(!strchr(err, '\n') && !strchr(err, '\r'));
+        require_one_line_naming_file();
         free(out);
         return NULL;
     }

@@ -249,9 +249,9 @@ static void test_to_f32_dtypes(void)
     if (!f)
         return;
     float v = 0;
-    CHECK(safetensors_to_f32(safetensors_find(f, "empty"), &v) == TP_ERR_UNSUPPORTED);
+    CHECK(safetensors_to_f32(safetensors_find(f, "empty"), "t", &v) == TP_ERR_UNSUPPORTED);
     CHECK_CONTAINS(services_last_error(), "tensor empty has dtype U8");
-    CHECK(safetensors_to_f32(safetensors_find(f, "h"), &v) == TP_OK && v == 1.0f);
+    CHECK(safetensors_to_f32(safetensors_find(f, "h"), "t", &v) == TP_OK && v == 1.0f);
     safetensors_free(f);
 }
 
