@@ -15,6 +15,10 @@
 /* Payloads beyond this are refused on reading before anything is allocated: no real
  * checkpoint comes near it, and a corrupted size field must not trigger a huge malloc. */
 #define CHECKPOINT_MAX_PAYLOAD ((uint64_t)1 << 40)
+/* LZ4 expands at most 255-fold (a match length byte of 255 per input byte), so a frame of
+ * n bytes cannot hold more than this many times n: a larger size field is a lie to refuse
+ * before allocating, even when the header's CRC was forged to match it. */
+#define LZ4_MAX_EXPANSION 256u
 
 static void put_u32(uint8_t *p, uint32_t v)
 {
@@ -109,6 +113,12 @@ tp_status checkpoint_decode(const uint8_t *bytes, size_t size, const char *label
     if (payload_size > CHECKPOINT_MAX_PAYLOAD || payload_size > SIZE_MAX - 1)
         return services_fail(TP_ERR_FORMAT, "%s: offset 16: payload size %llu is implausible",
                              label, (unsigned long long)payload_size);
+    size_t frame_size = size - CHECKPOINT_HEADER_SIZE;
+    if (payload_size / LZ4_MAX_EXPANSION > frame_size)
+        return services_fail(TP_ERR_FORMAT, "%s: offset 16: payload size %llu is implausible: "
+                             "an LZ4 frame of %zu bytes cannot hold it (the file is truncated "
+                             "or corrupted)", label, (unsigned long long)payload_size,
+                             frame_size);
 
     LZ4F_dctx *dctx = NULL;
     size_t rc = LZ4F_createDecompressionContext(&dctx, LZ4F_VERSION);
@@ -123,7 +133,7 @@ tp_status checkpoint_decode(const uint8_t *bytes, size_t size, const char *label
         goto done;
     }
     const uint8_t *src = bytes + CHECKPOINT_HEADER_SIZE;
-    size_t src_left = size - CHECKPOINT_HEADER_SIZE, produced = 0;
+    size_t src_left = frame_size, produced = 0;
     size_t hint = 1;
     while (hint != 0) {
         if (src_left == 0) {

@@ -242,6 +242,23 @@ static const char *check_range(const tp_param_def *def, double v)
     return NULL;
 }
 
+/* Integers are checked as integers: as doubles, values beyond 2^53 round onto a bound
+ * (9200000000000000001 would pass a max of 9.2e18). The bounds are rounded inward. */
+static const char *check_int_range(const tp_param_def *def, int64_t n)
+{
+    if (def->flags & TP_PARAM_FLAG_HAS_MIN) {
+        double lo = ceil(def->min);
+        if (lo >= 0x1p63 || (lo > -0x1p63 && n < (int64_t)lo))
+            return "out of range";
+    }
+    if (def->flags & TP_PARAM_FLAG_HAS_MAX) {
+        double hi = floor(def->max);
+        if (hi < -0x1p63 || (hi < 0x1p63 && n > (int64_t)hi))
+            return "out of range";
+    }
+    return NULL;
+}
+
 static tp_status set_list(param_config *cfg, const char *section, const tp_param_def *def,
                           const param_kv *kv, void *slot)
 {
@@ -271,7 +288,7 @@ static tp_status set_list(param_config *cfg, const char *section, const tp_param
         int64_t n = 0;
         const char *why = parse_number(tok, integral, &d, &n);
         if (!why)
-            why = check_range(def, d);
+            why = integral ? check_int_range(def, n) : check_range(def, d);
         if (why) {
             char msg[512];
             snprintf(msg, sizeof msg, "%s '%s' is %s", elem, tok, why);
@@ -328,7 +345,7 @@ tp_status params_set(param_config *cfg, const char *section, const tp_param_def 
     case TP_PARAM_FLOAT:
         why = parse_number(kv->value, def->type == TP_PARAM_INT, &d, &n);
         if (!why)
-            why = check_range(def, d);
+            why = def->type == TP_PARAM_INT ? check_int_range(def, n) : check_range(def, d);
         if (why)
             return bad_value(section, def, kv, why);
         if (def->type == TP_PARAM_INT)
@@ -515,7 +532,8 @@ tp_status instance_create(const tp_component *c, const char *const *key_values, 
         }
         char *eq = strchr(copies[i], '=');
         if (!eq) {
-            st = services_fail(TP_ERR_INVALID, "'%s': expected key=value", key_values[i]);
+            st = services_fail(TP_ERR_INVALID, "<arguments>: [%s] '%s': expected key=value",
+                               c->name, key_values[i]);
             goto done;
         }
         *eq = '\0';

@@ -133,6 +133,45 @@ static void test_last_value_wins(void)
     params_release(&cfg);
 }
 
+/* Bounds beyond 2^53 (pipeline.seed's 9.2e18): an integer just past one rounded onto it as
+ * a double and was accepted; so did list elements. Found by tests/fuzz/fuzz_params.c. */
+typedef struct wide_config {
+    int64_t seed;
+    tp_int_list seeds;
+} wide_config;
+
+static void test_wide_int_range(void)
+{
+    static const tp_param_def defs[] = {
+        TP_PARAM_DEF_INT(wide_config, seed, "seed", "1", -9.2e18, 9.2e18, "a seed"),
+        { "seeds", TP_PARAM_INT_LIST, "", TP_PARAM_FLAG_HAS_MIN | TP_PARAM_FLAG_HAS_MAX, 0,
+          9.2e18, NULL, offsetof(wide_config, seeds), "seeds" },
+    };
+    static const tp_component wide = { .size = sizeof(tp_component), .kind = TP_KIND_MODEL,
+                                       .name = "wide", .params = defs, .n_params = 2,
+                                       .config_size = sizeof(wide_config) };
+    param_config cfg;
+    param_kv at_max[] = { { "seed", "9200000000000000000", "w.ini", 1 },
+                          { "seeds", "0,9200000000000000000", "w.ini", 2 } };
+    CHECK(params_build(&wide, "model", at_max, 2, &cfg) == TP_OK);
+    CHECK(((const wide_config *)cfg.data)->seed == 9200000000000000000);
+    params_release(&cfg);
+    param_kv at_min = { "seed", "-9200000000000000000", "w.ini", 1 };
+    CHECK(params_build(&wide, "model", &at_min, 1, &cfg) == TP_OK);
+    params_release(&cfg);
+    param_kv over = { "seed", "9200000000000000001", "w.ini", 3 };
+    CHECK(params_build(&wide, "model", &over, 1, &cfg) == TP_ERR_INVALID);
+    CHECK_CONTAINS(services_last_error(),
+                   "w.ini:3: [model] seed = 9200000000000000001: out of range");
+    param_kv under = { "seed", "-9200000000000000001", "w.ini", 4 };
+    CHECK(params_build(&wide, "model", &under, 1, &cfg) == TP_ERR_INVALID);
+    CHECK_CONTAINS(services_last_error(), "out of range");
+    param_kv element_over = { "seeds", "1,9200000000000000512", "w.ini", 5 };
+    CHECK(params_build(&wide, "model", &element_over, 1, &cfg) == TP_ERR_INVALID);
+    CHECK_CONTAINS(services_last_error(), "element 2 '9200000000000000512' is out of range");
+    CHECK(cfg.data == NULL);
+}
+
 static void test_closest(void)
 {
     const char *const words[] = { "batch_size", "epochs", "seed", NULL };
@@ -149,7 +188,8 @@ static void test_instance(void)
     CHECK(inst.self && ((const fixture_config *)inst.self)->count == 9);
     instance_destroy(&inst);
     CHECK(instance_create(m, (const char *const[]){ "count", NULL }, &inst) == TP_ERR_INVALID);
-    CHECK_CONTAINS(services_last_error(), "expected key=value");
+    CHECK_CONTAINS(services_last_error(),
+                   "<arguments>: [fixture_model] 'count': expected key=value");
 }
 
 int main(void)
@@ -159,6 +199,7 @@ int main(void)
     test_errors();
     test_required();
     test_last_value_wins();
+    test_wide_int_range();
     test_closest();
     test_instance();
     return CHECK_EXIT();
