@@ -71,8 +71,11 @@ void *cpu_cache_find(cpu_cache *c, const cpu_key *k)
 void cpu_cache_put(cpu_cache *c, const cpu_key *k, void *payload, void (*destroy)(void *))
 {
     int slot = c->count;
-    if (k->op < 0) { /* an overflowed key is never stored: the payload is used once */
-        destroy(payload);
+    if (k->op < 0) { /* an overflowed key is never stored: the caller uses the payload once */
+        if (c->transient)
+            c->transient_destroy(c->transient);
+        c->transient = payload;
+        c->transient_destroy = destroy;
         return;
     }
     if (c->count == CPU_CACHE_CAPACITY) {
@@ -95,6 +98,9 @@ void cpu_cache_clear(cpu_cache *c)
     for (int i = 0; i < c->count; i++)
         c->entries[i].destroy(c->entries[i].payload);
     c->count = 0;
+    if (c->transient)
+        c->transient_destroy(c->transient);
+    c->transient = NULL;
 }
 
 tp_status cpu_pd_create(cpu_backend *be, const char *what, dnnl_primitive_desc_t *pd,

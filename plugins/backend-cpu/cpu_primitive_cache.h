@@ -71,11 +71,16 @@ typedef struct cpu_cache {
     int count;
     uint64_t clock;
     uint64_t hits, misses;
+    /* The payload of the last put under an overflowed key (never found again), kept until
+     * the next such put or cpu_cache_clear() because its caller still runs it. */
+    void *transient;
+    void (*transient_destroy)(void *payload);
 } cpu_cache;
 
 /* The payload stored under k, or NULL. */
 void *cpu_cache_find(cpu_cache *c, const cpu_key *k);
-/* Stores payload under k, evicting (destroying) the least recently used entry when full. */
+/* Stores payload under k, evicting (destroying) the least recently used entry when full.
+ * The payload stays valid at least until the next put. */
 void cpu_cache_put(cpu_cache *c, const cpu_key *k, void *payload, void (*destroy)(void *));
 /* Destroys every payload. */
 void cpu_cache_clear(cpu_cache *c);
