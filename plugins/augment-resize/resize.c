@@ -90,7 +90,9 @@ tp_status resize_bilinear(const tp_host *host, const tp_image *in, tp_image *out
     const size_t stride = (size_t)in->width * (size_t)ch;
     /* Two passes per output row: each of its two source rows resampled horizontally into
      * 16-bit rows (reused when the next output row needs the same source row), then a
-     * vertical blend. Source rows are cached by index in two slots. */
+     * vertical blend. Source rows are cached by index in two slots; -1 marks an empty slot,
+     * which no tap matches (taps lie in [lo, hi] and lo >= 0 was checked above), so a cache
+     * hit always reads a row horizontal_pass has filled. */
     const size_t row_len = (size_t)out_w * (size_t)ch;
     uint16_t *rows = malloc(2 * row_len * sizeof *rows);
     if (!rows) {
