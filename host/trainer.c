@@ -1742,7 +1742,7 @@ int trainer_train(const trainer_args *a)
     }
     int resumed = 0;
     if (!st && a->resume) {
-        char path[TRAINER_PATH_MAX + 300];
+        char path[TRAINER_PATH_MAX + 300] = ""; /* "": no checkpoint to resume from */
         if (strcmp(a->resume, "auto") == 0) {
             /* Rank 0 decides which file; every rank loads that one. */
             st = t.rank == 0 ? find_resume(&t, path, sizeof path) : TP_OK;
