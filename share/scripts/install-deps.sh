@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs what trainpipe needs to build and test on Debian 12, by package name.
 #   sudo share/scripts/install-deps.sh          build and test dependencies
-#   sudo share/scripts/install-deps.sh --dev    also the fuzzing toolchain (clang, libFuzzer)
+#   sudo share/scripts/install-deps.sh --dev    also the fuzzing toolchain (clang, libFuzzer),
+#                                               the static analyzer (clang-tools)
 #                                               and PyTorch (the export test, `make bench`)
 # CUDA, cuDNN, cuBLAS and NCCL are not Debian packages: install NVIDIA's toolkit under
 # /usr/local/cuda (or pass --with-cuda=DIR to configure); without it backend-cuda is skipped.
@@ -12,7 +13,7 @@ packages="build-essential autoconf automake libtool autoconf-archive pkg-config
   python3 python3-numpy python3-pip tmux
   openmpi-bin libopenmpi-dev"
 if [ "${1:-}" = "--dev" ]; then
-    packages="$packages clang libclang-rt-14-dev llvm python3-torch python3-torchvision"
+    packages="$packages clang clang-tools libclang-rt-14-dev llvm python3-torch python3-torchvision"
 fi
 if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps.sh: run as root (sudo $0)" >&2
