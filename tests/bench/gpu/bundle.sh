@@ -39,10 +39,16 @@ bundle="$top/.gpu-bundle"
 die() { echo "bundle.sh: $*" >&2; exit 1; }
 
 [ $# -eq 0 ] || { echo "usage: tests/bench/gpu/bundle.sh (no arguments; see the header)" >&2; exit 2; }
-[ -x "$top/configure" ] || die "$top/configure is missing: run 'autoreconf -fi' in $top first"
-[ ! -e "$top/config.status" ] ||
-    die "$top is configured in-tree (config.status): an out-of-tree build would refuse it"
 [ -x "$cuda/bin/nvcc" ] || die "no nvcc under $cuda (set CUDA_HOME)"
+# A source tree configured in place (an ordinary `./configure && make`) refuses out-of-tree
+# builds, so then the build runs on a copy of its working tree (tracked files and untracked
+# ones git does not ignore), made under the build directory.
+copy_source=0
+if [ -e "$top/config.status" ]; then
+    copy_source=1
+elif [ ! -x "$top/configure" ]; then
+    die "$top/configure is missing: run 'autoreconf -fi' in $top first"
+fi
 
 # --------------------------------------------------------------------------- build
 if [ -n "${TP_GPU_BUILDDIR:-}" ]; then
@@ -54,14 +60,30 @@ if [ -n "${TP_GPU_BUILDDIR:-}" ]; then
     build=$(cd "$build" && pwd)
 else
     build=$(mktemp -d "${TMPDIR:-/tmp}/trainpipe-gpu-build.XXXXXX")
-    trap 'rm -rf "$build"' EXIT
+    scratch=$build
+    trap 'rm -rf "$scratch"' EXIT
+fi
+src=$top
+if [ "$copy_source" = 1 ]; then
+    src=$build/source
+    echo "== $top is configured in place: building a copy of its working tree ($src)"
+    mkdir -p "$src"
+    # tar keeps the files' times, so a reused copy rebuilds only what changed.
+    (cd "$top" && git ls-files -co --exclude-standard -z | xargs -0 tar cf -) |
+        (cd "$src" && tar xf -) || die "cannot copy the working tree of $top"
+    if [ ! -x "$src/configure" ]; then
+        (cd "$src" && autoreconf -fi) > "$build/autoreconf.log" 2>&1 ||
+            die "autoreconf failed in the copy (log: $build/autoreconf.log)"
+    fi
+    build=$build/obj
+    mkdir -p "$build"
 fi
 echo "== build in $build (CUDA $cuda, make -j$jobs)"
 cd "$build"
 if [ ! -f config.status ]; then
     # No sanitizers: the bundle is for timing. NVCC_ARCH stays configure's default
     # (sm_90 + sm_80), which covers the H100.
-    "$top/configure" --with-cuda="$cuda" > configure.log 2>&1 ||
+    "$src/configure" --with-cuda="$cuda" > configure.log 2>&1 ||
         { tail -30 configure.log; die "configure failed (log: $build/configure.log)"; }
 fi
 sed -n '/configured$/,$p' configure.log 2>/dev/null || true
