@@ -327,48 +327,13 @@ static int append(char **acc, const char *dir)
     return 0;
 }
 
-/* The build tree's plugin directories: plugins/.libs and every plugins/NAME/.libs, sorted,
- * since libtool leaves each module beside its sources. */
-static int append_build_tree_dirs(char **acc)
-{
-    const char *root = TP_ABS_BUILDDIR "/plugins";
-    int bad = append(acc, TP_ABS_BUILDDIR "/plugins/.libs");
-    DIR *d = opendir(root);
-    if (!d)
-        return bad;
-    char **names = NULL;
-    size_t n = 0;
-    struct dirent *de;
-    while ((de = readdir(d)))
-        if (de->d_name[0] != '.') {
-            if (push(&names, &n, sizeof(char *)) || !(names[n] = strdup(de->d_name))) {
-                bad = -1;
-                break;
-            }
-            n++;
-        }
-    closedir(d);
-    if (n)
-        qsort(names, n, sizeof(char *), compare_names);
-    for (size_t i = 0; i < n; i++) {
-        char dir[PATH_MAX];
-        struct stat st;
-        if (snprintf(dir, sizeof dir, "%s/%s/.libs", root, names[i]) < (int)sizeof dir &&
-            stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
-            bad |= append(acc, dir);
-        free(names[i]);
-    }
-    free(names);
-    return bad;
-}
-
 char *registry_default_search_path(const char *ini_path)
 {
     char *acc = NULL;
     int bad = append(&acc, ini_path);
     bad |= append(&acc, getenv("TRAINPIPE_PLUGIN_PATH"));
-    if (running_from_build_tree())
-        bad |= append_build_tree_dirs(&acc);
+    if (running_from_build_tree()) /* every in-tree module lands in plugins/.libs */
+        bad |= append(&acc, TP_ABS_BUILDDIR "/plugins/.libs");
     else
         bad |= append(&acc, TP_PLUGINDIR);
     if (bad || !acc) {

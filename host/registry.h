@@ -38,9 +38,9 @@ const char *registry_kind_name(tp_kind kind);
 tp_kind registry_kind_from_name(const char *name);
 
 /* The directories searched by default, in order: `ini_path` (may be NULL), then
- * $TRAINPIPE_PLUGIN_PATH, then the build tree's plugin folders (plugins/.libs and the
- * .libs of every plugin folder) when this binary runs from the build tree, else the installed
- * plugin directory. Returns a malloc'ed ':'-joined string. */
+ * $TRAINPIPE_PLUGIN_PATH, then the build tree's plugins/.libs (where every in-tree plugin
+ * module lands) when this binary runs from the build tree, else the installed plugin
+ * directory. Returns a malloc'ed ':'-joined string. */
 char *registry_default_search_path(const char *ini_path);
 
 #endif

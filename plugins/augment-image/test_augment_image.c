@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <trainpipe/trainpipe.h>
 
@@ -465,10 +464,7 @@ int main(void)
     /* The real backend-cpu when it loads and has the image ops; else the stand-in. */
     instance be_inst = { 0 };
     tp_backend be = { &standin_ops, NULL };
-    /* plugins/.libs/ (top-level modules) or plugins/backend-cpu/.libs/ (per-folder ones). */
     snprintf(path, sizeof path, "%s/backend-cpu.so", dir);
-    if (access(path, R_OK) != 0)
-        snprintf(path, sizeof path, "%s/../backend-cpu/.libs/backend-cpu.so", dir);
     const registry_entry *e = NULL;
     if (registry_load_file(r, path) == TP_OK && (e = registry_find(r, TP_KIND_BACKEND, "cpu"))) {
         const tp_backend_ops *ops = (const tp_backend_ops *)e->component->ops;

@@ -1782,9 +1782,6 @@ static int find_plugin(const char *name, char *path, size_t size)
         snprintf(path, size, "%s/plugins/.libs/backend-%s.so", build, name);
         if (access(path, R_OK) == 0)
             return 1;
-        snprintf(path, size, "%s/plugins/backend-%s/.libs/backend-%s.so", build, name, name);
-        if (access(path, R_OK) == 0)
-            return 1;
     }
     return 0;
 }

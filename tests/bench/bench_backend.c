@@ -408,19 +408,12 @@ static void train_step(bench *b, resnet *m)
 
 /* ------------------------------------------------------------------ plugins and options */
 
-/* Finds plugin file `file` (e.g. "backend-cpu.so"): $TP_PLUGIN_DIR, the build tree's
- * plugins/.libs, then plugins/<stem>/.libs (a plugin built in its own folder). */
+/* Finds plugin file `file` (e.g. "backend-cpu.so"): $TP_PLUGIN_DIR, then the build tree's
+ * plugins/.libs. */
 static int find_plugin(const char *file, char *path, size_t size)
 {
-    char stem[256], a[2048], c[2048];
-    snprintf(stem, sizeof stem, "%s", file);
-    char *dot = strrchr(stem, '.');
-    if (dot)
-        *dot = '\0';
-    snprintf(a, sizeof a, "%s/plugins/.libs", TP_BENCH_BUILDDIR);
-    snprintf(c, sizeof c, "%s/plugins/%s/.libs", TP_BENCH_BUILDDIR, stem);
-    const char *dirs[3] = { getenv("TP_PLUGIN_DIR"), a, c };
-    for (int i = 0; i < 3; i++) {
+    const char *dirs[2] = { getenv("TP_PLUGIN_DIR"), TP_BENCH_BUILDDIR "/plugins/.libs" };
+    for (int i = 0; i < 2; i++) {
         if (!dirs[i])
             continue;
         snprintf(path, size, "%s/%s", dirs[i], file);

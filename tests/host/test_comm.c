@@ -222,9 +222,6 @@ static int load_backend_cpu(registry *reg, instance *inst, tp_backend *out)
     const char *top = getenv("TP_BUILDDIR");
     char path[4096];
     snprintf(path, sizeof path, "%s/plugins/.libs/backend-cpu.so", top ? top : "..");
-    if (access(path, R_OK) != 0) /* a per-folder module */
-        snprintf(path, sizeof path, "%s/plugins/backend-cpu/.libs/backend-cpu.so",
-                 top ? top : "..");
     if (access(path, R_OK) != 0)
         return 0;
     const registry_entry *e = NULL;

@@ -1079,18 +1079,10 @@ tp_backend naive_backend_bf16_emulated(int fused)
 tp_status test_load_plugin(registry *r, const char *file)
 {
     const char *top = getenv("TP_BUILDDIR");
-    char path[4096], dir[256];
+    char path[4096];
     snprintf(path, sizeof path, "%s/plugins/.libs/%s", top ? top : "..", file);
-    if (access(path, R_OK) != 0) {
-        /* A module built in its own folder (plugins/NAME/.libs/NAME.so). */
-        snprintf(dir, sizeof dir, "%s", file);
-        char *dot = strrchr(dir, '.');
-        if (dot)
-            *dot = 0;
-        snprintf(path, sizeof path, "%s/plugins/%s/.libs/%s", top ? top : "..", dir, file);
-        if (access(path, R_OK) != 0)
-            return TP_ERR_NOT_FOUND;
-    }
+    if (access(path, R_OK) != 0)
+        return TP_ERR_NOT_FOUND;
     tp_status st = registry_load_file(r, path);
     if (st != TP_OK)
         fprintf(stderr, "cannot load %s: %s\n", path, services_last_error());

@@ -837,9 +837,6 @@ int main(void)
     const char *top = getenv("TP_BUILDDIR");
     char path[4096];
     snprintf(path, sizeof path, "%s/plugins/.libs/backend-cpu.so", top ? top : "..");
-    if (access(path, R_OK) != 0) /* a per-folder module */
-        snprintf(path, sizeof path, "%s/plugins/backend-cpu/.libs/backend-cpu.so",
-                 top ? top : "..");
     registry *reg = registry_new();
     const registry_entry *e = NULL;
     instance inst;

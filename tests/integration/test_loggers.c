@@ -22,7 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "params.h"
@@ -38,15 +37,12 @@ typedef struct logger {
 
 static registry *reg;
 
-/* The plugin .so: plugins/.libs/NAME.so, or libtool's per-folder plugins/NAME/.libs. */
+/* The plugin .so: the build tree's plugins/.libs/NAME.so. */
 static int load_plugin(const char *plugin)
 {
     const char *b = getenv("TP_BUILDDIR");
     char path[4096];
-    struct stat sb;
     snprintf(path, sizeof path, "%s/plugins/.libs/%s.so", b ? b : "..", plugin);
-    if (stat(path, &sb) != 0)
-        snprintf(path, sizeof path, "%s/plugins/%s/.libs/%s.so", b ? b : "..", plugin, plugin);
     if (registry_load_file(reg, path)) {
         fprintf(stderr, "test_loggers: %s\n", services_last_error());
         return -1;

@@ -9,9 +9,7 @@
 # The bundle keeps the build tree's relative layout, so TP_BUILDDIR=.gpu-bundle works for
 # the test scripts:
 #   host/trainpipe
-#   plugins/.libs/*.so        every plugin, including those libtool leaves in
-#                             plugins/NAME/.libs (one folder: the test programs and
-#                             bench_backend look for plugins in one folder only)
+#   plugins/.libs/*.so        every plugin (the build tree's plugins/.libs holds them all)
 #   tests/bench/bench_backend, tests/backend/test_ops, tests/host/test_comm,
 #   tests/integration/model_logits, plugins/backend-cuda/test_cuda_load
 #   lib/                      the shared libraries from Debian these load (oneDNN, inih,
@@ -113,11 +111,9 @@ for p in $programs; do
     cp "$p" "$bundle/$p"
 done
 nplugins=0
-for so in plugins/.libs/*.so plugins/*/.libs/*.so; do
+for so in plugins/.libs/*.so; do
     [ -e "$so" ] || continue
-    name=$(basename "$so")
-    [ ! -e "$bundle/plugins/.libs/$name" ] || die "two plugins named $name"
-    cp "$so" "$bundle/plugins/.libs/$name"
+    cp "$so" "$bundle/plugins/.libs/"
     nplugins=$((nplugins + 1))
 done
 [ -e "$bundle/plugins/.libs/backend-cuda.so" ] || die "backend-cuda.so was not built"

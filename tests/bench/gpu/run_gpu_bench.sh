@@ -139,13 +139,8 @@ export TP_LD_LIBRARY_PATH
 # The variables tests/Makefile.am's AM_TESTS_ENVIRONMENT sets, for the bundle; plugins are
 # found through TRAINPIPE_PLUGIN_PATH (trainpipe) and TP_PLUGIN_DIR (test programs, bench).
 export TP_BUILDDIR="$bundle" TP_SRCDIR="$top/tests" TP_TOP_SRCDIR="$top"
-# (A bundle holds every plugin in plugins/.libs; a build tree, for `make bench-gpu`, also
-# has plugins/NAME/.libs, which bench_backend and test_ops find on their own.)
-plugin_path="$bundle/plugins/.libs"
-for d in "$bundle"/plugins/*/.libs; do
-    [ -d "$d" ] && plugin_path="$plugin_path:$d"
-done
-export TRAINPIPE_PLUGIN_PATH="$plugin_path" TP_PLUGIN_DIR="$bundle/plugins/.libs"
+# A bundle, like a build tree (`make bench-gpu`), holds every plugin in plugins/.libs.
+export TRAINPIPE_PLUGIN_PATH="$bundle/plugins/.libs" TP_PLUGIN_DIR="$bundle/plugins/.libs"
 tp() { LD_LIBRARY_PATH="$TP_LD_LIBRARY_PATH" "$@"; }
 TRAINPIPE="$bundle/host/trainpipe"
 
