@@ -173,6 +173,8 @@ static const tp_backend_ops cpu_ops = {
     .adam_update = cpu_adam_update,
     .sgd_update_dev = cpu_sgd_update_dev,
     .adam_update_dev = cpu_adam_update_dev,
+    .sgd_update_group_dev = cpu_sgd_update_group_dev,
+    .adam_update_group_dev = cpu_adam_update_group_dev,
 };
 
 static const tp_component cpu_component = {

@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "cpu_backend.h"
@@ -220,4 +221,67 @@ tp_status cpu_adam_update_dev(void *self, tp_tensor *param, const tp_tensor *gra
         return check_flat_pair(self, "adam_update_dev", "param", param, "grad", grad);
     return adam(self, "adam_update_dev", param, grad, m, v, s[0], s[1], s[2], beta1, beta2,
                 eps, weight_decay, decoupled);
+}
+
+/* API 1.7: every item checked first, so a bad one fails the call with nothing written; then
+ * the single-tensor loops in order, which is what makes the result the single calls'. */
+static tp_status check_group(cpu_backend *be, const char *op, const tp_update_item *items,
+                             size_t n, int n_state)
+{
+    if (n && !items)
+        return be->host->fail(be->host, TP_ERR_INVALID, "backend-cpu %s: items is NULL", op);
+    for (size_t i = 0; i < n; i++) {
+        const tp_update_item *it = &items[i];
+        const tp_tensor *others[] = {it->grad, it->state[0], it->state[1]};
+        char pname[48], oname[48];
+        snprintf(pname, sizeof pname, "items[%zu].param", i);
+        if (!it->param)
+            return be->host->fail(be->host, TP_ERR_INVALID, "backend-cpu %s: %s is NULL", op,
+                                  pname);
+        for (int k = 0; k < 1 + n_state; k++) {
+            tp_status st;
+            if (k == 0)
+                snprintf(oname, sizeof oname, "items[%zu].grad", i);
+            else
+                snprintf(oname, sizeof oname, "items[%zu].state[%d]", i, k - 1);
+            if (!others[k])
+                return be->host->fail(be->host, TP_ERR_INVALID, "backend-cpu %s: %s is NULL",
+                                      op, oname);
+            if ((st = check_flat_pair(be, op, pname, it->param, oname, others[k])))
+                return st;
+        }
+    }
+    return TP_OK;
+}
+
+tp_status cpu_sgd_update_group_dev(void *self, const tp_update_item *items, size_t n,
+                                   const tp_tensor *scalars, const tp_tensor *gate,
+                                   double momentum, int nesterov)
+{
+    static const char op[] = "sgd_update_group_dev";
+    float lr;
+    int apply;
+    tp_status st = read_dev_scalars(self, op, scalars, 1, gate, &lr, &apply);
+    if (st || (st = check_group(self, op, items, n, 1)) || !apply)
+        return st;
+    for (size_t i = 0; i < n && !st; i++)
+        st = sgd(self, op, items[i].param, items[i].grad, items[i].state[0], lr, momentum,
+                 items[i].weight_decay, nesterov);
+    return st;
+}
+
+tp_status cpu_adam_update_group_dev(void *self, const tp_update_item *items, size_t n,
+                                    const tp_tensor *scalars, const tp_tensor *gate,
+                                    double beta1, double beta2, double eps, int decoupled)
+{
+    static const char op[] = "adam_update_group_dev";
+    float s[3];
+    int apply;
+    tp_status st = read_dev_scalars(self, op, scalars, 3, gate, s, &apply);
+    if (st || (st = check_group(self, op, items, n, 2)) || !apply)
+        return st;
+    for (size_t i = 0; i < n && !st; i++)
+        st = adam(self, op, items[i].param, items[i].grad, items[i].state[0], items[i].state[1],
+                  s[0], s[1], s[2], beta1, beta2, eps, items[i].weight_decay, decoupled);
+    return st;
 }

@@ -102,5 +102,12 @@ tp_status cpu_adam_update_dev(void *self, tp_tensor *param, const tp_tensor *gra
                               tp_tensor *v, const tp_tensor *scalars, const tp_tensor *gate,
                               double beta1, double beta2, double eps, double weight_decay,
                               int decoupled);
+/* API 1.7: the API 1.6 forms over a group of tensors, each with its own weight decay. */
+tp_status cpu_sgd_update_group_dev(void *self, const tp_update_item *items, size_t n,
+                                   const tp_tensor *scalars, const tp_tensor *gate,
+                                   double momentum, int nesterov);
+tp_status cpu_adam_update_group_dev(void *self, const tp_update_item *items, size_t n,
+                                    const tp_tensor *scalars, const tp_tensor *gate,
+                                    double beta1, double beta2, double eps, int decoupled);
 
 #endif

@@ -505,6 +505,22 @@ static tp_status op_adam_update_dev(void *self, tp_tensor *param, const tp_tenso
                                 weight_decay, decoupled));
 }
 
+static tp_status op_sgd_update_group_dev(void *self, const tp_update_item *items, size_t n,
+                                         const tp_tensor *scalars, const tp_tensor *gate,
+                                         double momentum, int nesterov)
+{
+    LOCKED(cuda_sgd_update_group_dev(b, items, n, scalars, gate, momentum, nesterov));
+}
+
+static tp_status op_adam_update_group_dev(void *self, const tp_update_item *items, size_t n,
+                                          const tp_tensor *scalars, const tp_tensor *gate,
+                                          double beta1, double beta2, double eps,
+                                          int decoupled)
+{
+    LOCKED(cuda_adam_update_group_dev(b, items, n, scalars, gate, beta1, beta2, eps,
+                                      decoupled));
+}
+
 /* API 1.3: the cudaStream_t, for NCCL's gradient sums during backward (host/comm_nccl.c). */
 static void *op_native_stream(void *self, tp_stream stream)
 {
@@ -585,6 +601,8 @@ static const tp_backend_ops cuda_ops = {
     .recording_free = op_recording_free,
     .sgd_update_dev = op_sgd_update_dev,
     .adam_update_dev = op_adam_update_dev,
+    .sgd_update_group_dev = op_sgd_update_group_dev,
+    .adam_update_group_dev = op_adam_update_group_dev,
 };
 
 static const tp_component cuda_component = {

@@ -321,5 +321,12 @@ tp_status cuda_adam_update_dev(cuda_backend *b, tp_tensor *param, const tp_tenso
                                tp_tensor *m, tp_tensor *v, const tp_tensor *scalars,
                                const tp_tensor *gate, double beta1, double beta2, double eps,
                                double weight_decay, int decoupled);
+/* API 1.7: the API 1.6 forms over a group of tensors in a few launches. */
+tp_status cuda_sgd_update_group_dev(cuda_backend *b, const tp_update_item *items, size_t n,
+                                    const tp_tensor *scalars, const tp_tensor *gate,
+                                    double momentum, int nesterov);
+tp_status cuda_adam_update_group_dev(cuda_backend *b, const tp_update_item *items, size_t n,
+                                     const tp_tensor *scalars, const tp_tensor *gate,
+                                     double beta1, double beta2, double eps, int decoupled);
 
 #endif /* TRAINPIPE_BACKEND_CUDA_H */

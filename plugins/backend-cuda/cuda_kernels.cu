@@ -729,8 +729,37 @@ __global__ void normalize_channels_kernel(float *x, ck_shape s, int64_t c0, int6
 
 /* ------------------------------------------------------------------ optimizers */
 
-/* The fused optimizer steps. With `scalars` (API 1.6) the learning rate (and Adam's bias
- * corrections) come from device memory, and nothing is written unless *gate is finite. */
+/* The fused optimizer steps. One element's update is a function of its own, shared by the
+ * per-tensor kernels and the grouped ones (API 1.7), so both round identically. */
+__device__ __forceinline__ void sgd_element(float *p, const float *grad, float *vel, int64_t i,
+                                            float lr, float momentum, float wd, int nesterov)
+{
+    float g = grad[i] + wd * p[i];
+    float v = momentum * vel[i] + g;
+    vel[i] = v;
+    p[i] -= lr * (nesterov ? g + momentum * v : v);
+}
+
+__device__ __forceinline__ void adam_element(float *p, const float *grad, float *m, float *v,
+                                             int64_t i, float lr, float b1, float b2,
+                                             float eps, float wd, int decoupled, float bc1,
+                                             float bc2)
+{
+    float pi = p[i];
+    float g = grad[i];
+    if (decoupled)
+        pi -= lr * wd * pi;
+    else
+        g += wd * pi;
+    float mi = b1 * m[i] + (1.0f - b1) * g;
+    float vi = b2 * v[i] + (1.0f - b2) * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = pi - lr * (mi / bc1) / (sqrtf(vi / bc2) + eps);
+}
+
+/* With `scalars` (API 1.6) the learning rate (and Adam's bias corrections) come from device
+ * memory, and nothing is written unless *gate is finite. */
 __global__ void sgd_kernel(float *p, const float *grad, float *vel, int64_t count, float lr,
                            float momentum, float wd, int nesterov, const float *scalars,
                            const float *gate)
@@ -740,12 +769,7 @@ __global__ void sgd_kernel(float *p, const float *grad, float *vel, int64_t coun
     if (scalars)
         lr = scalars[0];
     GRID_STRIDE(i, count)
-    {
-        float g = grad[i] + wd * p[i];
-        float v = momentum * vel[i] + g;
-        vel[i] = v;
-        p[i] -= lr * (nesterov ? g + momentum * v : v);
-    }
+    sgd_element(p, grad, vel, i, lr, momentum, wd, nesterov);
 }
 
 __global__ void adam_kernel(float *p, const float *grad, float *m, float *v, int64_t count,
@@ -760,19 +784,100 @@ __global__ void adam_kernel(float *p, const float *grad, float *m, float *v, int
         bc2 = scalars[2];
     }
     GRID_STRIDE(i, count)
-    {
-        float pi = p[i];
-        float g = grad[i];
-        if (decoupled)
-            pi -= lr * wd * pi;
+    adam_element(p, grad, m, v, i, lr, b1, b2, eps, wd, decoupled, bc1, bc2);
+}
+
+/* Grouped updates (API 1.7): one launch covers up to CK_GROUP_MAX tensors, passed by value
+ * as the kernel's argument (under the 4 KiB every architecture accepts). Block b works on
+ * elements [CK_GROUP_CHUNK * (b - first_block[t]), + CK_GROUP_CHUNK) of tensor t, the last
+ * t with first_block[t] <= b. */
+#define CK_GROUP_MAX 48
+#define CK_GROUP_CHUNK (CK_THREADS * 4)
+
+struct group_args {
+    float *p[CK_GROUP_MAX];
+    const float *g[CK_GROUP_MAX];
+    float *s0[CK_GROUP_MAX];
+    float *s1[CK_GROUP_MAX];
+    int64_t count[CK_GROUP_MAX];
+    float wd[CK_GROUP_MAX];
+    int first_block[CK_GROUP_MAX + 1]; /* [n] = the launch's blocks */
+    int n;
+};
+
+__device__ __forceinline__ int group_tensor(const group_args &a, int block)
+{
+    int lo = 0, hi = a.n - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (a.first_block[mid] <= block)
+            lo = mid;
         else
-            g += wd * pi;
-        float mi = b1 * m[i] + (1.0f - b1) * g;
-        float vi = b2 * v[i] + (1.0f - b2) * g * g;
-        m[i] = mi;
-        v[i] = vi;
-        p[i] = pi - lr * (mi / bc1) / (sqrtf(vi / bc2) + eps);
+            hi = mid - 1;
     }
+    return lo;
+}
+
+__global__ void sgd_group_kernel(const group_args a, float momentum, int nesterov,
+                                 const float *scalars, const float *gate)
+{
+    if (!isfinite(*gate))
+        return;
+    const float lr = scalars[0];
+    const int t = group_tensor(a, (int)blockIdx.x);
+    const int64_t begin = (int64_t)((int)blockIdx.x - a.first_block[t]) * CK_GROUP_CHUNK;
+    const int64_t end = begin + CK_GROUP_CHUNK < a.count[t] ? begin + CK_GROUP_CHUNK : a.count[t];
+    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x)
+        sgd_element(a.p[t], a.g[t], a.s0[t], i, lr, momentum, a.wd[t], nesterov);
+}
+
+__global__ void adam_group_kernel(const group_args a, float b1, float b2, float eps,
+                                  int decoupled, const float *scalars, const float *gate)
+{
+    if (!isfinite(*gate))
+        return;
+    const float lr = scalars[0], bc1 = scalars[1], bc2 = scalars[2];
+    const int t = group_tensor(a, (int)blockIdx.x);
+    const int64_t begin = (int64_t)((int)blockIdx.x - a.first_block[t]) * CK_GROUP_CHUNK;
+    const int64_t end = begin + CK_GROUP_CHUNK < a.count[t] ? begin + CK_GROUP_CHUNK : a.count[t];
+    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x)
+        adam_element(a.p[t], a.g[t], a.s0[t], a.s1[t], i, lr, b1, b2, eps, a.wd[t], decoupled,
+                     bc1, bc2);
+}
+
+/* Packs tensors into launches of at most CK_GROUP_MAX tensors and CK_GROUP_MAX_BLOCKS
+ * blocks and hands each full pack to `launch`. Empty tensors are skipped. */
+#define CK_GROUP_MAX_BLOCKS (1 << 30)
+
+template <typename Launch>
+cudaError_t for_each_group_launch(const ck_update_tensor *ts, int n, Launch launch)
+{
+    group_args a;
+    a.n = 0;
+    a.first_block[0] = 0;
+    for (int i = 0; i < n; i++) {
+        if (ts[i].count <= 0)
+            continue;
+        int64_t blocks = (ts[i].count + CK_GROUP_CHUNK - 1) / CK_GROUP_CHUNK;
+        if (blocks > CK_GROUP_MAX_BLOCKS)
+            return cudaErrorInvalidValue;
+        if (a.n == CK_GROUP_MAX || a.first_block[a.n] + blocks > CK_GROUP_MAX_BLOCKS) {
+            cudaError_t e = launch(a);
+            if (e != cudaSuccess)
+                return e;
+            a.n = 0;
+            a.first_block[0] = 0;
+        }
+        a.p[a.n] = ts[i].p;
+        a.g[a.n] = ts[i].g;
+        a.s0[a.n] = ts[i].s0;
+        a.s1[a.n] = ts[i].s1;
+        a.count[a.n] = ts[i].count;
+        a.wd[a.n] = ts[i].wd;
+        a.first_block[a.n + 1] = a.first_block[a.n] + (int)blocks;
+        a.n++;
+    }
+    return a.n ? launch(a) : cudaSuccess;
 }
 
 } /* namespace */
@@ -1166,6 +1271,30 @@ cudaError_t ck_adam_update(float *p, const float *g, float *m, float *v, int64_t
                                                             eps, weight_decay, decoupled, bc1,
                                                             bc2, scalars, gate);
     return cudaGetLastError();
+}
+
+
+cudaError_t ck_sgd_update_group(const ck_update_tensor *ts, int n, float momentum,
+                                int nesterov, const float *scalars, const float *gate,
+                                cudaStream_t stream)
+{
+    return for_each_group_launch(ts, n, [&](const group_args &a) {
+        sgd_group_kernel<<<a.first_block[a.n], CK_THREADS, 0, stream>>>(a, momentum, nesterov,
+                                                                        scalars, gate);
+        return cudaGetLastError();
+    });
+}
+
+cudaError_t ck_adam_update_group(const ck_update_tensor *ts, int n, float beta1, float beta2,
+                                 float eps, int decoupled, const float *scalars,
+                                 const float *gate, cudaStream_t stream)
+{
+    return for_each_group_launch(ts, n, [&](const group_args &a) {
+        adam_group_kernel<<<a.first_block[a.n], CK_THREADS, 0, stream>>>(a, beta1, beta2, eps,
+                                                                         decoupled, scalars,
+                                                                         gate);
+        return cudaGetLastError();
+    });
 }
 
 } /* extern "C" */

@@ -136,6 +136,24 @@ cudaError_t ck_adam_update(float *p, const float *g, float *m, float *v, int64_t
                            int decoupled, float bc1, float bc2, const float *scalars,
                            const float *gate, cudaStream_t stream);
 
+/* One tensor of a grouped update (API 1.7): SGD uses s0 = velocity, Adam s0 = m, s1 = v. */
+typedef struct ck_update_tensor {
+    float *p;
+    const float *g;
+    float *s0;
+    float *s1;
+    int64_t count;
+    float wd;
+} ck_update_tensor;
+/* The API 1.6 updates (scalars and gate required) over n tensors in a few launches, each
+ * element rounded exactly as ck_sgd_update / ck_adam_update round it. */
+cudaError_t ck_sgd_update_group(const ck_update_tensor *ts, int n, float momentum,
+                                int nesterov, const float *scalars, const float *gate,
+                                cudaStream_t stream);
+cudaError_t ck_adam_update_group(const ck_update_tensor *ts, int n, float beta1, float beta2,
+                                 float eps, int decoupled, const float *scalars,
+                                 const float *gate, cudaStream_t stream);
+
 /* Batch normalisation of channels-last data (cuda_bn_kernels.cu): x holds `rows` rows of
  * `c` channels (NHWC: rows = N*H*W; 2-D: rows = N); y, dy, dx and the fused output y have
  * x's memory order; per-channel vectors hold c floats. `scratch` holds at least

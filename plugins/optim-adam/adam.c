@@ -34,6 +34,7 @@ typedef struct adam {
     tp_tensor *m, *v;       /* n_params each */
     char **names;           /* 2 * n_params: exp_avg/..., then exp_avg_sq/... */
     float *host_buf;        /* 4 x the largest parameter, for the host fallback */
+    tp_update_item *items;  /* n_params, for the backend's grouped update (API 1.7), or NULL */
 } adam;
 
 static const tp_param_def adam_params[] = {
@@ -78,9 +79,11 @@ static void release_state(adam *a)
     a->host->free(a->v);
     a->host->free(a->names);
     a->host->free(a->host_buf);
+    a->host->free(a->items);
     a->m = a->v = NULL;
     a->names = NULL;
     a->host_buf = NULL;
+    a->items = NULL;
     a->n_params = 0;
 }
 
@@ -115,6 +118,14 @@ static tp_status alloc_zero(const tp_backend *be, tp_tensor *t, const tp_tensor 
         return st;
     }
     return be->ops->fill(be->self, t, 0.0);
+}
+
+/* The weight decay of parameter p: none for batch-norm parameters and biases with
+ * exclude_bn_bias_decay. */
+static double decay_of(const adam *a, const tp_param_ref *p)
+{
+    return a->cfg.exclude_bn_bias_decay && p->role != TP_ROLE_WEIGHT ? 0.0
+                                                                      : a->cfg.weight_decay;
 }
 
 static tp_status adam_setup(void *self, const tp_backend *backend, const tp_param_ref *params,
@@ -152,6 +163,15 @@ static tp_status adam_setup(void *self, const tp_backend *backend, const tp_para
         a->host_buf = h->alloc(4 * largest * sizeof(float));
         if (!a->host_buf)
             goto nomem;
+    }
+    /* API 1.7: the device-side update as one grouped call. */
+    if (TP_BACKEND_HAS(backend->ops, adam_update_group_dev)) {
+        a->items = h->calloc(n, sizeof *a->items);
+        if (!a->items)
+            goto nomem;
+        for (size_t i = 0; i < n_params; i++)
+            a->items[i] = (tp_update_item){params[i].value, params[i].grad,
+                                           {&a->m[i], &a->v[i]}, decay_of(a, &params[i])};
     }
     return TP_OK;
 nomem:
@@ -206,13 +226,6 @@ static tp_status host_update(adam *a, size_t i, double lr, double wd, int64_t st
     return st;
 }
 
-/* The weight decay of parameter p: none for batch-norm parameters and biases with
- * exclude_bn_bias_decay. */
-static double decay_of(const adam *a, const tp_param_ref *p)
-{
-    return a->cfg.exclude_bn_bias_decay && p->role != TP_ROLE_WEIGHT ? 0.0
-                                                                      : a->cfg.weight_decay;
-}
 
 static tp_status adam_step(void *self, double lr, int64_t step)
 {
@@ -257,6 +270,10 @@ static tp_status adam_step_device(void *self, const tp_tensor *scalars, const tp
     if (!o || !o->adam_update_dev)
         return a->host->fail(a->host, TP_ERR_UNSUPPORTED,
                              "adam: the backend has no adam_update_dev (plugin API 1.6)");
+    if (a->items)
+        return o->adam_update_group_dev(a->backend->self, a->items, a->n_params, scalars, gate,
+                                        a->cfg.beta1, a->cfg.beta2, a->cfg.eps,
+                                        a->cfg.decoupled);
     for (size_t i = 0; i < a->n_params; i++) {
         const tp_param_ref *p = &a->params[i];
         double wd = decay_of(a, p);

@@ -8,7 +8,8 @@
  * biases or batch-norm gamma/beta), as in Goyal et al. 2017 and many ImageNet recipes.
  *
  * The backend's fused sgd_update is used when present; otherwise the update is composed of
- * axpby calls, so it runs on any backend. */
+ * axpby calls, so it runs on any backend. The device-side form (API 1.6) goes through the
+ * backend's grouped update (API 1.7) where it has one. */
 #include <stdio.h>
 #include <string.h>
 
@@ -30,6 +31,7 @@ typedef struct sgd {
     size_t n_params;
     tp_tensor *velocity; /* n_params, or NULL without momentum */
     char **state_names;
+    tp_update_item *items; /* n_params, for the backend's grouped update (API 1.7), or NULL */
 } sgd;
 
 static const tp_param_def sgd_params[] = {
@@ -66,8 +68,10 @@ static void release_state(sgd *s)
         s->host->free(s->state_names[i]);
     s->host->free(s->velocity);
     s->host->free(s->state_names);
+    s->host->free(s->items);
     s->velocity = NULL;
     s->state_names = NULL;
+    s->items = NULL;
 }
 
 static void sgd_destroy(void *self)
@@ -80,6 +84,14 @@ static void sgd_destroy(void *self)
 }
 
 static double sgd_base_lr(void *self) { return ((sgd *)self)->cfg.lr; }
+
+/* The weight decay of parameter p: none for batch-norm parameters and biases with
+ * exclude_bn_bias_decay. */
+static double decay_of(const sgd *s, const tp_param_ref *p)
+{
+    return s->cfg.exclude_bn_bias_decay && p->role != TP_ROLE_WEIGHT ? 0.0
+                                                                      : s->cfg.weight_decay;
+}
 
 static tp_status sgd_setup(void *self, const tp_backend *backend, const tp_param_ref *params,
                            size_t n_params)
@@ -114,18 +126,20 @@ static tp_status sgd_setup(void *self, const tp_backend *backend, const tp_param
             return st;
         }
     }
+    /* API 1.7: the device-side update as one grouped call (a few kernel launches on a GPU
+     * instead of one per tensor). */
+    if (TP_BACKEND_HAS(backend->ops, sgd_update_group_dev)) {
+        s->items = h->calloc(n_params ? n_params : 1, sizeof *s->items);
+        if (!s->items)
+            goto nomem;
+        for (size_t i = 0; i < n_params; i++)
+            s->items[i] = (tp_update_item){params[i].value, params[i].grad,
+                                           {&s->velocity[i], NULL}, decay_of(s, &params[i])};
+    }
     return TP_OK;
 nomem:
     release_state(s);
     return h->fail(h, TP_ERR_NOMEM, "sgd: out of memory for %zu parameters", n_params);
-}
-
-/* The weight decay of parameter p: none for batch-norm parameters and biases with
- * exclude_bn_bias_decay. */
-static double decay_of(const sgd *s, const tp_param_ref *p)
-{
-    return s->cfg.exclude_bn_bias_decay && p->role != TP_ROLE_WEIGHT ? 0.0
-                                                                      : s->cfg.weight_decay;
 }
 
 static tp_status sgd_step(void *self, double lr, int64_t step)
@@ -191,6 +205,9 @@ static tp_status sgd_step_device(void *self, const tp_tensor *scalars, const tp_
                              "sgd: no device-side update here (it needs momentum and the "
                              "backend's sgd_update_dev, plugin API 1.6)");
     const tp_backend_ops *o = s->backend->ops;
+    if (s->items)
+        return o->sgd_update_group_dev(s->backend->self, s->items, s->n_params, scalars, gate,
+                                       s->cfg.momentum, s->cfg.nesterov);
     for (size_t i = 0; i < s->n_params; i++) {
         const tp_param_ref *p = &s->params[i];
         double wd = decay_of(s, p);

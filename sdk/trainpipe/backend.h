@@ -103,6 +103,16 @@ typedef struct tp_crop_flip_desc {
     const uint8_t *flip;     /* non-zero: mirror horizontally, per sample (may be NULL) */
 } tp_crop_flip_desc;
 
+/* One parameter tensor of a grouped optimizer update (API 1.7): the parameter, its gradient,
+ * the optimizer's state tensors for it (unused entries NULL) and its own weight decay. All
+ * are f32 tensors of the parameter's shape and layout. */
+typedef struct tp_update_item {
+    tp_tensor *param;
+    const tp_tensor *grad;
+    tp_tensor *state[2];
+    double weight_decay;
+} tp_update_item;
+
 typedef struct tp_backend_ops {
     size_t size; /* sizeof(tp_backend_ops) */
 
@@ -302,8 +312,27 @@ typedef struct tp_backend_ops {
                                  const tp_tensor *gate, double beta1, double beta2, double eps,
                                  double weight_decay, int decoupled);
 
-    void *reserved[5];
+    /* API 1.7, optional (both or neither): sgd_update_dev / adam_update_dev over n
+     * parameter tensors in one call, each with its own weight decay (items[i], see
+     * tp_update_item; SGD reads state[0] = velocity, Adam state[0] = m and state[1] = v).
+     * What it writes is bit for bit what the n single calls in order would write; on
+     * backend-cuda it is a few kernel launches instead of n. Every item is checked before
+     * anything is written, so an invalid one fails the call with nothing changed. The items'
+     * tensors must not overlap one another. */
+    tp_status (*sgd_update_group_dev)(void *self, const tp_update_item *items, size_t n,
+                                      const tp_tensor *scalars, const tp_tensor *gate,
+                                      double momentum, int nesterov);
+    tp_status (*adam_update_group_dev)(void *self, const tp_update_item *items, size_t n,
+                                       const tp_tensor *scalars, const tp_tensor *gate,
+                                       double beta1, double beta2, double eps, int decoupled);
+
+    void *reserved[3];
 } tp_backend_ops;
+
+/* True when ops (of a backend built against any API minor) offers operation `op`: its
+ * table is long enough to hold the field and the field is set. */
+#define TP_BACKEND_HAS(ops, op)                                                            \
+    ((ops)->size >= offsetof(tp_backend_ops, op) + sizeof((ops)->op) && (ops)->op != NULL)
 
 /* A live backend: what tp_host.backend() returns and what ops receive. */
 typedef struct tp_backend {

@@ -1137,6 +1137,118 @@ static void expect_refused(ctx *c, const char *what, tp_status st)
     services_clear_error();
 }
 
+/* API 1.7: the grouped updates against the API 1.6 single-tensor forms, bit for bit, over
+ * 53 tensors (more than one launch on backend-cuda, which packs up to 48) with sizes on both
+ * sides of its 1024-element blocks and a weight decay each; then a NaN gate and an invalid
+ * item, after either of which every tensor must be as it was. */
+#define GROUP_TENSORS 53
+static void test_optimizer_groups(ctx *c)
+{
+    if (!c->ops->sgd_update_group_dev || !c->ops->adam_update_group_dev) {
+        printf("ok   sgd_update_group_dev / adam_update_group_dev: not offered (optional, API "
+               "1.7)\n");
+        return;
+    }
+    static const int64_t sizes[] = {1, 7, 1023, 1024, 1025, 3000, 4096, 16, 432, 2304, 4097};
+    const int n_sizes = (int)(sizeof sizes / sizeof sizes[0]);
+    for (int variant = 0; variant < 4; variant++) {
+        const int adam = variant >= 2, flag = variant & 1; /* nesterov / decoupled */
+        const char *op = adam ? "adam_update_group_dev" : "sgd_update_group_dev";
+        char what[64];
+        snprintf(what, sizeof what, "%s, %s", adam ? "adam" : "sgd",
+                 flag ? (adam ? "decoupled" : "nesterov") : "plain");
+        /* [0]: updated by the grouped call; [1]: by the single calls. */
+        tp_tensor p[2][GROUP_TENSORS], s0[2][GROUP_TENSORS], s1[2][GROUP_TENSORS];
+        tp_tensor g[GROUP_TENSORS], wrong = t1(2), ts = t1(3), tgate = t1(1);
+        tp_update_item items[GROUP_TENSORS];
+        double *want = NULL, *got = NULL;
+        memset(p, 0, sizeof p), memset(s0, 0, sizeof s0), memset(s1, 0, sizeof s1);
+        memset(g, 0, sizeof g);
+        for (int i = 0; i < GROUP_TENSORS; i++) {
+            const int64_t n = sizes[i % n_sizes];
+            double *pv = rand_array(c, n, -1, 1), *sv0 = rand_array(c, n, -0.1, 0.1),
+                   *sv1 = rand_array(c, n, 0, 0.01);
+            for (int k = 0; k < 2; k++) {
+                p[k][i] = s0[k][i] = s1[k][i] = t1(n);
+                tp_status st = upload(c, &p[k][i], pv);
+                if (!st)
+                    st = upload(c, &s0[k][i], sv0);
+                if (!st)
+                    st = upload(c, &s1[k][i], sv1);
+                if (st) {
+                    free(pv), free(sv0), free(sv1);
+                    CALL(c, st);
+                }
+            }
+            g[i] = t1(n);
+            free(pv), free(sv0), free(sv1);
+            CALL(c, dev_alloc(c, &g[i]));
+            items[i] = (tp_update_item){&p[0][i], &g[i], {&s0[0][i], adam ? &s1[0][i] : NULL},
+                                        (i % 4) * 2.5e-4};
+        }
+        for (int step = 1; step <= 3; step++) {
+            const double lr = (adam ? 1e-2 : 0.1) / step;
+            const double sc[3] = {(float)lr, (float)(1.0 - pow(0.9, step)),
+                                  (float)(1.0 - pow(0.999, step))};
+            const double gate[1] = {2.5};
+            CALL(c, upload(c, &ts, sc));
+            CALL(c, upload(c, &tgate, gate));
+            for (int i = 0; i < GROUP_TENSORS; i++) {
+                double *gv = rand_array(c, sizes[i % n_sizes], -1, 1);
+                tp_status st = upload(c, &g[i], gv);
+                free(gv);
+                CALL(c, st);
+            }
+            CALL(c, adam ? c->ops->adam_update_group_dev(c->be, items, GROUP_TENSORS, &ts,
+                                                         &tgate, 0.9, 0.999, 1e-8, flag)
+                         : c->ops->sgd_update_group_dev(c->be, items, GROUP_TENSORS, &ts,
+                                                        &tgate, 0.9, flag));
+            for (int i = 0; i < GROUP_TENSORS; i++)
+                CALL(c, adam ? c->ops->adam_update_dev(c->be, &p[1][i], &g[i], &s0[1][i],
+                                                       &s1[1][i], &ts, &tgate, 0.9, 0.999,
+                                                       1e-8, items[i].weight_decay, flag)
+                             : c->ops->sgd_update_dev(c->be, &p[1][i], &g[i], &s0[1][i], &ts,
+                                                      &tgate, 0.9, items[i].weight_decay,
+                                                      flag));
+        }
+        /* A NaN gate, then an item whose gradient has the wrong size: nothing written. */
+        const double nan_gate[1] = {NAN};
+        CALL(c, upload(c, &tgate, nan_gate));
+        CALL(c, adam ? c->ops->adam_update_group_dev(c->be, items, GROUP_TENSORS, &ts, &tgate,
+                                                     0.9, 0.999, 1e-8, flag)
+                     : c->ops->sgd_update_group_dev(c->be, items, GROUP_TENSORS, &ts, &tgate,
+                                                    0.9, flag));
+        CALL(c, dev_alloc(c, &wrong));
+        items[GROUP_TENSORS - 1].grad = &wrong;
+        expect_refused(c, "a grouped update with one gradient of the wrong size",
+                       adam ? c->ops->adam_update_group_dev(c->be, items, GROUP_TENSORS, &ts,
+                                                            &tgate, 0.9, 0.999, 1e-8, flag)
+                            : c->ops->sgd_update_group_dev(c->be, items, GROUP_TENSORS, &ts,
+                                                           &tgate, 0.9, flag));
+        for (int i = 0; i < GROUP_TENSORS; i++) {
+            const int64_t n = sizes[i % n_sizes];
+            tp_tensor *pairs[3][2] = {{&p[0][i], &p[1][i]}, {&s0[0][i], &s0[1][i]},
+                                      {&s1[0][i], &s1[1][i]}};
+            want = zeros(n), got = zeros(n);
+            for (int k = 0; k < (adam ? 3 : 2); k++) {
+                CALL(c, download(c, pairs[k][1], want));
+                CALL(c, download(c, pairs[k][0], got));
+                compare(c, op, what, got, want, n, 0.0); /* exact */
+            }
+            free(want), free(got);
+            want = got = NULL;
+        }
+    out:
+        free(want), free(got);
+        for (int i = 0; i < GROUP_TENSORS; i++) {
+            for (int k = 0; k < 2; k++)
+                dev_free(c, &p[k][i]), dev_free(c, &s0[k][i]), dev_free(c, &s1[k][i]);
+            dev_free(c, &g[i]);
+        }
+        dev_free(c, &wrong), dev_free(c, &ts), dev_free(c, &tgate);
+    }
+}
+
 /* The argument checks on the paths clang's static analyzer (scan-build 14) flagged in the
  * backends as using an out-parameter a failing helper left unwritten (cpu_pool,
  * cpu_elementwise; cuda_pool, cuda_gemm, cuda_loss). The helpers fail through host->fail(),
@@ -1877,6 +1989,7 @@ int main(int argc, char **argv)
     test_arithmetic(&c);
     test_optimizers(&c, 0);
     test_optimizers(&c, 1);
+    test_optimizer_groups(&c);
     test_gradcheck(&c, TP_LAYOUT_NCHW, 1, 1);
     test_gradcheck(&c, TP_LAYOUT_NHWC, 2, 0);
     if (bf16_act)

@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 
 #include "check.h"
@@ -198,14 +199,29 @@ int main(void)
          0.3, 0, 1, 1, 0.9, 0.999, 1e-8, 1e-3},
     };
     instance cpu_inst;
-    tp_backend backends[3] = {naive_backend(0), naive_backend(1)};
-    static const char *const labels[3] = {"composed", "fused", "backend-cpu"};
+    tp_backend backends[4] = {naive_backend(0), naive_backend(1)};
+    static const char *const labels[4] = {"composed", "fused", "backend-cpu", "cpu-single"};
     int n_backends = 2;
     tp_status cpu_st = test_backend_cpu(reg, &cpu_inst, &backends[2]);
     CHECK(cpu_st == TP_OK || cpu_st == TP_ERR_NOT_FOUND);
-    if (cpu_st == TP_OK)
-        n_backends = 3;
-    else
+    /* backend-cpu again without its grouped updates (API 1.7), so the optimizers' device form
+     * is checked both through the grouped call and one call per tensor. */
+    static tp_backend_ops single_ops;
+    if (cpu_st == TP_OK) {
+        CHECK(TP_BACKEND_HAS(backends[2].ops, sgd_update_group_dev) &&
+              TP_BACKEND_HAS(backends[2].ops, adam_update_group_dev));
+        single_ops = *backends[2].ops;
+        single_ops.sgd_update_group_dev = NULL;
+        single_ops.adam_update_group_dev = NULL;
+        backends[3] = (tp_backend){&single_ops, backends[2].self};
+        n_backends = 4;
+        CHECK(!TP_BACKEND_HAS(&single_ops, sgd_update_group_dev));
+        /* A table from before API 1.7 is too short to hold the field, whatever lies there. */
+        tp_backend_ops older = *backends[2].ops;
+        older.size = offsetof(tp_backend_ops, sgd_update_group_dev);
+        CHECK(!TP_BACKEND_HAS(&older, sgd_update_group_dev) &&
+              TP_BACKEND_HAS(&older, adam_update_dev));
+    } else
         printf("note: backend-cpu is not built; only the naive backend is checked\n");
     float w[NW] = {0};
     int device_cases = 0;
@@ -235,9 +251,10 @@ int main(void)
                 CHECK(fabs(w[0] - 0.83) < 2e-6);
             }
         }
-    /* backend-cpu offers the device form: every case but plain SGD (momentum 0) ran it. */
+    /* backend-cpu offers the device form, grouped and single: every case but plain SGD
+     * (momentum 0) ran it on both. */
     if (cpu_st == TP_OK)
-        CHECK(device_cases == (int)(sizeof cases / sizeof cases[0]) - 1);
+        CHECK(device_cases == 2 * ((int)(sizeof cases / sizeof cases[0]) - 1));
     /* Nesterov without momentum is refused with the reason. */
     instance inst;
     const registry_entry *e = registry_find(reg, TP_KIND_OPTIMIZER, "sgd");
