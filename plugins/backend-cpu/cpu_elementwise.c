@@ -259,8 +259,8 @@ tp_status cpu_sgd_update_group_dev(void *self, const tp_update_item *items, size
                                    double momentum, int nesterov)
 {
     static const char op[] = "sgd_update_group_dev";
-    float lr;
-    int apply;
+    float lr = 0;
+    int apply = 0;
     tp_status st = read_dev_scalars(self, op, scalars, 1, gate, &lr, &apply);
     if (st || (st = check_group(self, op, items, n, 1)) || !apply)
         return st;
@@ -275,8 +275,8 @@ tp_status cpu_adam_update_group_dev(void *self, const tp_update_item *items, siz
                                     double beta1, double beta2, double eps, int decoupled)
 {
     static const char op[] = "adam_update_group_dev";
-    float s[3];
-    int apply;
+    float s[3] = {0};
+    int apply = 0;
     tp_status st = read_dev_scalars(self, op, scalars, 3, gate, s, &apply);
     if (st || (st = check_group(self, op, items, n, 2)) || !apply)
         return st;

@@ -1,6 +1,7 @@
 /* bench_backend [BACKEND] [--model resnet20|resnet50] [--mode train|infer] [--batch N]
  *               [--steps S] [--warmup W] [--layout nchw|nhwc] [--threads T]
  *               [--set KEY=VALUE]... [--json] [--profile] [--no-fuse] [--capture]
+ *               [--per-tensor-update]
  *
  * --set passes a parameter to the backend (e.g. --set precision=bf16 for backend-cuda);
  * --threads T is short for --set threads=T.
@@ -28,7 +29,10 @@
  * during the warm-up, replayed in every timed step, the batch copied into the recording's
  * input buffers first. Where the backend has the API 1.6 device-side updates, the
  * optimizer is recorded with the step (its learning rate read on the device), as the
- * trainer does; otherwise it runs op by op after the replay.
+ * trainer does; otherwise it runs op by op after the replay. The recorded update is one
+ * grouped call over every parameter tensor where the backend has the API 1.7 grouped form
+ * (as optim-sgd makes it), or one call per tensor with --per-tensor-update, to measure what
+ * the grouping saves.
  * --json prints one machine-readable line instead of the human summary (the harness in
  * tests/bench/cpu reads it). A benchmark, not a test: built by `make bench`, never run by
  * `make check`. */
@@ -450,6 +454,7 @@ typedef struct options {
     int profile; /* with --model: time every backend call */
     int no_fuse; /* with --model: graph_set_fusion(g, 0) */
     int capture; /* with --model, training: forward/loss/backward through step capture */
+    int per_tensor_update; /* with --capture: no API 1.7 grouped update */
 } options;
 
 static int cmp_rows(const void *pa, const void *pb)
@@ -471,16 +476,17 @@ static double median(double *v, int n)
 }
 
 static void print_json(const options *o, const tp_backend_info *info, const char *model,
-                       int64_t params, double med, double best, double warm)
+                       int64_t params, double med, double best, double warm,
+                       const char *update)
 {
     printf("{\"impl\": \"trainpipe\", \"backend\": \"%s\", \"model\": \"%s\", \"mode\": \"%s\", "
            "\"batch\": %d, \"layout\": \"%s\", \"threads\": %d, \"params\": %lld, "
            "\"steps\": %d, \"median_step_s\": %.6f, \"best_step_s\": %.6f, "
            "\"first_step_s\": %.6f, \"images_per_s\": %.3f, \"capture\": %s, "
-           "\"settings\": \"",
+           "\"update\": \"%s\", \"settings\": \"",
            info->name, model, o->training ? "train" : "infer", o->batch,
            o->layout == TP_LAYOUT_NHWC ? "nhwc" : "nchw", info->threads, (long long)params,
-           o->steps, med, best, warm, o->batch / med, o->capture ? "true" : "false");
+           o->steps, med, best, warm, o->batch / med, o->capture ? "true" : "false", update);
     for (int i = 0; i < o->n_settings; i++)
         printf("%s%s", i ? " " : "", o->settings[i]);
     printf("\"}\n");
@@ -517,7 +523,7 @@ static int run_ops(const options *o, bench *b, const tp_backend_info *info)
         double best = times[0];
         for (int s = 1; s < o->steps; s++)
             best = times[s] < best ? times[s] : best;
-        print_json(o, info, "resnet20-ops", 269722, median(times, o->steps), best, warm);
+        print_json(o, info, "resnet20-ops", 269722, median(times, o->steps), best, warm, "per tensor");
     } else {
         double per_step = total / o->steps, ops_sum = 0;
         for (int i = 0; i < b->n_rows; i++)
@@ -768,6 +774,7 @@ typedef struct graph_bench {
     int training;
     step_capture *capture; /* --capture */
     tp_tensor opt_scalars;  /* --capture with sgd_update_dev: [lr] on the device */
+    tp_update_item *items;  /* the grouped update's items (API 1.7), or NULL */
 } graph_bench;
 
 /* Uploads n values from host memory into the freshly allocated t. */
@@ -808,6 +815,9 @@ static tp_status forward_backward_update(void *ctx, const tp_tensor *x, const tp
     tp_status st = forward_backward(gb, x, labels);
     size_t n;
     const tp_param_ref *p = graph_params(gb->g, &n);
+    if (!st && gb->items)
+        return be->ops->sgd_update_group_dev(be->self, gb->items, n, &gb->opt_scalars,
+                                             &gb->loss, 0.9, 1);
     for (size_t i = 0; !st && i < n; i++)
         st = be->ops->sgd_update_dev(be->self, p[i].value, p[i].grad, &gb->velocity[i],
                                      &gb->opt_scalars, &gb->loss, 0.9, 5e-4, 1);
@@ -920,7 +930,17 @@ static int run_graph(const options *o, registry *r, const tp_backend *be,
         gb.opt_scalars = tp_tensor_2d(TP_DTYPE_F32, 1, 0);
         if ((st = upload(be, &gb.opt_scalars, &lr)))
             goto done;
+        if (!o->per_tensor_update && TP_BACKEND_HAS(be->ops, sgd_update_group_dev)) {
+            if (!(gb.items = calloc(gb.n_params, sizeof *gb.items)))
+                goto done;
+            for (size_t i = 0; i < gb.n_params; i++)
+                gb.items[i] = (tp_update_item){p[i].value, p[i].grad, {&gb.velocity[i], NULL},
+                                               5e-4};
+        }
     }
+    const char *update = !gb.opt_scalars.data ? "op by op"
+                         : gb.items           ? "grouped"
+                                              : "per tensor";
     double t0 = now(), warm = 0;
     for (int s = 0; s < o->warmup && !st; s++) {
         st = graph_step(&gb);
@@ -947,7 +967,7 @@ static int run_graph(const options *o, registry *r, const tp_backend *be,
     }
     double med = median(times, o->steps);
     if (o->json) {
-        print_json(o, info, spec->name, params, med, best, warm);
+        print_json(o, info, spec->name, params, med, best, warm, update);
     } else {
         printf("%s (%lld parameters, %dx%dx%d, %d classes) %s on backend \"%s\" (%s, %d "
                "threads), batch %d, %s\n", spec->name, (long long)params, spec->channels,
@@ -959,9 +979,10 @@ static int run_graph(const options *o, registry *r, const tp_backend *be,
                o->no_fuse ? " (--no-fuse)" : "");
         if (gb.capture)
             printf("step capture: %lld recording(s), %lld replays, %lld steps op by op; the "
-                   "optimizer %s\n",
+                   "optimizer %s%s\n",
                    (long long)cs.recordings, (long long)cs.replays, (long long)cs.unrecorded,
-                   gb.opt_scalars.data ? "recorded with the step" : "op by op after it");
+                   gb.opt_scalars.data ? "recorded with the step, " : "op by op after it",
+                   gb.opt_scalars.data ? update : "");
         printf("first step %.1f ms; %d timed steps: mean %.1f ms, median %.1f ms, best %.1f "
                "ms\n", 1e3 * warm, o->steps, 1e3 * total / o->steps, 1e3 * med, 1e3 * best);
         printf("throughput: %.1f images/s (median step), %.1f images/s (best step)\n",
@@ -979,6 +1000,7 @@ done:
         if (gb.velocity[i].data)
             be->ops->free(be->self, &gb.velocity[i]);
     free(gb.velocity);
+    free(gb.items);
     if (gb.opt_scalars.data)
         be->ops->free(be->self, &gb.opt_scalars);
     step_capture_free(gb.capture);
@@ -1000,7 +1022,8 @@ static int usage(const char *argv0)
 {
     fprintf(stderr, "usage: %s [BACKEND] [--model resnet20|resnet50] [--mode train|infer] "
                     "[--batch N] [--steps S] [--warmup W] [--layout nchw|nhwc] [--threads T] "
-                    "[--set KEY=VALUE]... [--json] [--profile] [--no-fuse] [--capture]\n", argv0);
+                    "[--set KEY=VALUE]... [--json] [--profile] [--no-fuse] [--capture] "
+                    "[--per-tensor-update]\n", argv0);
     return 2;
 }
 
@@ -1046,6 +1069,8 @@ int main(int argc, char **argv)
             o.no_fuse = 1;
         else if (!strcmp(a, "--capture"))
             o.capture = 1;
+        else if (!strcmp(a, "--per-tensor-update"))
+            o.per_tensor_update = 1;
         else if (a[0] != '-')
             o.backend = a;
         else
@@ -1059,6 +1084,11 @@ int main(int argc, char **argv)
     if (o.capture && (!o.model || !o.training || o.profile)) {
         fprintf(stderr, "%s: --capture needs --model in training mode, without --profile (its "
                         "per-call synchronisation cannot be recorded)\n", argv[0]);
+        return 2;
+    }
+    if (o.per_tensor_update && !o.capture) {
+        fprintf(stderr, "%s: --per-tensor-update applies to the update recorded with the step "
+                        "(--capture)\n", argv[0]);
         return 2;
     }
     if (!batch_given) /* the issue's shapes: ResNet-50 batch 16, ResNet-20 inference 256 */

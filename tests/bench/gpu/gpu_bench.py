@@ -2,8 +2,9 @@
 """trainpipe against PyTorch on one GPU (the `bench` part of run_gpu_bench.sh; see
 README.md). For each row, alternately, `--rounds` times: trainpipe (tests/bench/bench_backend
 --model ..., i.e. model-resnet on the graph executor and backend-cuda), trainpipe with
-step capture (bench_backend --capture: forward, loss and backward replayed from one CUDA
-graph, what `capture_step = true` does; GPU only), PyTorch eager, and PyTorch with
+step capture (bench_backend --capture: forward, loss, backward and the grouped update
+replayed from one CUDA graph, what `capture_step = true` does; GPU only; the ResNet-20 rows
+also with --per-tensor-update), PyTorch eager, and PyTorch with
 torch.compile (torch_gpu_bench.py). PyTorch runs in one process per row that
 lives across the rounds, so torch.compile compiles once per row (its time is reported
 separately); trainpipe starts a fresh process each round, its first steps being warm-up.
@@ -63,6 +64,10 @@ CPU_ROWS = [
      "nhwc", 2, 1),
 ]
 IMPLS = ("trainpipe", "trainpipe graph", "torch eager", "torch compile")
+# What the grouped optimizer update (plugin API 1.7) gains inside the recorded step: the
+# ResNet-20 rows also run bench_backend --capture --per-tensor-update (one update launch per
+# parameter tensor, as before API 1.7), right after the grouped run of the same round.
+PER_TENSOR = "trainpipe graph, per-tensor update"
 
 
 def log(msg):
@@ -211,7 +216,7 @@ def main():
     def out_of_time():
         return time.time() - start > args.budget
 
-    results = {r[0]: {i: [] for i in IMPLS} for r in rows}
+    results = {r[0]: {i: [] for i in IMPLS + (PER_TENSOR,)} for r in rows}
     notes = {r[0]: {} for r in rows}
     torch_info = {}
     tp_failed = 0
@@ -236,8 +241,11 @@ def main():
                 server = None
             else:
                 torch_info = server.ready
+        impls = IMPLS
+        if gpu and model == "resnet20":
+            impls = IMPLS[:2] + (PER_TENSOR,) + IMPLS[2:]
         for rnd in range(args.rounds):
-            for impl in IMPLS:
+            for impl in impls:
                 if out_of_time():
                     notes[key].setdefault("budget", "stopped at the %.0f s budget" % args.budget)
                     break
@@ -248,6 +256,9 @@ def main():
                         notes[key][impl] = "n/a: step capture needs backend-cuda"
                         continue
                     res = run_trainpipe(tp_cmd + ["--capture"], tp_env, tp_timeout, tp_log)
+                elif impl == PER_TENSOR:
+                    res = run_trainpipe(tp_cmd + ["--capture", "--per-tensor-update"], tp_env,
+                                        tp_timeout, tp_log)
                 elif server is None:
                     continue
                 else:
@@ -333,8 +344,13 @@ def main():
         if "compile_s" in n:
             lines.append("    torch.compile: first compiled step (compilation) %.1f s"
                          % n["compile_s"])
-        for what in ("trainpipe", "trainpipe graph", "torch eager", "torch compile", "torch",
-                     "budget"):
+        per_tensor = med[PER_TENSOR]
+        if graph and per_tensor:
+            lines.append("    step capture with the update per tensor (before API 1.7): %s "
+                         "images/s; grouped: %s (%s)" % (fmt(per_tensor), fmt(graph),
+                                                         ratio(graph, per_tensor)))
+        for what in ("trainpipe", "trainpipe graph", PER_TENSOR, "torch eager",
+                     "torch compile", "torch", "budget"):
             if what in n:
                 lines.append("    %s: %s" % (what, n[what][:150]))
     lines.append("")
