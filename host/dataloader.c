@@ -76,6 +76,8 @@ struct dataloader {
 
     /* Consumer state. */
     int64_t next_sequence;
+
+    dataloader_stats stats; /* under lock; written by the device thread */
 };
 
 
@@ -350,7 +352,13 @@ static void *device_main(void *arg)
         if (ring_wait_filled(dl->ring, seq, &s))
             break;
         services_clear_error();
+        const double t0 = services_monotonic_seconds();
         tp_status st = process_slot(dl, s);
+        const double spent = services_monotonic_seconds() - t0;
+        pthread_mutex_lock(&dl->lock);
+        dl->stats.device_batches += !st;
+        dl->stats.device_seconds += spent;
+        pthread_mutex_unlock(&dl->lock);
         if (st) {
             char msg[DL_MESSAGE_MAX + 64];
             snprintf(msg, sizeof msg, "%s: batch %lld: %s", dl->cfg.name, (long long)seq,
@@ -549,6 +557,11 @@ tp_status dataloader_next(dataloader *dl, dataloader_batch *batch)
     batch->position_end = s->position_end;
     batch->sequence = s->sequence;
     batch->wait_seconds = waited;
+    /* Filled after the wait began: until then the workers were behind. */
+    const double before_filled = s->filled_at - t0;
+    batch->wait_for_samples_seconds = before_filled <= 0       ? 0.0
+                                      : before_filled >= waited ? waited
+                                                                : before_filled;
     batch->ready = s->ready_recorded ? s->ready : NULL;
     batch->slot = s;
     return TP_OK;
@@ -589,6 +602,13 @@ void dataloader_destroy(dataloader *dl)
     pthread_cond_destroy(&dl->cv_turn);
     pthread_mutex_destroy(&dl->lock);
     free(dl);
+}
+
+void dataloader_get_stats(dataloader *dl, dataloader_stats *out)
+{
+    pthread_mutex_lock(&dl->lock);
+    *out = dl->stats;
+    pthread_mutex_unlock(&dl->lock);
 }
 
 int64_t dataloader_shard_size(const dataloader *dl) { return dl->shard_size; }

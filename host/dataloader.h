@@ -77,6 +77,10 @@ typedef struct dataloader_batch {
                                   * first_position = position_end continues after it */
     int64_t sequence;            /* 0, 1, 2, ... over the loader's life */
     double wait_seconds;         /* how long dataloader_next blocked for this batch */
+    double wait_for_samples_seconds; /* the part of wait_seconds before the batch's last
+                                  * sample was committed (the workers were behind); the
+                                  * rest waited for the device stage (upload, conversion,
+                                  * batch augmenters) */
     tp_event *ready;             /* recorded on the compute stream after the batch
                                   * augmenters (NULL without events): event_sync it before
                                   * reading the images on the host */
@@ -103,6 +107,15 @@ tp_status dataloader_release(dataloader *dl, dataloader_batch *batch);
 
 /* Stops and joins every thread (also mid-epoch, also with batches held), frees everything. */
 void dataloader_destroy(dataloader *dl);
+
+/* What the device thread has done so far: batches through the device stage and the time
+ * it spent on them (enqueueing the upload, conversion and batch augmenters, waiting for a
+ * backend another thread holds included). */
+typedef struct dataloader_stats {
+    int64_t device_batches;
+    double device_seconds;
+} dataloader_stats;
+void dataloader_get_stats(dataloader *dl, dataloader_stats *out);
 
 /* Samples per epoch of this rank's shard, and bad records skipped so far. */
 int64_t dataloader_shard_size(const dataloader *dl);

@@ -284,6 +284,7 @@ int64_t ring_mark_filled(ring *r, ring_slot *slot)
     pthread_mutex_lock(&r->lock);
     int64_t seq = r->next_sequence++;
     slot->sequence = seq;
+    slot->filled_at = services_monotonic_seconds();
     slot->state = RING_FILLED;
     pthread_cond_broadcast(&r->cv_filled);
     pthread_mutex_unlock(&r->lock);

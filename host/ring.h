@@ -44,6 +44,7 @@ typedef struct ring_slot {
     int index;          /* position in the ring */
     ring_state state;   /* read it only under the ring's lock (ring_slot_state) */
     int64_t sequence;   /* batch number, assigned by ring_mark_filled */
+    double filled_at;   /* services_monotonic_seconds() at ring_mark_filled */
 
     /* The image size the buffers are allocated for (0 until ring_reserve). */
     int height, width, channels;

@@ -106,6 +106,9 @@ typedef struct trainer {
     comm_reducer *reducer;
     size_t *ready_position;
     double reducer_wait_logged; /* wait_seconds at the last epoch line */
+    /* This run's waits for training batches: in all, and the part of it before the batch
+     * was filled (the rest waited for the loader's device stage). */
+    double data_wait, data_wait_for_samples;
 
     /* [pipeline] capture_step: full batches run as one recording (step_capture.h); NULL
      * when off or impossible. */
@@ -1191,6 +1194,24 @@ static tp_status evaluate(trainer *t, eval_result *r)
 
 /* ------------------------------------------------------------------ training */
 
+/* Where the run's data wait went: the workers (samples not yet read and augmented) or the
+ * device stage (upload, conversion, batch augmenters), and how long the device thread took
+ * per batch, so a run that waits says which stage to look at. */
+static void log_data_wait(trainer *t, double training_seconds)
+{
+    if (!t->loader || training_seconds <= 0)
+        return;
+    dataloader_stats ds;
+    dataloader_get_stats(t->loader, &ds);
+    LOG_INFO("data wait: %.2f s, %.2f%% of %.1f s training (evaluations and checkpoints "
+             "left out): %.2f s for samples (workers), %.2f s for the device stage, which "
+             "took %.2f ms a batch on its thread (%lld batches)",
+             t->data_wait, 100.0 * t->data_wait / training_seconds, training_seconds,
+             t->data_wait_for_samples, t->data_wait - t->data_wait_for_samples,
+             ds.device_batches ? 1e3 * ds.device_seconds / (double)ds.device_batches : 0.0,
+             (long long)ds.device_batches);
+}
+
 /* Counters of one logging interval. */
 typedef struct interval {
     double start;
@@ -1518,7 +1539,7 @@ static tp_status train_loop(trainer *t)
         return st;
     }
     interval iv = { .start = services_monotonic_seconds() };
-    double run_start = iv.start, epoch_start = iv.start, lr = 0;
+    double run_start = iv.start, epoch_start = iv.start, lr = 0, side_total = 0;
     double last_loss = NAN, last_error = NAN;
     int64_t last_eval = -1, last_ckpt = t->pos.step, steps_this_run = 0;
     while (t->loader && t->pos.step < t->total_steps) {
@@ -1552,6 +1573,8 @@ static tp_status train_loop(trainer *t)
         if (b.epoch != t->pos.epoch)
             t->pos.batches_in_epoch = 0;
         iv.wait += b.wait_seconds;
+        t->data_wait += b.wait_seconds;
+        t->data_wait_for_samples += b.wait_for_samples_seconds;
 
         tp_schedule_pos sp = { .size = sizeof sp, .step = t->pos.step,
                                .total_steps = t->total_steps,
@@ -1672,10 +1695,12 @@ static tp_status train_loop(trainer *t)
             last_ckpt = t->pos.step;
         }
         const double side = services_monotonic_seconds() - side_start;
+        side_total += side;
         iv.start += side;
         if (!epoch_done)
             epoch_start += side;
     }
+    const double training_seconds = services_monotonic_seconds() - run_start - side_total;
     if (iv.steps && (st = log_interval(t, &iv, lr)))
         return st;
     /* The end: a final evaluation and checkpoint unless this very step already had them. */
@@ -1691,6 +1716,7 @@ static tp_status train_loop(trainer *t)
              (long long)steps_this_run, total,
              steps_this_run ? total / (double)steps_this_run * (double)t->steps_per_epoch : 0.0,
              (long long)t->steps_per_epoch);
+    log_data_wait(t, training_seconds);
     if (t->capture) {
         step_capture_stats cs;
         step_capture_get_stats(t->capture, &cs);

@@ -52,6 +52,7 @@ typedef struct test_source {
     int64_t io_error_index;   /* index that returns TP_ERR_IO, or -1 */
     int64_t odd_size_index;   /* index returned one pixel wider, or -1 */
     int jitter;               /* sleep up to this many microseconds per read */
+    int delay_us;             /* sleep exactly this long per read */
     int fail_worker_init;
     pthread_mutex_t lock;
     int inits, finis;
@@ -92,6 +93,8 @@ static tp_status ts_read(void *self, void *worker, int64_t index, tp_image *out,
     if (index < 0 || index >= s->count)
         return services_fail(TP_ERR_INVALID, "test source: index %lld out of range",
                              (long long)index);
+    if (s->delay_us)
+        usleep((useconds_t)s->delay_us);
     if (s->jitter) {
         /* Scramble thread timing, differently per index and per call. */
         unsigned r = (unsigned)(index * 2654435761u) ^ (unsigned)clock();
@@ -164,11 +167,14 @@ static const tp_augment_ops sample_aug_ops = {
  * both test backends); fails on a sample index when asked to. */
 typedef struct batch_aug {
     int64_t fail_index;
+    int delay_us; /* sleep this long per batch: a slow device stage */
 } batch_aug;
 static tp_augment_place ba_place(void *self) { (void)self; return TP_AUGMENT_BATCH; }
 static tp_status ba_apply(void *self, const tp_augment_batch *b)
 {
     batch_aug *a = self;
+    if (a->delay_us)
+        usleep((useconds_t)a->delay_us);
     const int64_t n = b->images->shape[0];
     const size_t per = (size_t)(b->images->shape[1] * b->images->shape[2] * b->images->shape[3]);
     for (int64_t i = 0; i < n; i++) {
@@ -315,6 +321,8 @@ typedef struct run_result {
     size_t cap_samples, cap_batches;
     int content_errors;       /* batches whose pixels/labels do not match their keys */
     int64_t bad_records;
+    double wait, wait_for_samples; /* summed over the batches */
+    dataloader_stats stats;   /* at the end */
 } run_result;
 
 typedef struct run_opts {
@@ -326,6 +334,7 @@ typedef struct run_opts {
     uint64_t seed;
     int64_t batch_aug_fail_index;
     int64_t stop_after;       /* stop consuming after this many batches (-1: run to the end) */
+    int batch_aug_delay_us;
 } run_opts;
 
 static run_opts default_opts(const tp_backend *be, test_source *src)
@@ -378,7 +387,7 @@ static int batch_content_ok(const run_opts *o, const dataloader_batch *b, const 
 static tp_status run_loader(const run_opts *o, run_result *r)
 {
     memset(r, 0, sizeof *r);
-    batch_aug baug = { o->batch_aug_fail_index };
+    batch_aug baug = { o->batch_aug_fail_index, o->batch_aug_delay_us };
     dataloader_augmenter augs[2] = { { &sample_aug_ops, NULL, "test-sample" },
                                      { &batch_aug_ops, &baug, "test-batch" } };
     dataloader_config c;
@@ -425,6 +434,12 @@ static tp_status run_loader(const run_opts *o, run_result *r)
         if (b.ready && o->be->ops->event_sync)
             o->be->ops->event_sync(o->be->self, b.ready);
         CHECK(b.wait_seconds >= 0.0 && b.sequence == r->batches, "batch bookkeeping");
+        CHECK(b.wait_for_samples_seconds >= 0.0 &&
+                  b.wait_for_samples_seconds <= b.wait_seconds,
+              "batch %lld: %g s of its %g s wait attributed to the workers",
+              (long long)b.sequence, b.wait_for_samples_seconds, b.wait_seconds);
+        r->wait += b.wait_seconds;
+        r->wait_for_samples += b.wait_for_samples_seconds;
         if (r->samples + b.count > (int64_t)r->cap_samples) {
             r->cap_samples = 2 * (r->cap_samples + (size_t)b.count);
             r->images = realloc(r->images, r->cap_samples * per * sizeof(float));
@@ -449,6 +464,7 @@ static tp_status run_loader(const run_opts *o, run_result *r)
     }
     r->status = st;
     r->bad_records = dataloader_bad_records(dl);
+    dataloader_get_stats(dl, &r->stats);
     dataloader_destroy(dl);
     return st;
 }
@@ -541,6 +557,46 @@ static void test_determinism(const tp_backend *be, const char *bname, tp_layout 
     result_free(&one);
     result_free(&four);
     result_free(&other);
+}
+
+/* Which stage a consumer waited for: with slow reads the wait is the workers' (the batch was
+ * not yet filled), with a slow batch augmenter the device stage's. The delays (2 ms a
+ * sample, 20 ms a batch) dwarf everything else, so the split is far from any threshold. */
+static void test_wait_attribution(const tp_backend *be)
+{
+    test_source s;
+    source_init(&s, 48);
+    run_opts o = default_opts(be, &s);
+    o.epochs = 1;
+    o.shuffle = 0;
+    run_result slow_reads, slow_device;
+    s.delay_us = 2000;
+    run_loader(&o, &slow_reads);
+    s.delay_us = 0;
+    o.augment = 1;
+    o.batch_aug_delay_us = 20000;
+    run_loader(&o, &slow_device);
+    CHECK(slow_reads.status == TP_ERR_END && slow_device.status == TP_ERR_END,
+          "wait attribution runs ended with %s / %s", tp_status_name(slow_reads.status),
+          tp_status_name(slow_device.status));
+    CHECK(slow_reads.wait > 0.05 && slow_reads.wait_for_samples >= 0.7 * slow_reads.wait,
+          "slow reads: %.3f s of %.3f s waited attributed to the workers",
+          slow_reads.wait_for_samples, slow_reads.wait);
+    CHECK(slow_device.wait > 0.05 && slow_device.wait_for_samples <= 0.3 * slow_device.wait,
+          "slow device stage: %.3f s of %.3f s waited attributed to the workers",
+          slow_device.wait_for_samples, slow_device.wait);
+    CHECK(slow_device.stats.device_batches == slow_device.batches &&
+              slow_device.stats.device_seconds >= 0.9 * 0.02 * (double)slow_device.batches,
+          "device stage: %lld batches in %.3f s (%lld consumed)",
+          (long long)slow_device.stats.device_batches, slow_device.stats.device_seconds,
+          (long long)slow_device.batches);
+    printf("wait attribution: slow reads %.3f of %.3f s to the workers; slow device stage "
+           "%.3f of %.3f s to the workers, %.1f ms a batch in the device stage\n",
+           slow_reads.wait_for_samples, slow_reads.wait, slow_device.wait_for_samples,
+           slow_device.wait,
+           1e3 * slow_device.stats.device_seconds / (double)slow_device.stats.device_batches);
+    result_free(&slow_reads);
+    result_free(&slow_device);
 }
 
 static void test_drop_last_and_order(const tp_backend *be)
@@ -808,6 +864,7 @@ static void run_all(const tp_backend *be, const char *name, tp_layout layout)
     printf("--- backend %s\n", name);
     test_ring(be);
     test_determinism(be, name, layout);
+    test_wait_attribution(be);
     test_drop_last_and_order(be);
     test_sharding(be);
     test_bad_records(be);
