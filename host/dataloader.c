@@ -322,7 +322,8 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* Device stage of one FILLED slot: upload, u8 -> f32, batch augmenters, READY. */
+/* Device stage of one FILLED slot: upload, u8 -> f32, batch augmenters (the caller marks
+ * it READY). */
 static tp_status process_slot(dataloader *dl, ring_slot *s)
 {
     const dataloader_config *c = &dl->cfg;
@@ -341,7 +342,7 @@ static tp_status process_slot(dataloader *dl, ring_slot *s)
         if ((st = a->ops->apply_batch(a->self, &ab)))
             return st;
     }
-    return ring_mark_ready(dl->ring, s);
+    return TP_OK;
 }
 
 static void *device_main(void *arg)
@@ -355,10 +356,13 @@ static void *device_main(void *arg)
         const double t0 = services_monotonic_seconds();
         tp_status st = process_slot(dl, s);
         const double spent = services_monotonic_seconds() - t0;
+        /* Counted before READY, so a consumer that has every batch sees them all counted. */
         pthread_mutex_lock(&dl->lock);
         dl->stats.device_batches += !st;
         dl->stats.device_seconds += spent;
         pthread_mutex_unlock(&dl->lock);
+        if (!st)
+            st = ring_mark_ready(dl->ring, s);
         if (st) {
             char msg[DL_MESSAGE_MAX + 64];
             snprintf(msg, sizeof msg, "%s: batch %lld: %s", dl->cfg.name, (long long)seq,

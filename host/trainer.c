@@ -109,6 +109,10 @@ typedef struct trainer {
     /* This run's waits for training batches: in all, and the part of it before the batch
      * was filled (the rest waited for the loader's device stage). */
     double data_wait, data_wait_for_samples;
+    /* Host time between reading one step's loss and queuing the next step, data wait,
+     * evaluations and checkpoints left out: a GPU has nothing queued then. */
+    double between_steps;
+    int64_t between_count;
 
     /* [pipeline] capture_step: full batches run as one recording (step_capture.h); NULL
      * when off or impossible. */
@@ -1210,6 +1214,10 @@ static void log_data_wait(trainer *t, double training_seconds)
              t->data_wait_for_samples, t->data_wait - t->data_wait_for_samples,
              ds.device_batches ? 1e3 * ds.device_seconds / (double)ds.device_batches : 0.0,
              (long long)ds.device_batches);
+    if (t->between_count > 0)
+        LOG_INFO("between steps: %.3f ms a step on the host from reading a step's loss to "
+                 "queuing the next (data wait left out; a GPU has nothing queued then)",
+                 1e3 * t->between_steps / (double)t->between_count);
 }
 
 /* Counters of one logging interval. */
@@ -1540,6 +1548,7 @@ static tp_status train_loop(trainer *t)
     }
     interval iv = { .start = services_monotonic_seconds() };
     double run_start = iv.start, epoch_start = iv.start, lr = 0, side_total = 0;
+    double gap_start = 0, gap_excluded = 0; /* see trainer.between_steps */
     double last_loss = NAN, last_error = NAN;
     int64_t last_eval = -1, last_ckpt = t->pos.step, steps_this_run = 0;
     while (t->loader && t->pos.step < t->total_steps) {
@@ -1590,6 +1599,11 @@ static tp_status train_loop(trainer *t)
         const int recorded = t->capture && b.count == t->s->batch_size;
         const int updated_on_device = t->device_update;
         step_capture_fn fn = updated_on_device ? enqueue_step_and_update : enqueue_step;
+        if (gap_start > 0) {
+            t->between_steps += services_monotonic_seconds() - gap_start - gap_excluded -
+                                b.wait_seconds;
+            t->between_count++;
+        }
         if (!(st = bind_batch(t, (int)b.count)) && updated_on_device)
             st = stage_optimizer_scalars(t, lr);
         if (!st)
@@ -1598,6 +1612,7 @@ static tp_status train_loop(trainer *t)
                           : fn(t, &b.images, &b.labels);
         if (!st) /* with the update queued under loss scaling, its gate too */
             st = read_scalars(t, dev, h, updated_on_device && t->scaling ? 3 : 2);
+        gap_start = services_monotonic_seconds();
         double count = (double)b.count;
         if (!st && t->world > 1) {
             /* The job's mean loss and correct count (a NaN anywhere stops every rank). */
@@ -1696,6 +1711,7 @@ static tp_status train_loop(trainer *t)
         }
         const double side = services_monotonic_seconds() - side_start;
         side_total += side;
+        gap_excluded = side;
         iv.start += side;
         if (!epoch_done)
             epoch_start += side;

@@ -434,7 +434,7 @@ print("%.2f" % (100 * (d["steady_data_wait"] or 0)))' "$rd/metrics.json")
             met=$(awk -v w="$wait_pct" 'BEGIN { print (w < 2) ? "MET" : "NOT MET" }')
             say "GOAL  data-wait fraction ${wait_pct}% of the steady-state training time" \
                 "(issue 7 wants < 2%): $met"
-            grep -E 'finished|epoch [0-9]+ done|data wait:' "$rd/train.log" | sed 's/^/      /' | tee -a "$summary"
+            grep -E 'finished|epoch [0-9]+ done|data wait:|between steps:' "$rd/train.log" | sed 's/^/      /' | tee -a "$summary"
             # The same run with the update made by the host after each step (as before plugin
             # API 1.6): where the two differ, the difference is the trainer's, not the
             # loader's (2026-12-04: 0.92% against 11.14% before the read-back fix).
