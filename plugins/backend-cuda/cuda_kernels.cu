@@ -7,6 +7,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <math.h>
+#include <type_traits>
 
 #define CK_THREADS 256
 #define CK_MAX_BLOCKS 65535
@@ -480,6 +481,184 @@ __global__ void maxpool_backward_kernel(const uint8_t *arg, const T *dy, ck_shap
         }
         dx[i] = convert_value<T>(acc);
     }
+}
+
+/* Channels-last pooling with V = 16 / sizeof(T) channels per thread (4 f32 or 8 bf16, one
+ * 16-byte access each; the launchers check the alignment and that C is a multiple of V):
+ * the window arithmetic and its integer divisions happen once per V channels instead of
+ * once per element. Each channel computes exactly what the kernels above compute, in the
+ * same order, so the two paths agree bit for bit. Thread i covers output (forward, argmax)
+ * or input (backward) cell i / G, channels V * (i % G) onwards, G = C / V. */
+template <typename T> struct pool_vec {
+    static constexpr int V = (int)(16 / sizeof(T));
+};
+
+template <typename T>
+__device__ __forceinline__ void load_v(const T *p, float *out)
+{
+    constexpr int V = pool_vec<T>::V;
+    uint4 q = *reinterpret_cast<const uint4 *>(p);
+    const T *e = reinterpret_cast<const T *>(&q);
+#pragma unroll
+    for (int k = 0; k < V; k++)
+        out[k] = to_float(e[k]);
+}
+
+template <typename T>
+__device__ __forceinline__ void store_v(T *p, const float *in)
+{
+    constexpr int V = pool_vec<T>::V;
+    uint4 q;
+    T *e = reinterpret_cast<T *>(&q);
+#pragma unroll
+    for (int k = 0; k < V; k++)
+        e[k] = convert_value<T>(in[k]);
+    *reinterpret_cast<uint4 *>(p) = q;
+}
+
+/* V argmax bytes as one 4- or 8-byte access. */
+template <int V> struct arg_bytes {
+    typedef typename std::conditional<V == 8, uint2, uint32_t>::type word;
+    union {
+        word w;
+        uint8_t b[V];
+    };
+};
+
+/* The (n, h, w) of cell `cell` in an NHWC shape s, and the first channel of group g. */
+template <typename I>
+__device__ __forceinline__ void cell_of(const ck_shape &s, I i, I groups, I &n, I &h, I &w,
+                                       I &c0, int v)
+{
+    c0 = (i % groups) * (I)v;
+    I r = i / groups;
+    w = r % (I)s.w;
+    r /= (I)s.w;
+    h = r % (I)s.h;
+    n = r / (I)s.h;
+}
+
+template <typename T, typename I>
+__global__ void pool_forward_nhwc_kernel(const T *x, ck_shape xs, T *y, ck_shape ys, ck_pool p,
+                                         int average)
+{
+    constexpr int V = pool_vec<T>::V;
+    const I groups = (I)ys.c / V;
+    const int64_t count = ys.n * ys.h * ys.w * (int64_t)groups;
+    GRID_STRIDE_T(I, i, count)
+    {
+        I n, oh, ow, c0;
+        cell_of<I>(ys, i, groups, n, oh, ow, c0, V);
+        I h0 = oh * p.sh - p.ph, w0 = ow * p.sw - p.pw;
+        I h_lo = h0 < 0 ? 0 : h0, w_lo = w0 < 0 ? 0 : w0;
+        I h_hi = h0 + p.kh < (I)xs.h ? h0 + p.kh : (I)xs.h;
+        I w_hi = w0 + p.kw < (I)xs.w ? w0 + p.kw : (I)xs.w;
+        float acc[V], v[V];
+#pragma unroll
+        for (int k = 0; k < V; k++)
+            acc[k] = average ? 0.0f : -INFINITY;
+        for (I h = h_lo; h < h_hi; h++)
+            for (I w = w_lo; w < w_hi; w++) {
+                load_v<T>(x + ((n * (I)xs.h + h) * (I)xs.w + w) * (I)xs.c + c0, v);
+#pragma unroll
+                for (int k = 0; k < V; k++)
+                    acc[k] = average ? acc[k] + v[k] : (v[k] > acc[k] ? v[k] : acc[k]);
+            }
+        if (average) {
+#pragma unroll
+            for (int k = 0; k < V; k++)
+                acc[k] /= (float)((h_hi - h_lo) * (w_hi - w_lo));
+        }
+        store_v<T>(y + i * (I)V, acc);
+    }
+}
+
+template <typename T, typename I>
+__global__ void maxpool_argmax_nhwc_kernel(const T *x, ck_shape xs, ck_shape ys, uint8_t *arg,
+                                           ck_pool p)
+{
+    constexpr int V = pool_vec<T>::V;
+    const I groups = (I)ys.c / V;
+    const int64_t count = ys.n * ys.h * ys.w * (int64_t)groups;
+    GRID_STRIDE_T(I, i, count)
+    {
+        I n, oh, ow, c0;
+        cell_of<I>(ys, i, groups, n, oh, ow, c0, V);
+        I h0 = oh * p.sh - p.ph, w0 = ow * p.sw - p.pw;
+        int best_at[V];
+        float best[V], v[V];
+#pragma unroll
+        for (int k = 0; k < V; k++) {
+            best_at[k] = CK_NO_ARGMAX;
+            best[k] = 0.0f;
+        }
+        for (int kh = 0; kh < p.kh; kh++) {
+            I h = h0 + kh;
+            if (h < 0 || h >= (I)xs.h)
+                continue;
+            for (int kw = 0; kw < p.kw; kw++) {
+                I w = w0 + kw;
+                if (w < 0 || w >= (I)xs.w)
+                    continue;
+                load_v<T>(x + ((n * (I)xs.h + h) * (I)xs.w + w) * (I)xs.c + c0, v);
+#pragma unroll
+                for (int k = 0; k < V; k++)
+                    if (best_at[k] == CK_NO_ARGMAX || v[k] > best[k]) {
+                        best[k] = v[k];
+                        best_at[k] = kh * p.kw + kw;
+                    }
+            }
+        }
+        arg_bytes<V> out;
+#pragma unroll
+        for (int k = 0; k < V; k++)
+            out.b[k] = (uint8_t)best_at[k];
+        *reinterpret_cast<typename arg_bytes<V>::word *>(arg + i * (I)V) = out.w;
+    }
+}
+
+template <typename T, typename I>
+__global__ void maxpool_backward_nhwc_kernel(const uint8_t *arg, const T *dy, ck_shape ys,
+                                             T *dx, ck_shape xs, ck_pool p)
+{
+    constexpr int V = pool_vec<T>::V;
+    const I groups = (I)xs.c / V;
+    const int64_t count = xs.n * xs.h * xs.w * (int64_t)groups;
+    GRID_STRIDE_T(I, i, count)
+    {
+        I n, ih, iw, c0, oh_lo, oh_hi, ow_lo, ow_hi;
+        cell_of<I>(xs, i, groups, n, ih, iw, c0, V);
+        windows_of<I>(ih, p.kh, p.sh, p.ph, (I)ys.h, oh_lo, oh_hi);
+        windows_of<I>(iw, p.kw, p.sw, p.pw, (I)ys.w, ow_lo, ow_hi);
+        float acc[V], d[V];
+#pragma unroll
+        for (int k = 0; k < V; k++)
+            acc[k] = 0.0f;
+        for (I oh = oh_lo; oh <= oh_hi; oh++) {
+            for (I ow = ow_lo; ow <= ow_hi; ow++) {
+                I local = (ih - (oh * p.sh - p.ph)) * p.kw + (iw - (ow * p.sw - p.pw));
+                I at = ((n * (I)ys.h + oh) * (I)ys.w + ow) * (I)ys.c + c0;
+                arg_bytes<V> a;
+                a.w = *reinterpret_cast<const typename arg_bytes<V>::word *>(arg + at);
+                load_v<T>(dy + at, d);
+#pragma unroll
+                for (int k = 0; k < V; k++)
+                    if (a.b[k] == local)
+                        acc[k] += d[k];
+            }
+        }
+        store_v<T>(dx + i * (I)V, acc);
+    }
+}
+
+/* Whether the channels-last kernels apply: both shapes NHWC with the same channel count, a
+ * multiple of V, and every pointer 16-byte aligned. */
+template <typename T>
+bool pool_nhwc_ok(const ck_shape &a, const ck_shape &b, const void *p, const void *q,
+                  const void *r)
+{
+    return a.nhwc && b.nhwc && a.c == b.c && a.c % pool_vec<T>::V == 0 &&
+           (((uintptr_t)p | (uintptr_t)q | (uintptr_t)r) & 15u) == 0;
 }
 
 /* Convolution bias on an activation of any layout: y[n,c,h,w] += bias[c]; db[c] = sum of dy
@@ -1051,8 +1230,13 @@ cudaError_t ck_pool_forward(int dtype, const void *x, ck_shape xs, void *y, ck_s
     if (count == 0)
         return cudaSuccess;
     bool small = fits32(xs.n * xs.c * xs.h * xs.w) && fits32(count);
-    CK_WITH_ACT_TYPE(dtype, CK_LAUNCH_INDEXED(small, pool_forward_kernel, grid_for(count), stream,
-                                              (const T *)x, xs, (T *)y, ys, p, average));
+    CK_WITH_ACT_TYPE(dtype, if (pool_nhwc_ok<T>(xs, ys, x, y, nullptr)) {
+        CK_LAUNCH_INDEXED(small, pool_forward_nhwc_kernel, grid_for(count / pool_vec<T>::V),
+                          stream, (const T *)x, xs, (T *)y, ys, p, average);
+    } else {
+        CK_LAUNCH_INDEXED(small, pool_forward_kernel, grid_for(count), stream, (const T *)x, xs,
+                          (T *)y, ys, p, average);
+    });
     return cudaGetLastError();
 }
 
@@ -1081,13 +1265,21 @@ cudaError_t ck_maxpool_backward(int dtype, const void *x, ck_shape xs, const voi
     /* Two passes: each window's maximum found once (not once per cell it covers), then a
      * gather that sums in a fixed order (no atomics, so the bits repeat). */
     bool small = fits32(count) && fits32(out);
-    if (out > 0) {
-        CK_WITH_ACT_TYPE(dtype, CK_LAUNCH_INDEXED(small, maxpool_argmax_kernel, grid_for(out),
-                                                  stream, (const T *)x, xs, ys, argmax, p));
-    }
-    CK_WITH_ACT_TYPE(dtype, CK_LAUNCH_INDEXED(small, maxpool_backward_kernel, grid_for(count),
-                                              stream, argmax, (const T *)dy, ys, (T *)dx, xs,
-                                              p));
+    CK_WITH_ACT_TYPE(dtype, if (pool_nhwc_ok<T>(xs, ys, x, dy, dx) &&
+                                ((uintptr_t)argmax & 15u) == 0) {
+        constexpr int V = pool_vec<T>::V;
+        if (out > 0)
+            CK_LAUNCH_INDEXED(small, maxpool_argmax_nhwc_kernel, grid_for(out / V), stream,
+                              (const T *)x, xs, ys, argmax, p);
+        CK_LAUNCH_INDEXED(small, maxpool_backward_nhwc_kernel, grid_for(count / V), stream,
+                          argmax, (const T *)dy, ys, (T *)dx, xs, p);
+    } else {
+        if (out > 0)
+            CK_LAUNCH_INDEXED(small, maxpool_argmax_kernel, grid_for(out), stream,
+                              (const T *)x, xs, ys, argmax, p);
+        CK_LAUNCH_INDEXED(small, maxpool_backward_kernel, grid_for(count), stream, argmax,
+                          (const T *)dy, ys, (T *)dx, xs, p);
+    });
     return cudaGetLastError();
 }
 

@@ -780,10 +780,32 @@ static ref_pool random_pool(ctx *c, int i)
     return p;
 }
 
+/* A pooling geometry with output sizes filled in. */
+static ref_pool pool_geom(int max, int N, int C, int H, int W, int K, int S, int P)
+{
+    ref_pool p;
+    memset(&p, 0, sizeof p);
+    p.max = max, p.N = N, p.C = C, p.H = H, p.W = W;
+    p.KH = p.KW = K, p.SH = p.SW = S, p.PH = p.PW = P;
+    p.OH = ref_out_size(H, K, S, P, 1);
+    p.OW = ref_out_size(W, K, S, P, 1);
+    return p;
+}
+
 static void test_pool(ctx *c)
 {
     for (int i = 0; i < 24; i++)
         pool_case(c, random_pool(c, i), (i / 2) % 2 ? TP_LAYOUT_NHWC : TP_LAYOUT_NCHW);
+    /* Channels-last with C a multiple of 16 bytes' worth of values (backend-cuda's vectorised
+     * kernels: 4 f32 or 8 bf16 channels a thread), ResNet's stem pooling among them, and C =
+     * 12, vectorised in f32 but not in bf16. */
+    const ref_pool nhwc[] = {
+        pool_geom(1, 2, 16, 11, 11, 3, 2, 1), pool_geom(1, 1, 8, 9, 7, 2, 2, 0),
+        pool_geom(0, 2, 16, 6, 6, 3, 1, 1),   pool_geom(1, 3, 12, 7, 7, 3, 2, 1),
+        pool_geom(1, 2, 24, 5, 8, 3, 1, 1),
+    };
+    for (size_t i = 0; i < sizeof nhwc / sizeof nhwc[0]; i++)
+        pool_case(c, nhwc[i], TP_LAYOUT_NHWC);
 }
 
 /* ------------------------------------------------------------------ gap, linear, shortcut */
