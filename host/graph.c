@@ -46,6 +46,8 @@ typedef struct node {
     /* Set by graph_bind (see plan_fusion and plan_grad_buffers). */
     int fused_relu;  /* BN or ADD: the ReLU node folded into it (its output is post-ReLU), or -1 */
     int fused_into;  /* RELU: the BN or ADD that computes it, or -1 */
+    int add_bn;      /* ADD with fused ReLU: the input BN it computes in training, or -1 */
+    int bn_add;      /* BN: the ADD that computes its output in training (add_bn), or -1 */
     int grad_from;   /* the node whose gradient buffer this one took over or reads, or -1 */
     tp_dtype dtype;  /* of out and grad: the activation dtype, or f32 (see choose_act_dtype) */
     /* Bound on a backend. */
@@ -171,7 +173,7 @@ static tp_node nb_add_node(tp_netbuilder *nb, const node *proto, const char *nam
     *n = *proto;
     n->name = NULL;
     n->grad_buf = -1;
-    n->fused_relu = n->fused_into = n->grad_from = -1;
+    n->fused_relu = n->fused_into = n->grad_from = n->add_bn = n->bn_add = -1;
     if (name && *name) {
         n->name = dup_string(name);
         if (!n->name)
@@ -697,7 +699,7 @@ static void unbind_activations(graph *g)
         be_free(g, &n->save_invstd);
         be_free(g, &n->workspace);
         n->grad_buf = -1;
-        n->fused_relu = n->fused_into = n->grad_from = -1;
+        n->fused_relu = n->fused_into = n->grad_from = n->add_bn = n->bn_add = -1;
     }
     for (size_t i = 0; i < g->n_bufs; i++)
         be_free(g, &g->bufs[i].t);
@@ -842,6 +844,26 @@ static void plan_fusion(graph *g)
             continue;
         p->fused_relu = (int)j;
         r->fused_into = r->in[0];
+    }
+    /* API 1.7: an addition with its ReLU folded in computes a batch norm among its inputs
+     * too, when that batch norm feeds nothing else (its own output then goes unwritten in
+     * training: its backward reads x, and the addition's masked gradient is its dy). */
+    if (!TP_BACKEND_HAS(o, batchnorm_add_relu_train) || bn_synced)
+        return;
+    for (size_t j = 0; j < g->n_nodes; j++) {
+        node *a = &g->nodes[j];
+        if (a->op != OP_ADD || !a->live || a->fused_relu < 0 || a->in[0] == a->in[1])
+            continue;
+        for (int k = 0; k < 2; k++) {
+            node *bn = &g->nodes[a->in[k]];
+            int other;
+            if (bn->op != OP_BN || !bn->live || bn->fused_relu >= 0 || bn->bn_add >= 0 ||
+                consumers(g, a->in[k], (int)j, &other) != 1)
+                continue;
+            a->add_bn = a->in[k];
+            bn->bn_add = (int)j;
+            break;
+        }
     }
 }
 
@@ -1203,6 +1225,14 @@ int graph_fused_count(const graph *g)
     return count;
 }
 
+int graph_fused_add_count(const graph *g)
+{
+    int count = 0;
+    for (size_t i = 0; g->bound && i < g->n_nodes; i++)
+        count += g->nodes[i].add_bn >= 0;
+    return count;
+}
+
 void graph_set_batchnorm_sync(graph *g, bn_sync_allreduce_fn allreduce, void *ctx,
                               int world_size)
 {
@@ -1249,6 +1279,8 @@ static tp_status forward_node(graph *g, node *n, int training)
     }
     case OP_BN: {
         tp_bn_desc d = {n->eps, n->momentum};
+        if (training && n->bn_add >= 0)
+            return TP_OK; /* the addition after it computes it */
         if (training && g->bn_sync)
             return bn_sync_forward(g->bn_sync, &d, &a->out, tensor_of(g, n->weight),
                                    tensor_of(g, n->bias), &n->out,
@@ -1277,6 +1309,15 @@ static tp_status forward_node(graph *g, node *n, int training)
             return TP_OK; /* its producer wrote the output */
         return OPS->relu_forward(BE, &a->out, &n->out);
     case OP_ADD:
+        if (training && n->add_bn >= 0) {
+            node *bn = &g->nodes[n->add_bn];
+            node *res = &g->nodes[n->in[n->in[0] == n->add_bn ? 1 : 0]];
+            tp_bn_desc d = {bn->eps, bn->momentum};
+            return OPS->batchnorm_add_relu_train(
+                BE, &d, &g->nodes[bn->in[0]].out, &res->out, tensor_of(g, bn->weight),
+                tensor_of(g, bn->bias), &n->out, tensor_of(g, bn->running_mean),
+                tensor_of(g, bn->running_var), &bn->save_mean, &bn->save_invstd);
+        }
         if (n->fused_relu >= 0)
             return OPS->add_relu(BE, &a->out, &g->nodes[n->in[1]].out, &n->out);
         return OPS->add(BE, &a->out, &g->nodes[n->in[1]].out, &n->out);

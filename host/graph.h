@@ -57,12 +57,18 @@ void graph_print_table(const graph *g, FILE *out);
 
 /* Layer fusion (on by default): at the next graph_bind(), a ReLU that follows a batch norm or
  * an addition feeding nothing else is computed by that node when the backend offers the
- * API 1.2 fused operations. graph_set_fusion(g, 0) runs every node on its own (the
- * equivalence tests and benchmarks compare the two). */
+ * API 1.2 fused operations; and where such an addition (with its ReLU) has a batch norm
+ * feeding nothing else as an input, training computes the three in one
+ * batchnorm_add_relu_train call (API 1.7) at the addition. graph_set_fusion(g, 0) runs
+ * every node on its own (the equivalence tests and benchmarks compare the two). */
 void graph_set_fusion(graph *g, int enabled);
 
 /* How many ReLUs the current binding folded into the node before them (0 when unbound). */
 int graph_fused_count(const graph *g);
+
+/* How many batch norms the current binding computes with the addition after them in
+ * training (0 when unbound). */
+int graph_fused_add_count(const graph *g);
 
 /* Data parallel: batch norms in training use the statistics of all `world_size` ranks,
  * combined through `allreduce` (see batchnorm_sync.h). Takes effect at the next

@@ -175,6 +175,7 @@ static const tp_backend_ops cpu_ops = {
     .adam_update_dev = cpu_adam_update_dev,
     .sgd_update_group_dev = cpu_sgd_update_group_dev,
     .adam_update_group_dev = cpu_adam_update_group_dev,
+    .batchnorm_add_relu_train = cpu_batchnorm_add_relu_train,
 };
 
 static const tp_component cpu_component = {

@@ -294,6 +294,36 @@ tp_status cpu_batchnorm_train(void *self, const tp_bn_desc *d, const tp_tensor *
                     save_mean, save_invstd, NULL);
 }
 
+/* API 1.7: oneDNN 2.6's batch normalisation takes no binary post-op, so this is the batch
+ * norm into y, then add_relu in place: the same arithmetic as the two separate operations,
+ * bit for bit. */
+tp_status cpu_batchnorm_add_relu_train(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                                       const tp_tensor *residual, const tp_tensor *gamma,
+                                       const tp_tensor *beta, tp_tensor *y,
+                                       tp_tensor *running_mean, tp_tensor *running_var,
+                                       tp_tensor *save_mean, tp_tensor *save_invstd)
+{
+    cpu_backend *be = self;
+    static const char op[] = "batchnorm_add_relu_train";
+    tp_status st;
+    if (!residual || !x || !y)
+        return be->host->fail(be->host, TP_ERR_INVALID, "backend-cpu %s: missing tensor", op);
+    if ((st = cpu_check_f32(be, op, "residual", residual, 0)) ||
+        (st = cpu_check_same_shape(be, op, "x", x, "residual", residual)))
+        return st;
+    if (residual->ndim == 4 && residual->layout != x->layout)
+        return be->host->fail(be->host, TP_ERR_UNSUPPORTED,
+                              "backend-cpu %s: residual and x have different layouts", op);
+    if (tp_tensors_overlap(y, x) || tp_tensors_overlap(y, residual))
+        return be->host->fail(be->host, TP_ERR_INVALID,
+                              "backend-cpu %s: y shares memory with x or residual; it must not",
+                              op);
+    if ((st = bn_train(be, op, d, x, gamma, beta, y, running_mean, running_var, save_mean,
+                       save_invstd, NULL)))
+        return st;
+    return cpu_add_relu(be, y, residual, y);
+}
+
 tp_status cpu_batchnorm_relu_train(void *self, const tp_bn_desc *d, const tp_tensor *x,
                                    const tp_tensor *gamma, const tp_tensor *beta, tp_tensor *y,
                                    tp_tensor *running_mean, tp_tensor *running_var,

@@ -56,6 +56,12 @@ tp_status cpu_relu_forward(void *self, const tp_tensor *x, tp_tensor *y);
 tp_status cpu_relu_backward(void *self, const tp_tensor *y, const tp_tensor *dy, tp_tensor *dx);
 tp_status cpu_add(void *self, const tp_tensor *a, const tp_tensor *b, tp_tensor *y);
 tp_status cpu_add_relu(void *self, const tp_tensor *a, const tp_tensor *b, tp_tensor *y);
+/* API 1.7: y = max(0, batchnorm_train(x) + residual) (cpu_batchnorm.c). */
+tp_status cpu_batchnorm_add_relu_train(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                                       const tp_tensor *residual, const tp_tensor *gamma,
+                                       const tp_tensor *beta, tp_tensor *y,
+                                       tp_tensor *running_mean, tp_tensor *running_var,
+                                       tp_tensor *save_mean, tp_tensor *save_invstd);
 
 /* cpu_pool.c */
 tp_status cpu_pool_forward(void *self, const tp_pool_desc *d, const tp_tensor *x, tp_tensor *y);

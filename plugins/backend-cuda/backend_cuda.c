@@ -521,6 +521,17 @@ static tp_status op_adam_update_group_dev(void *self, const tp_update_item *item
                                       decoupled));
 }
 
+static tp_status op_batchnorm_add_relu_train(void *self, const tp_bn_desc *d,
+                                             const tp_tensor *x, const tp_tensor *residual,
+                                             const tp_tensor *gamma, const tp_tensor *beta,
+                                             tp_tensor *y, tp_tensor *running_mean,
+                                             tp_tensor *running_var, tp_tensor *save_mean,
+                                             tp_tensor *save_invstd)
+{
+    LOCKED(cuda_batchnorm_add_relu_train(b, d, x, residual, gamma, beta, y, running_mean,
+                                         running_var, save_mean, save_invstd));
+}
+
 /* API 1.3: the cudaStream_t, for NCCL's gradient sums during backward (host/comm_nccl.c). */
 static void *op_native_stream(void *self, tp_stream stream)
 {
@@ -603,6 +614,7 @@ static const tp_backend_ops cuda_ops = {
     .adam_update_dev = op_adam_update_dev,
     .sgd_update_group_dev = op_sgd_update_group_dev,
     .adam_update_group_dev = op_adam_update_group_dev,
+    .batchnorm_add_relu_train = op_batchnorm_add_relu_train,
 };
 
 static const tp_component cuda_component = {

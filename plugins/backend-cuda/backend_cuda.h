@@ -321,6 +321,13 @@ tp_status cuda_adam_update_dev(cuda_backend *b, tp_tensor *param, const tp_tenso
                                tp_tensor *m, tp_tensor *v, const tp_tensor *scalars,
                                const tp_tensor *gate, double beta1, double beta2, double eps,
                                double weight_decay, int decoupled);
+/* API 1.7: y = max(0, batchnorm_train(x) + residual) (cuda_batchnorm.c). */
+tp_status cuda_batchnorm_add_relu_train(cuda_backend *b, const tp_bn_desc *d,
+                                        const tp_tensor *x, const tp_tensor *residual,
+                                        const tp_tensor *gamma, const tp_tensor *beta,
+                                        tp_tensor *y, tp_tensor *running_mean,
+                                        tp_tensor *running_var, tp_tensor *save_mean,
+                                        tp_tensor *save_invstd);
 /* API 1.7: the API 1.6 forms over a group of tensors in a few launches. */
 tp_status cuda_sgd_update_group_dev(cuda_backend *b, const tp_update_item *items, size_t n,
                                     const tp_tensor *scalars, const tp_tensor *gate,

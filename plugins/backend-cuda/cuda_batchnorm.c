@@ -16,7 +16,9 @@
  * CUDNN_BATCHNORM_SPATIAL mode (the same mode for training and backward, as cuDNN requires).
  *
  * The API 1.2 fused forms (batch norm + ReLU) need no workspace: the backward pass masks dy
- * by the fused output y > 0. The own kernels fuse the ReLU; on cuDNN it is a separate pass. */
+ * by the fused output y > 0. The own kernels fuse the ReLU; on cuDNN it is a separate pass.
+ * The API 1.7 batch norm + residual + ReLU adds the residual in the own kernels'
+ * normalisation pass (on cuDNN, add_relu's kernel afterwards). */
 #include "config.h"
 
 #include "backend_cuda.h"
@@ -107,10 +109,12 @@ static void free_descs(cudnnTensorDescriptor_t a, cudnnTensorDescriptor_t c,
         cudnnDestroyTensorDescriptor(e);
 }
 
+/* Training forward; `residual` (API 1.7, with relu) is added before the ReLU. */
 static tp_status bn_train(cuda_backend *b, const char *op, const tp_bn_desc *d,
-                          const tp_tensor *x, const tp_tensor *gamma, const tp_tensor *beta,
-                          tp_tensor *y, tp_tensor *running_mean, tp_tensor *running_var,
-                          tp_tensor *save_mean, tp_tensor *save_invstd, int relu)
+                          const tp_tensor *x, const tp_tensor *residual, const tp_tensor *gamma,
+                          const tp_tensor *beta, tp_tensor *y, tp_tensor *running_mean,
+                          tp_tensor *running_var, tp_tensor *save_mean, tp_tensor *save_invstd,
+                          int relu)
 {
     static const char *const names[] = {"gamma", "beta", "running_mean", "running_var",
                                         "save_mean", "save_invstd"};
@@ -118,21 +122,33 @@ static tp_status bn_train(cuda_backend *b, const char *op, const tp_bn_desc *d,
     tp_status st = check_args(b, op, d, x, "y", y, names, vecs, 6);
     if (st)
         return st;
+    if (residual &&
+        ((st = cuda_need_act(b, op, "residual", residual)) ||
+         (st = cuda_need_same(b, op, "x", x, "residual", residual))))
+        return st;
+    if (residual && (tp_tensors_overlap(y, x) || tp_tensors_overlap(y, residual)))
+        return b->host->fail(b->host, TP_ERR_INVALID,
+                             "%s: y shares memory with x or residual; it must not", op);
     if (!(d->momentum >= 0.0 && d->momentum <= 1.0))
         return b->host->fail(b->host, TP_ERR_INVALID, "%s: momentum = %g outside [0, 1]", op,
                              d->momentum);
-    tp_tensor yv;
+    tp_tensor yv, rv = {0};
     if ((st = cuda_view_begin(b, y, x->layout, 0, &yv)))
         return st;
+    if (residual && (st = cuda_view_begin(b, residual, x->layout, 1, &rv))) {
+        cuda_view_end(b, &yv, y, 0);
+        return st;
+    }
     if (own_kernels(b, x)) {
         int64_t rows, c;
         void *part;
         rows_of(x, &rows, &c);
         if (!(st = cuda_scratch(b, ck_bn_scratch_bytes(rows, c), &part)))
-            st = CUDA_RT(ck_bn_train((int)x->dtype, x->data, yv.data, rows, c, gamma->data,
-                                     beta->data, running_mean->data, running_var->data,
-                                     save_mean->data, save_invstd->data, (float)d->momentum,
-                                     (float)d->eps, relu, part, b->compute));
+            st = CUDA_RT(ck_bn_train((int)x->dtype, x->data, residual ? rv.data : NULL,
+                                     yv.data, rows, c, gamma->data, beta->data,
+                                     running_mean->data, running_var->data, save_mean->data,
+                                     save_invstd->data, (float)d->momentum, (float)d->eps,
+                                     relu, part, b->compute));
     } else {
         cudnnTensorDescriptor_t xd, yd, vd;
         if (!(st = make_descs(b, x, &yv, CUDNN_BATCHNORM_SPATIAL, &xd, &yd, &vd))) {
@@ -143,12 +159,16 @@ static tp_status bn_train(cuda_backend *b, const char *op, const tp_bn_desc *d,
                 d->eps, save_mean->data, save_invstd->data));
         }
         free_descs(xd, yd, vd);
-        if (!st && relu)
+        if (!st && residual) /* cuDNN's legacy batch norm has no residual: a second pass */
+            st = CUDA_RT(ck_add_relu((int)x->dtype, yv.data, rv.data, yv.data,
+                                     tp_tensor_count(x), b->compute));
+        else if (!st && relu)
             st = CUDA_RT(ck_relu_forward((int)x->dtype, yv.data, yv.data, tp_tensor_count(x),
                                          b->compute));
     }
-    tp_status st2 = cuda_view_end(b, &yv, y, st == TP_OK);
-    return st ? st : st2;
+    tp_status st2 = residual ? cuda_view_end(b, &rv, residual, 0) : TP_OK;
+    tp_status st3 = cuda_view_end(b, &yv, y, st == TP_OK);
+    return st ? st : st2 ? st2 : st3;
 }
 
 tp_status cuda_batchnorm_train(cuda_backend *b, const tp_bn_desc *d, const tp_tensor *x,
@@ -156,8 +176,8 @@ tp_status cuda_batchnorm_train(cuda_backend *b, const tp_bn_desc *d, const tp_te
                                tp_tensor *running_mean, tp_tensor *running_var,
                                tp_tensor *save_mean, tp_tensor *save_invstd)
 {
-    return bn_train(b, "batchnorm_train", d, x, gamma, beta, y, running_mean, running_var,
-                    save_mean, save_invstd, 0);
+    return bn_train(b, "batchnorm_train", d, x, NULL, gamma, beta, y, running_mean,
+                    running_var, save_mean, save_invstd, 0);
 }
 
 tp_status cuda_batchnorm_relu_train(cuda_backend *b, const tp_bn_desc *d, const tp_tensor *x,
@@ -165,8 +185,22 @@ tp_status cuda_batchnorm_relu_train(cuda_backend *b, const tp_bn_desc *d, const 
                                     tp_tensor *running_mean, tp_tensor *running_var,
                                     tp_tensor *save_mean, tp_tensor *save_invstd)
 {
-    return bn_train(b, "batchnorm_relu_train", d, x, gamma, beta, y, running_mean, running_var,
-                    save_mean, save_invstd, 1);
+    return bn_train(b, "batchnorm_relu_train", d, x, NULL, gamma, beta, y, running_mean,
+                    running_var, save_mean, save_invstd, 1);
+}
+
+tp_status cuda_batchnorm_add_relu_train(cuda_backend *b, const tp_bn_desc *d,
+                                        const tp_tensor *x, const tp_tensor *residual,
+                                        const tp_tensor *gamma, const tp_tensor *beta,
+                                        tp_tensor *y, tp_tensor *running_mean,
+                                        tp_tensor *running_var, tp_tensor *save_mean,
+                                        tp_tensor *save_invstd)
+{
+    if (!residual)
+        return b->host->fail(b->host, TP_ERR_INVALID,
+                             "batchnorm_add_relu_train: residual: missing tensor");
+    return bn_train(b, "batchnorm_add_relu_train", d, x, residual, gamma, beta, y,
+                    running_mean, running_var, save_mean, save_invstd, 1);
 }
 
 tp_status cuda_batchnorm_infer(cuda_backend *b, const tp_bn_desc *d, const tp_tensor *x,

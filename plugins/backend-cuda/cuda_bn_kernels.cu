@@ -255,10 +255,10 @@ __global__ void __launch_bounds__(kFinalizeThreads)
 }
 
 /* y = (x - mean) * scale + beta, scale = gamma * invstd (or gamma / sqrt(var + eps) when
- * `var` is given: inference), then ReLU when RELU. */
+ * `var` is given: inference), plus the residual when `res` is given, then ReLU when RELU. */
 template <int V, bool RELU, typename T>
 __global__ void __launch_bounds__(kBlockThreads)
-    normalise_kernel(const T *x, T *y, int64_t rows,
+    normalise_kernel(const T *x, const T *res, T *y, int64_t rows,
                      int64_t c, int64_t lanes, const float *__restrict__ gamma,
                      const float *__restrict__ beta, const float *__restrict__ mean,
                      const float *__restrict__ invstd, const float *__restrict__ var,
@@ -277,10 +277,16 @@ __global__ void __launch_bounds__(kBlockThreads)
     const int64_t step = (int64_t)gridDim.y * blockDim.y;
     for (int64_t r = (int64_t)blockIdx.y * blockDim.y + threadIdx.y; r < rows; r += step) {
         vec_t<V> a = load<V>(x + r * c + c0);
-        for (int k = 0; k < V; k++) {
-            float o = (a.v[k] - m[k]) * s[k] + sh[k];
-            a.v[k] = RELU ? (o > 0.0f ? o : 0.0f) : o;
+        for (int k = 0; k < V; k++)
+            a.v[k] = (a.v[k] - m[k]) * s[k] + sh[k];
+        if (res) {
+            vec_t<V> b = load<V>(res + r * c + c0);
+            for (int k = 0; k < V; k++)
+                a.v[k] += b.v[k];
         }
+        if (RELU)
+            for (int k = 0; k < V; k++)
+                a.v[k] = a.v[k] > 0.0f ? a.v[k] : 0.0f;
         store<V>(y + r * c + c0, a);
     }
 }
@@ -410,7 +416,7 @@ __global__ void __launch_bounds__(kBlockThreads)
 }
 
 template <int V, typename T>
-cudaError_t train(const T *x, T *y, int64_t rows, int64_t c, const float *gamma,
+cudaError_t train(const T *x, const T *res, T *y, int64_t rows, int64_t c, const float *gamma,
                   const float *beta, float *running_mean, float *running_var,
                   float *save_mean, float *save_invstd, float momentum, float eps, int relu,
                   float *part, cudaStream_t stream)
@@ -423,10 +429,10 @@ cudaError_t train(const T *x, T *y, int64_t rows, int64_t c, const float *gamma,
         part, p.gy, rows, c, momentum, eps, running_mean, running_var, save_mean, save_invstd);
     if (relu)
         normalise_kernel<V, true, T><<<grid, block, 0, stream>>>(
-            x, y, rows, c, p.lanes, gamma, beta, save_mean, save_invstd, nullptr, eps);
+            x, res, y, rows, c, p.lanes, gamma, beta, save_mean, save_invstd, nullptr, eps);
     else
         normalise_kernel<V, false, T><<<grid, block, 0, stream>>>(
-            x, y, rows, c, p.lanes, gamma, beta, save_mean, save_invstd, nullptr, eps);
+            x, res, y, rows, c, p.lanes, gamma, beta, save_mean, save_invstd, nullptr, eps);
     return cudaGetLastError();
 }
 
@@ -438,7 +444,7 @@ cudaError_t infer(const T *x, T *y, int64_t rows, int64_t c, const float *gamma,
 {
     bn_plan p = make_plan(rows, c, V);
     normalise_kernel<V, false, T><<<dim3(p.gx, p.gy), dim3(p.tx, p.ty), 0, stream>>>(
-        x, y, rows, c, p.lanes, gamma, beta, mean, nullptr, var, eps);
+        x, nullptr, y, rows, c, p.lanes, gamma, beta, mean, nullptr, var, eps);
     return cudaGetLastError();
 }
 
@@ -463,18 +469,19 @@ cudaError_t backward(const T *x, const T *y, const T *dy, T *dx, int64_t rows,
 template <typename T> constexpr int vec_of() { return (int)(16 / sizeof(T)); }
 
 template <typename T>
-cudaError_t train_as(const void *x, void *y, int64_t rows, int64_t c, const float *gamma,
-                     const float *beta, float *running_mean, float *running_var,
-                     float *save_mean, float *save_invstd, float momentum, float eps, int relu,
-                     float *part, cudaStream_t stream)
+cudaError_t train_as(const void *x, const void *res, void *y, int64_t rows, int64_t c,
+                     const float *gamma, const float *beta, float *running_mean,
+                     float *running_var, float *save_mean, float *save_invstd, float momentum,
+                     float eps, int relu, float *part, cudaStream_t stream)
 {
     constexpr int V = vec_of<T>();
-    if (can_vectorise(c, V, x, y, nullptr, nullptr))
-        return train<V, T>((const T *)x, (T *)y, rows, c, gamma, beta, running_mean,
-                           running_var, save_mean, save_invstd, momentum, eps, relu, part,
-                           stream);
-    return train<1, T>((const T *)x, (T *)y, rows, c, gamma, beta, running_mean, running_var,
-                       save_mean, save_invstd, momentum, eps, relu, part, stream);
+    if (can_vectorise(c, V, x, y, res, nullptr))
+        return train<V, T>((const T *)x, (const T *)res, (T *)y, rows, c, gamma, beta,
+                           running_mean, running_var, save_mean, save_invstd, momentum, eps,
+                           relu, part, stream);
+    return train<1, T>((const T *)x, (const T *)res, (T *)y, rows, c, gamma, beta,
+                       running_mean, running_var, save_mean, save_invstd, momentum, eps, relu,
+                       part, stream);
 }
 
 template <typename T>
@@ -515,23 +522,23 @@ extern "C" size_t ck_bn_scratch_bytes(int64_t rows, int64_t c)
     return (size_t)(3 * splits * c) * sizeof(float);
 }
 
-extern "C" cudaError_t ck_bn_train(int dtype, const void *x, void *y, int64_t rows, int64_t c,
-                                   const float *gamma, const float *beta, float *running_mean,
-                                   float *running_var, float *save_mean, float *save_invstd,
-                                   float momentum, float eps, int relu, void *scratch,
-                                   cudaStream_t stream)
+extern "C" cudaError_t ck_bn_train(int dtype, const void *x, const void *residual, void *y,
+                                   int64_t rows, int64_t c, const float *gamma,
+                                   const float *beta, float *running_mean, float *running_var,
+                                   float *save_mean, float *save_invstd, float momentum,
+                                   float eps, int relu, void *scratch, cudaStream_t stream)
 {
     if (rows < 1 || c < 1)
         return cudaErrorInvalidValue;
     float *part = static_cast<float *>(scratch);
     switch (dtype) {
     case CK_F32:
-        return train_as<float>(x, y, rows, c, gamma, beta, running_mean, running_var,
+        return train_as<float>(x, residual, y, rows, c, gamma, beta, running_mean, running_var,
                                save_mean, save_invstd, momentum, eps, relu, part, stream);
     case CK_BF16:
-        return train_as<__nv_bfloat16>(x, y, rows, c, gamma, beta, running_mean, running_var,
-                                       save_mean, save_invstd, momentum, eps, relu, part,
-                                       stream);
+        return train_as<__nv_bfloat16>(x, residual, y, rows, c, gamma, beta, running_mean,
+                                       running_var, save_mean, save_invstd, momentum, eps, relu,
+                                       part, stream);
     }
     return cudaErrorInvalidValue;
 }

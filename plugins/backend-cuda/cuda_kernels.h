@@ -159,11 +159,12 @@ cudaError_t ck_adam_update_group(const ck_update_tensor *ts, int n, float beta1,
  * x's memory order; per-channel vectors hold c floats. `scratch` holds at least
  * ck_bn_scratch_bytes(rows, c) bytes for per-block partial results. Semantics as the SDK's
  * batchnorm_train / _infer / _backward (running_var from the unbiased batch variance);
- * `relu` (train) applies ReLU to y, and a non-NULL y (backward) masks dy by y > 0. */
+ * `relu` (train) applies ReLU to y, and a non-NULL y (backward) masks dy by y > 0. A
+ * non-NULL `residual` (train; x's dtype and order) is added before the ReLU (API 1.7). */
 size_t ck_bn_scratch_bytes(int64_t rows, int64_t c);
 /* x, y, dy, dx are of `dtype` (CK_F32 or CK_BF16); everything else is f32. */
-cudaError_t ck_bn_train(int dtype, const void *x, void *y, int64_t rows, int64_t c,
-                        const float *gamma, const float *beta, float *running_mean,
+cudaError_t ck_bn_train(int dtype, const void *x, const void *residual, void *y, int64_t rows,
+                        int64_t c, const float *gamma, const float *beta, float *running_mean,
                         float *running_var, float *save_mean, float *save_invstd,
                         float momentum, float eps, int relu, void *scratch,
                         cudaStream_t stream);

@@ -326,7 +326,21 @@ typedef struct tp_backend_ops {
                                        const tp_tensor *scalars, const tp_tensor *gate,
                                        double beta1, double beta2, double eps, int decoupled);
 
-    void *reserved[3];
+    /* API 1.7, optional: batch norm, a residual addition and ReLU in one pass over the
+     * output, y = max(0, batchnorm_train(x) + residual), with the running and saved
+     * statistics exactly as batchnorm_train writes them. residual and y have x's shape and
+     * dtype; y must not share memory with x or residual. Training only (inference composes
+     * batchnorm_infer and add_relu). Its backward needs no operation of its own: the
+     * gradient of y masked by y > 0 is both the residual's gradient and batchnorm_backward's
+     * dy (which reads x, not the batch norm's output), so the graph runs the residual
+     * block's last batch norm through it and saves writing and rereading that output. */
+    tp_status (*batchnorm_add_relu_train)(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                                          const tp_tensor *residual, const tp_tensor *gamma,
+                                          const tp_tensor *beta, tp_tensor *y,
+                                          tp_tensor *running_mean, tp_tensor *running_var,
+                                          tp_tensor *save_mean, tp_tensor *save_invstd);
+
+    void *reserved[2];
 } tp_backend_ops;
 
 /* True when ops (of a backend built against any API minor) offers operation `op`: its

@@ -82,6 +82,16 @@ static inline size_t tp_tensor_bytes(const tp_tensor *t)
     return (size_t)tp_tensor_count(t) * tp_dtype_size(t->dtype);
 }
 
+/* Non-zero when the memory of a and b (their data and tp_tensor_bytes) overlaps; tensors
+ * without data overlap nothing. For operations whose output must not alias an input. */
+static inline int tp_tensors_overlap(const tp_tensor *a, const tp_tensor *b)
+{
+    const char *pa = (const char *)a->data, *pb = (const char *)b->data;
+    if (!pa || !pb)
+        return 0;
+    return pa < pb + tp_tensor_bytes(b) && pb < pa + tp_tensor_bytes(a);
+}
+
 /* bf16 on the host: the upper 16 bits of an IEEE 754 f32. tp_bf16_from_f32 rounds to
  * nearest even (overflow gives infinity, as IEEE rounding does); a NaN stays a NaN (made
  * quiet, sign kept) where the plain rounding carry would turn its payload into infinity.

@@ -125,7 +125,7 @@ static double round_bf16(double v)
  *     mean / invstd).
  *   1e-2: one rounding of an f32 result: add, add_relu, max pooling backward (a sum of a
  *     few dy), average pooling, global_avgpool_backward, batch norm train / infer (and the
- *     fused train) y.
+ *     fused trains, with ReLU and with residual + ReLU) y.
  *   3e-2: reductions with bf16 operands and intermediates: the convolutions (outputs,
  *     weight and bias gradients; the backend rounds its copy of the weights, which the test
  *     generates as bf16 values), batch-norm backward dx, dgamma, dbeta (fused too), and any
@@ -137,12 +137,14 @@ static double bf16_tolerance(const char *name, int *exact)
     static const char *const f32_outputs[] = {
         "global_avgpool_forward", "batchnorm_running_mean", "batchnorm_running_var",
         "batchnorm_save_mean", "batchnorm_save_invstd", "batchnorm_relu_running_var",
-        "batchnorm_relu_save_invstd"
+        "batchnorm_relu_save_invstd", "batchnorm_add_relu_running_var",
+        "batchnorm_add_relu_save_invstd"
     };
     static const char *const one_rounding[] = { "add", "add_relu", "maxpool_backward",
                                                 "avgpool_forward", "avgpool_backward",
                                                 "global_avgpool_backward", "batchnorm_train",
-                                                "batchnorm_infer", "batchnorm_relu_train" };
+                                                "batchnorm_infer", "batchnorm_relu_train",
+                                                "batchnorm_add_relu_train" };
     *exact = 0;
     for (size_t i = 0; i < sizeof exact_ops / sizeof exact_ops[0]; i++)
         if (!strcmp(name, exact_ops[i])) {
@@ -569,6 +571,48 @@ out:
     free(dg), free(dbt);
 }
 
+static void expect_refused(ctx *c, const char *what, tp_status st);
+
+/* API 1.7: batch norm + residual + ReLU against the reference (the residual in x's layout, y
+ * in ly), then its refusal of a y that is the residual. */
+static void bn_add_relu_case(ctx *c, const char *what, int N, int C, int H, int W,
+                             const tp_bn_desc *d, const tp_tensor *tx, const double *x,
+                             const tp_tensor *tg, const double *gamma, const tp_tensor *tb,
+                             const double *beta, tp_layout ly)
+{
+    if (!c->ops->batchnorm_add_relu_train)
+        return; /* optional */
+    const int64_t n = (int64_t)N * C * H * W;
+    double *y = zeros(n), *res = rand_act(c, n, -1, 1);
+    double *rm = zeros(C), *rv = zeros(C), *sm = zeros(C), *si = zeros(C);
+    tp_tensor ty = a4(c, ly, N, C, H, W), tr = a4(c, tx->layout, N, C, H, W);
+    tp_tensor trm = t1(C), trv = t1(C), tsm = t1(C), tsi = t1(C);
+    for (int64_t i = 0; i < C; i++)
+        rv[i] = 1;
+    CALL(c, upload(c, &tr, res));
+    CALL(c, upload(c, &trm, rm));
+    CALL(c, upload(c, &trv, rv));
+    CALL(c, alloc_poisoned(c, &ty));
+    CALL(c, alloc_poisoned(c, &tsm));
+    CALL(c, alloc_poisoned(c, &tsi));
+    ref_bn_train(N, C, H, W, x, gamma, beta, d->eps, d->momentum, y, rm, rv, sm, si);
+    ref_add(n, y, res, y);
+    ref_relu_forward(n, y, y);
+    CALL(c, c->ops->batchnorm_add_relu_train(c->be, d, tx, &tr, tg, tb, &ty, &trm, &trv, &tsm,
+                                             &tsi));
+    CALL(c, check(c, "batchnorm_add_relu_train", what, &ty, y));
+    CALL(c, check(c, "batchnorm_add_relu_running_var", what, &trv, rv));
+    CALL(c, check(c, "batchnorm_add_relu_save_invstd", what, &tsi, si));
+    if (ly == tx->layout)
+        expect_refused(c, "batchnorm_add_relu_train with y the residual",
+                       c->ops->batchnorm_add_relu_train(c->be, d, tx, &tr, tg, tb, &tr, &trm,
+                                                        &trv, &tsm, &tsi));
+out:
+    dev_free(c, &ty), dev_free(c, &tr), dev_free(c, &trm), dev_free(c, &trv);
+    dev_free(c, &tsm), dev_free(c, &tsi);
+    free(y), free(res), free(rm), free(rv), free(sm), free(si);
+}
+
 /* The API 1.2 fused operations come all together or not at all (the graph relies on it). */
 static void test_fused_ops_offered(ctx *c)
 {
@@ -632,6 +676,7 @@ static void bn_case(ctx *c, int N, int C, int H, int W, tp_layout lx, tp_layout 
     CALL(c, check(c, "batchnorm_backward_dgamma", what, &tdg, dg));
     CALL(c, check(c, "batchnorm_backward_dbeta", what, &tdb, dbt));
     bn_relu_case(c, what, N, C, H, W, &d, &tx, x, &tg, gamma, &tb, beta, &tdy, dy, ly);
+    bn_add_relu_case(c, what, N, C, H, W, &d, &tx, x, &tg, gamma, &tb, beta, ly);
 out:
     dev_free(c, &tx), dev_free(c, &ty), dev_free(c, &tdy), dev_free(c, &tdx);
     dev_free(c, &tg), dev_free(c, &tb), dev_free(c, &trm), dev_free(c, &trv);

@@ -975,8 +975,9 @@ static int run_graph(const options *o, registry *r, const tp_backend *be,
                o->training ? "training step" : "inference", info->name, info->device_name,
                info->threads, o->batch, o->layout == TP_LAYOUT_NHWC ? "NHWC" : "NCHW");
         printf("activations stored as %s\n", tp_dtype_name(graph_activation_dtype(gb.g)));
-        printf("ReLUs fused into the node before them: %d%s\n", graph_fused_count(gb.g),
-               o->no_fuse ? " (--no-fuse)" : "");
+        printf("ReLUs fused into the node before them: %d; batch norms computed with the "
+               "addition after them: %d%s\n", graph_fused_count(gb.g),
+               graph_fused_add_count(gb.g), o->no_fuse ? " (--no-fuse)" : "");
         if (gb.capture)
             printf("step capture: %lld recording(s), %lld replays, %lld steps op by op; the "
                    "optimizer %s%s\n",

@@ -12,14 +12,14 @@ typedef enum rec_op {
     R_COPY, R_FILL, R_CONV_FWD, R_CONV_BWD_DATA, R_CONV_BWD_FILTER, R_BN_TRAIN, R_BN_BWD,
     R_RELU_FWD, R_RELU_BWD, R_ADD, R_POOL_FWD, R_POOL_BWD, R_GAP_FWD, R_GAP_BWD,
     R_LINEAR_FWD, R_LINEAR_BWD, R_XENT, R_SUBPAD_FWD, R_SUBPAD_BWD, R_AXPBY, R_SCALE,
-    R_ADD_RELU, R_BN_RELU_TRAIN, R_BN_RELU_BWD
+    R_ADD_RELU, R_BN_RELU_TRAIN, R_BN_RELU_BWD, R_BN_ADD_RELU_TRAIN
 } rec_op;
 
 /* One stored call: tensor descriptors by value (so later changes to the caller's structs
  * do not reach the replay, as with a CUDA graph), which of them were non-NULL, scalars. */
 typedef struct rec_call {
     rec_op op;
-    tp_tensor t[10];
+    tp_tensor t[11];
     unsigned present;
     double s[2];
     int i;
@@ -316,6 +316,19 @@ static tp_status w_bn_relu_train(void *self, const tp_bn_desc *d, const tp_tenso
     return IN->batchnorm_relu_train(INSELF, d, x, gamma, beta, y, rmean, rvar, smean, sinv, ws);
 }
 
+static tp_status w_bn_add_relu_train(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                                     const tp_tensor *res, const tp_tensor *gamma,
+                                     const tp_tensor *beta, tp_tensor *y, tp_tensor *rmean,
+                                     tp_tensor *rvar, tp_tensor *smean, tp_tensor *sinv)
+{
+    (void)self;
+    RECORD(R_BN_ADD_RELU_TRAIN, c->bn = *d; keep(c, 0, x); keep(c, 1, res); keep(c, 2, gamma);
+           keep(c, 3, beta); keep(c, 4, y); keep(c, 5, rmean); keep(c, 6, rvar);
+           keep(c, 7, smean); keep(c, 8, sinv));
+    return IN->batchnorm_add_relu_train(INSELF, d, x, res, gamma, beta, y, rmean, rvar, smean,
+                                        sinv);
+}
+
 static tp_status w_bn_relu_backward(void *self, const tp_bn_desc *d, const tp_tensor *x,
                                     const tp_tensor *y, const tp_tensor *ws,
                                     const tp_tensor *dy, const tp_tensor *gamma,
@@ -410,6 +423,9 @@ static tp_status run(rec_call *c)
         return IN->batchnorm_relu_backward(s, &c->bn, at(c, 0), at(c, 1), at(c, 2), at(c, 3),
                                            at(c, 4), at(c, 5), at(c, 6), at(c, 7), at(c, 8),
                                            at(c, 9));
+    case R_BN_ADD_RELU_TRAIN:
+        return IN->batchnorm_add_relu_train(s, &c->bn, at(c, 0), at(c, 1), at(c, 2), at(c, 3),
+                                            at(c, 4), at(c, 5), at(c, 6), at(c, 7), at(c, 8));
     }
     return services_fail(TP_ERR_INVALID, "recording double: unknown stored call %d", (int)c->op);
 }
@@ -512,6 +528,15 @@ tp_backend recording_backend(tp_backend inner)
         o->batchnorm_relu_train = w_bn_relu_train;
         o->batchnorm_relu_backward = w_bn_relu_backward;
     }
+    o->batchnorm_add_relu_train =
+        inner.ops->batchnorm_add_relu_train ? w_bn_add_relu_train : NULL;
+    /* Operations this double does not record would run at once while recording: hide
+     * them, so the callers take their other paths. */
+    o->sgd_update_dev = NULL;
+    o->adam_update_dev = NULL;
+    o->sgd_update_group_dev = NULL;
+    o->adam_update_group_dev = NULL;
+    o->native_stream = NULL;
     o->capture_begin = w_capture_begin;
     o->capture_end = w_capture_end;
     o->replay = w_replay;

@@ -1005,6 +1005,21 @@ static tp_status nv_adam_update(void *self, tp_tensor *p, const tp_tensor *g, tp
                                         eps, wd, decoupled, step));
 }
 
+/* API 1.7, composed of the two plain operations (each rounding its output as it does), so
+ * the fused plan stays bit for bit the unfused one. */
+static tp_status nv_bn_add_relu_train(void *self, const tp_bn_desc *d, const tp_tensor *x,
+                                      const tp_tensor *residual, const tp_tensor *gamma,
+                                      const tp_tensor *beta, tp_tensor *y,
+                                      tp_tensor *running_mean, tp_tensor *running_var,
+                                      tp_tensor *save_mean, tp_tensor *save_invstd)
+{
+    if (tp_tensors_overlap(y, x) || tp_tensors_overlap(y, residual))
+        return TP_ERR_INVALID; /* the SDK forbids it */
+    tp_status st = nv_bn_train(self, d, x, gamma, beta, y, running_mean, running_var,
+                               save_mean, save_invstd);
+    return st ? st : nv_add_relu(self, y, residual, y);
+}
+
 static const tp_backend_ops naive_ops_fused = {
     .size = sizeof(tp_backend_ops),
     .info = nv_info,
@@ -1040,6 +1055,7 @@ static const tp_backend_ops naive_ops_fused = {
     .batchnorm_relu_workspace_bytes = nv_bn_relu_workspace_bytes,
     .batchnorm_relu_train = nv_bn_relu_train,
     .batchnorm_relu_backward = nv_bn_relu_backward,
+    .batchnorm_add_relu_train = nv_bn_add_relu_train,
 };
 
 static tp_backend_ops naive_ops_plain;
@@ -1056,6 +1072,7 @@ static const tp_backend_ops *naive_ops(int fused)
     naive_ops_plain.batchnorm_relu_workspace_bytes = NULL;
     naive_ops_plain.batchnorm_relu_train = NULL;
     naive_ops_plain.batchnorm_relu_backward = NULL;
+    naive_ops_plain.batchnorm_add_relu_train = NULL;
     return &naive_ops_plain;
 }
 

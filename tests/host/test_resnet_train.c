@@ -35,6 +35,7 @@ typedef struct result {
     size_t *counts;     /* values per parameter */
     size_t n_params;
     int fused;          /* ReLUs the binding folded into the node before them */
+    int fused_add;      /* batch norms computed with the addition after them (API 1.7) */
 } result;
 
 /* The gradient-ready hook's record: what was reported, and each gradient as it was then. */
@@ -164,6 +165,7 @@ static graph *train_step(const tp_backend *be, const char *version, const char *
     if (st == TP_OK)
         st = graph_init_params(g, 7);
     res->fused = graph_fused_count(g);
+    res->fused_add = graph_fused_add_count(g);
     *x = tp_tensor_4d(TP_DTYPE_F32, TP_LAYOUT_NCHW, BATCH, CH, SIZE, SIZE);
     *labels_t = tp_tensor_2d(TP_DTYPE_I32, BATCH, 0);
     if (st == TP_OK)
@@ -184,9 +186,10 @@ static graph *train_step(const tp_backend *be, const char *version, const char *
                                    &dlogits);
     if (st == TP_OK)
         st = graph_backward(g, &dlogits);
-    int fused = res->fused;
+    int fused = res->fused, fused_add = res->fused_add;
     memset(res, 0, sizeof *res);
     res->fused = fused;
+    res->fused_add = fused_add;
     float lossh = 0;
     res->logits = malloc(BATCH * CLASSES * sizeof(float));
     if (st == TP_OK)
@@ -337,14 +340,19 @@ static void compare_unfused(const char *label, const tp_backend *be, const char 
         dg = fmax(dg, max_rel_diff(plain.grads[i], fused->grads[i], plain.counts[i]));
         identical &= memcmp(plain.grads[i], fused->grads[i], plain.counts[i] * sizeof(float)) == 0;
     }
-    printf("  %s, %s, %s: %d ReLUs fused vs %d; logits rel.diff %.3e, worst gradient rel.diff "
-           "%.3e%s\n", label, version, shortcut, fused->fused, plain.fused, d, dg,
+    printf("  %s, %s, %s: %d ReLUs and %d batch norm + addition pairs fused vs %d and %d; "
+           "logits rel.diff %.3e, worst gradient rel.diff %.3e%s\n", label, version, shortcut,
+           fused->fused, fused->fused_add, plain.fused, plain.fused_add, d, dg,
            identical ? " (bit for bit)" : "");
     /* depth 8, v1: the stem and each of the 3 blocks' two ReLUs (both after a BN, the second
      * after the addition); v2: each block's two BN ReLUs and bn_final's (no ReLU follows
      * a v2 addition). */
     CHECK(fused->fused == 7);
     CHECK(plain.fused == 0);
+    /* v1: each block's addition computes the batch norm before it (API 1.7); a v2 addition
+     * has no batch norm as an input. */
+    CHECK(fused->fused_add == (strstr(version, "v1") ? 3 : 0));
+    CHECK(plain.fused_add == 0);
     CHECK(plain.n_params == fused->n_params);
     if (exact) {
         CHECK(identical);

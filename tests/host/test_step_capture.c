@@ -231,7 +231,9 @@ static void train_both(void)
            after.disabled ? "disabled after the failure" : "still on");
     CHECK(after.recordings == 3 && after.replays == 6 && after.unrecorded == 5);
     CHECK(after.disabled);
-    CHECK(recording_backend_calls() > 50);
+    /* The test network's forward, loss and backward: 49 backend calls since each block's
+     * last batch norm is computed at its addition (API 1.7). */
+    CHECK(recording_backend_calls() > 40);
     CHECK(recording_backend_replays() == 6);
     step_capture_free(sc);
     CHECK(recording_backend_live() == 0);
