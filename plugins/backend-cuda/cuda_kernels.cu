@@ -1268,15 +1268,17 @@ cudaError_t ck_maxpool_backward(int dtype, const void *x, ck_shape xs, const voi
     CK_WITH_ACT_TYPE(dtype, if (pool_nhwc_ok<T>(xs, ys, x, dy, dx) &&
                                 ((uintptr_t)argmax & 15u) == 0) {
         constexpr int V = pool_vec<T>::V;
-        if (out > 0)
+        if (out > 0) {
             CK_LAUNCH_INDEXED(small, maxpool_argmax_nhwc_kernel, grid_for(out / V), stream,
                               (const T *)x, xs, ys, argmax, p);
+        }
         CK_LAUNCH_INDEXED(small, maxpool_backward_nhwc_kernel, grid_for(count / V), stream,
                           argmax, (const T *)dy, ys, (T *)dx, xs, p);
     } else {
-        if (out > 0)
+        if (out > 0) {
             CK_LAUNCH_INDEXED(small, maxpool_argmax_kernel, grid_for(out), stream,
                               (const T *)x, xs, ys, argmax, p);
+        }
         CK_LAUNCH_INDEXED(small, maxpool_backward_kernel, grid_for(count), stream, argmax,
                           (const T *)dy, ys, (T *)dx, xs, p);
     });

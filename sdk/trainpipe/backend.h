@@ -318,7 +318,8 @@ typedef struct tp_backend_ops {
      * What it writes is bit for bit what the n single calls in order would write; on
      * backend-cuda it is a few kernel launches instead of n. Every item is checked before
      * anything is written, so an invalid one fails the call with nothing changed. The items'
-     * tensors must not overlap one another. */
+     * tensors must not overlap one another (the caller's promise; not checked, as that would
+     * cost a sort of every tensor on every step). */
     tp_status (*sgd_update_group_dev)(void *self, const tp_update_item *items, size_t n,
                                       const tp_tensor *scalars, const tp_tensor *gate,
                                       double momentum, int nesterov);

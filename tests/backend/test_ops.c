@@ -75,6 +75,9 @@ typedef struct ctx {
      * the inputs they round: TP_DTYPE_F32, or TP_DTYPE_BF16 inside test_bf16_activations,
      * which also selects the bf16act_ names and tolerances in compare_scaled(). */
     tp_dtype act;
+    /* backend-cuda: its channels-last pooling kernels must give its generic (NCHW) kernels'
+     * bits (pool_layouts_case). */
+    int pool_layouts_exact;
 } ctx;
 
 /* Operations a reduced precision computes on tensor cores, and the gradient checks through
@@ -133,7 +136,8 @@ static double round_bf16(double v)
 static double bf16_tolerance(const char *name, int *exact)
 {
     static const char *const exact_ops[] = { "relu_forward", "relu_backward", "maxpool_forward",
-                                             "subsample_pad_forward", "subsample_pad_backward" };
+                                             "subsample_pad_forward", "subsample_pad_backward",
+                                             "pool_nhwc_vs_nchw" };
     static const char *const f32_outputs[] = {
         "global_avgpool_forward", "batchnorm_running_mean", "batchnorm_running_var",
         "batchnorm_save_mean", "batchnorm_save_invstd", "batchnorm_relu_running_var",
@@ -825,6 +829,50 @@ static ref_pool random_pool(ctx *c, int i)
     return p;
 }
 
+/* The same pooling in both layouts, compared bit for bit (backend-cuda, pool_layouts_exact):
+ * channels-last with C a multiple of 8 takes the vectorised kernels, NCHW the generic ones,
+ * which must agree exactly (max pooling both ways; average pooling forward where both run
+ * on the own kernels, i.e. bf16 activations: f32 average pooling forward is cuDNN's). */
+static void pool_layouts_case(ctx *c, ref_pool p)
+{
+    if (!c->pool_layouts_exact || (!p.max && c->act != TP_DTYPE_BF16))
+        return;
+    char what[128];
+    snprintf(what, sizeof what, "%s N%d C%d %dx%d k%d s%d p%d", p.max ? "max" : "avg", p.N,
+             p.C, p.H, p.W, p.KH, p.SH, p.PH);
+    const int64_t nx = (int64_t)p.N * p.C * p.H * p.W, ny = (int64_t)p.N * p.C * p.OH * p.OW;
+    double *x = rand_act(c, nx, -1, 1), *dy = rand_act(c, ny, -1, 1);
+    double *y[2] = {zeros(ny), zeros(ny)}, *dx[2] = {zeros(nx), zeros(nx)};
+    tp_tensor tx[2], ty[2], tdy[2], tdx[2];
+    tp_pool_desc d = { p.max ? TP_POOL_MAX : TP_POOL_AVG, p.KH, p.KW, p.SH, p.SW, p.PH, p.PW };
+    for (int k = 0; k < 2; k++) {
+        tp_layout l = k ? TP_LAYOUT_NHWC : TP_LAYOUT_NCHW;
+        tx[k] = tdx[k] = a4(c, l, p.N, p.C, p.H, p.W);
+        ty[k] = tdy[k] = a4(c, l, p.N, p.C, p.OH, p.OW);
+    }
+    for (int k = 0; k < 2; k++) {
+        CALL(c, upload(c, &tx[k], x));
+        CALL(c, upload(c, &tdy[k], dy));
+        CALL(c, alloc_poisoned(c, &ty[k]));
+        CALL(c, alloc_poisoned(c, &tdx[k]));
+        CALL(c, c->ops->pool_forward(c->be, &d, &tx[k], &ty[k]));
+        CALL(c, download(c, &ty[k], y[k]));
+        if (p.max) {
+            CALL(c, c->ops->pool_backward(c->be, &d, &tx[k], &ty[k], &tdy[k], &tdx[k]));
+            CALL(c, download(c, &tdx[k], dx[k]));
+        }
+    }
+    compare(c, "pool_nhwc_vs_nchw", what, y[1], y[0], ny, 0.0);
+    if (p.max)
+        compare(c, "pool_nhwc_vs_nchw", what, dx[1], dx[0], nx, 0.0);
+out:
+    for (int k = 0; k < 2; k++) {
+        dev_free(c, &tx[k]), dev_free(c, &ty[k]), dev_free(c, &tdy[k]), dev_free(c, &tdx[k]);
+        free(y[k]), free(dx[k]);
+    }
+    free(x), free(dy);
+}
+
 /* A pooling geometry with output sizes filled in. */
 static ref_pool pool_geom(int max, int N, int C, int H, int W, int K, int S, int P)
 {
@@ -849,8 +897,10 @@ static void test_pool(ctx *c)
         pool_geom(0, 2, 16, 6, 6, 3, 1, 1),   pool_geom(1, 3, 12, 7, 7, 3, 2, 1),
         pool_geom(1, 2, 24, 5, 8, 3, 1, 1),
     };
-    for (size_t i = 0; i < sizeof nhwc / sizeof nhwc[0]; i++)
+    for (size_t i = 0; i < sizeof nhwc / sizeof nhwc[0]; i++) {
         pool_case(c, nhwc[i], TP_LAYOUT_NHWC);
+        pool_layouts_case(c, nhwc[i]);
+    }
 }
 
 /* ------------------------------------------------------------------ gap, linear, shortcut */
@@ -1916,8 +1966,10 @@ static void test_bf16_activations(ctx *c)
     p.OH = ref_out_size(p.H, p.KH, p.SH, p.PH, 1);
     p.OW = ref_out_size(p.W, p.KW, p.SW, p.PW, 1);
     pool_case(c, p, L);
+    pool_layouts_case(c, p);
     p.max = 0;
     pool_case(c, p, L);
+    pool_layouts_case(c, p);
 
     for (int i = 0; i < 4; i++) {
         int N = irand(c, 1, 4), C = irand(c, 1, 17), H = irand(c, 1, 9), W = irand(c, 1, 9);
@@ -1974,6 +2026,7 @@ int main(int argc, char **argv)
     memset(&c, 0, sizeof c);
     c.rng = 20240611;
     c.act = TP_DTYPE_F32;
+    c.pool_layouts_exact = !strcmp(name, "cuda");
 
     if (!find_plugin(name, path, sizeof path)) {
         printf("%s: backend-%s plugin not found (set TP_PLUGIN_DIR or TP_BUILDDIR)\n", argv[0],
