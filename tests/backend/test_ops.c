@@ -68,7 +68,7 @@ typedef struct ctx {
     void *be;
     uint64_t rng;
     int failures;
-    op_stat stats[128]; /* f32 rows, and the bf16act_ rows of a bf16 backend */
+    op_stat stats[256]; /* f32 rows, and the bf16act_ rows of a bf16 backend */
     int n_stats;
     double reduced_tol; /* > 0: the tolerance of tensor-core operations (see the top) */
     /* The dtype of the activation tensors the cases create (x, y, dy, dx; see a4()) and of
