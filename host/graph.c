@@ -1432,6 +1432,9 @@ static tp_status backward_node(graph *g, int j)
         if (a->op == OP_INPUT)
             return TP_OK; /* nobody needs the input's gradient */
         dx = grad_target(g, ia, &sv, &acc);
+        if (acc && !g->no_fusion && TP_BACKEND_HAS(OPS, conv_backward_data_add))
+            return OPS->conv_backward_data_add(BE, &d, dy, tensor_of(g, n->weight),
+                                               &a->grad); /* API 1.7: added in place */
         TRY(OPS->conv_backward_data(BE, &d, dy, tensor_of(g, n->weight), dx));
         return grad_commit(g, ia, dx, acc);
     }

@@ -532,6 +532,13 @@ static tp_status op_batchnorm_add_relu_train(void *self, const tp_bn_desc *d,
                                          running_var, save_mean, save_invstd));
 }
 
+static tp_status op_conv_backward_data_add(void *self, const tp_conv_desc *d,
+                                           const tp_tensor *dy, const tp_tensor *w,
+                                           tp_tensor *dx)
+{
+    LOCKED(cuda_conv_backward_data_add(b, d, dy, w, dx));
+}
+
 /* API 1.3: the cudaStream_t, for NCCL's gradient sums during backward (host/comm_nccl.c). */
 static void *op_native_stream(void *self, tp_stream stream)
 {
@@ -615,6 +622,7 @@ static const tp_backend_ops cuda_ops = {
     .sgd_update_group_dev = op_sgd_update_group_dev,
     .adam_update_group_dev = op_adam_update_group_dev,
     .batchnorm_add_relu_train = op_batchnorm_add_relu_train,
+    .conv_backward_data_add = op_conv_backward_data_add,
 };
 
 static const tp_component cuda_component = {

@@ -233,6 +233,9 @@ tp_status cuda_conv_backward_data(cuda_backend *b, const tp_conv_desc *d, const 
                                   const tp_tensor *w, tp_tensor *dx);
 tp_status cuda_conv_backward_filter(cuda_backend *b, const tp_conv_desc *d, const tp_tensor *x,
                                     const tp_tensor *dy, tp_tensor *dw, tp_tensor *dbias);
+/* API 1.7: dx += conv_backward_data(dy, w) (cuDNN's beta = 1). */
+tp_status cuda_conv_backward_data_add(cuda_backend *b, const tp_conv_desc *d,
+                                      const tp_tensor *dy, const tp_tensor *w, tp_tensor *dx);
 
 tp_status cuda_batchnorm_train(cuda_backend *b, const tp_bn_desc *d, const tp_tensor *x,
                                const tp_tensor *gamma, const tp_tensor *beta, tp_tensor *y,

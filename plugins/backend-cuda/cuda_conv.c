@@ -366,13 +366,13 @@ done:
     return st;
 }
 
-/* Backward-data in layout L. */
+/* Backward-data in layout L; with `accumulate` (API 1.7) added into dx (cuDNN's beta = 1). */
 static tp_status backward_data_in(cuda_backend *b, const tp_conv_desc *d, cuda_algo_key key,
                                   tp_layout L, const tp_tensor *dy, const tp_tensor *w,
-                                  tp_tensor *dx)
+                                  tp_tensor *dx, int accumulate)
 {
     const tp_tensor *orig[3] = {dx, w, dy};
-    const int load[3] = {0, 1, 1}, store[3] = {1, 0, 0};
+    const int load[3] = {accumulate, 1, 1}, store[3] = {1, 0, 0};
     tp_tensor v[3];
     int have[3] = {0, 0, 0};
     conv_descs cd = {0};
@@ -389,10 +389,10 @@ static tp_status backward_data_in(cuda_backend *b, const tp_conv_desc *d, cuda_a
         (st = select_algo(b, CUDA_CONV_BWD_DATA, &key, &cd, &algo)) ||
         (st = cuda_workspace(b, algo.workspace, &ws)))
         goto done;
-    const float one = 1.0f, zero = 0.0f;
+    const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     st = CUDA_DNN(cudnnConvolutionBackwardData(b->cudnn, &one, cd.w, v[1].data, cd.y, v[2].data,
                                                cd.conv, (cudnnConvolutionBwdDataAlgo_t)algo.algo,
-                                               ws, algo.workspace, &zero, cd.x, v[0].data));
+                                               ws, algo.workspace, &beta, cd.x, v[0].data));
 done:
     st = end_views(b, st, v, orig, store, have, 3);
     descs_free(&cd);
@@ -469,16 +469,42 @@ tp_status cuda_conv_forward(cuda_backend *b, const tp_conv_desc *d, const tp_ten
     return st;
 }
 
-tp_status cuda_conv_backward_data(cuda_backend *b, const tp_conv_desc *d, const tp_tensor *dy,
-                                  const tp_tensor *w, tp_tensor *dx)
+static tp_status backward_data(cuda_backend *b, const tp_conv_desc *d, const tp_tensor *dy,
+                               const tp_tensor *w, tp_tensor *dx, int accumulate)
 {
     cuda_algo_key key;
     tp_status st = check_shapes(b, CUDA_CONV_BWD_DATA, d, dx, "dx", w, "w", dy, "dy", &key);
     if (st)
         return st;
-    st = backward_data_in(b, d, key, dx->layout, dy, w, dx);
+    st = backward_data_in(b, d, key, dx->layout, dy, w, dx, accumulate);
     if (st == TP_ERR_UNSUPPORTED)
-        st = backward_data_in(b, d, key, other_layout(dx->layout), dy, w, dx);
+        st = backward_data_in(b, d, key, other_layout(dx->layout), dy, w, dx, accumulate);
+    return st;
+}
+
+tp_status cuda_conv_backward_data(cuda_backend *b, const tp_conv_desc *d, const tp_tensor *dy,
+                                  const tp_tensor *w, tp_tensor *dx)
+{
+    return backward_data(b, d, dy, w, dx, 0);
+}
+
+tp_status cuda_conv_backward_data_add(cuda_backend *b, const tp_conv_desc *d,
+                                      const tp_tensor *dy, const tp_tensor *w, tp_tensor *dx)
+{
+    tp_status st = backward_data(b, d, dy, w, dx, 1);
+    if (st != TP_ERR_LIBRARY)
+        return st;
+    /* cuDNN refused to blend (beta = 1) with the algorithm it chose: the result into a
+     * stream-ordered temporary, then an addition. */
+    tp_tensor t = *dx;
+    if ((st = cuda_temp_alloc(b, b->compute, tp_tensor_bytes(dx), "conv_backward_data_add",
+                              "a smaller batch size", &t.data)))
+        return st;
+    st = cuda_conv_backward_data(b, d, dy, w, &t);
+    if (!st)
+        st = CUDA_RT(ck_add((int)dx->dtype, dx->data, t.data, dx->data, tp_tensor_count(dx),
+                            b->compute));
+    cudaFreeAsync(t.data, b->compute);
     return st;
 }
 

@@ -341,7 +341,13 @@ typedef struct tp_backend_ops {
                                           tp_tensor *running_mean, tp_tensor *running_var,
                                           tp_tensor *save_mean, tp_tensor *save_invstd);
 
-    void *reserved[2];
+    /* API 1.7, optional: conv_backward_data added into dx instead of written over it,
+     * dx += conv_backward_data(dy, w), for a tensor whose gradient has another contribution
+     * already (a residual block's input); spares the graph a temporary and an addition. */
+    tp_status (*conv_backward_data_add)(void *self, const tp_conv_desc *d, const tp_tensor *dy,
+                                        const tp_tensor *w, tp_tensor *dx);
+
+    void *reserved[1];
 } tp_backend_ops;
 
 /* True when ops (of a backend built against any API minor) offers operation `op`: its

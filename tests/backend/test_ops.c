@@ -428,8 +428,9 @@ static void conv_case(ctx *c, ref_conv s, int with_bias, tp_layout lx, tp_layout
     double *y = zeros(ny), *dx = zeros(nx), *dw = zeros(nw), *db = zeros(s.O);
     tp_tensor tx = a4(c, lx, s.N, s.C, s.H, s.W), tw = t4(TP_LAYOUT_NCHW, s.O, s.C, s.KH, s.KW);
     tp_tensor tb = t1(s.O), ty = a4(c, ly, s.N, s.O, s.OH, s.OW), tdy = ty;
-    tp_tensor tdx = tx, tdw = tw, tdb = tb;
-    tdy.data = tdx.data = tdw.data = tdb.data = NULL;
+    tp_tensor tdx = tx, tdw = tw, tdb = tb, tdx_add = tx;
+    tdy.data = tdx.data = tdw.data = tdb.data = tdx_add.data = NULL;
+    double *prior = NULL;
     tp_conv_desc d = { s.stride_h, s.stride_w, s.pad_h, s.pad_w, s.dil_h, s.dil_w };
 
     ref_conv_forward(&s, x, w, with_bias ? b : NULL, y);
@@ -451,6 +452,16 @@ static void conv_case(ctx *c, ref_conv s, int with_bias, tp_layout lx, tp_layout
     }
     CALL(c, c->ops->conv_backward_data(c->be, &d, &tdy, &tw, &tdx));
     CALL(c, check(c, "conv_backward_data", what, &tdx, dx));
+    if (c->ops->conv_backward_data_add) { /* API 1.7: dx += the same, onto a prior value */
+        prior = rand_act(c, nx, -1, 1);
+        tdx_add = tx;
+        tdx_add.data = NULL;
+        CALL(c, upload(c, &tdx_add, prior));
+        for (int64_t i = 0; i < nx; i++)
+            prior[i] += dx[i];
+        CALL(c, c->ops->conv_backward_data_add(c->be, &d, &tdy, &tw, &tdx_add));
+        CALL(c, check(c, "conv_backward_data_add", what, &tdx_add, prior));
+    }
     CALL(c, c->ops->conv_backward_filter(c->be, &d, &tx, &tdy, &tdw, with_bias ? &tdb : NULL));
     CALL(c, check(c, "conv_backward_filter", what, &tdw, dw));
     if (with_bias)
@@ -458,7 +469,8 @@ static void conv_case(ctx *c, ref_conv s, int with_bias, tp_layout lx, tp_layout
 out:
     dev_free(c, &tx), dev_free(c, &tw), dev_free(c, &tb), dev_free(c, &ty);
     dev_free(c, &tdy), dev_free(c, &tdx), dev_free(c, &tdw), dev_free(c, &tdb);
-    free(x), free(w), free(b), free(dy), free(y), free(dx), free(dw), free(db);
+    dev_free(c, &tdx_add);
+    free(x), free(w), free(b), free(dy), free(y), free(dx), free(dw), free(db), free(prior);
 }
 
 /* The geometry of test_conv's case i. */

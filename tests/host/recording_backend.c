@@ -532,6 +532,7 @@ tp_backend recording_backend(tp_backend inner)
         inner.ops->batchnorm_add_relu_train ? w_bn_add_relu_train : NULL;
     /* Operations this double does not record would run at once while recording: hide
      * them, so the callers take their other paths. */
+    o->conv_backward_data_add = NULL;
     o->sgd_update_dev = NULL;
     o->adam_update_dev = NULL;
     o->sgd_update_group_dev = NULL;

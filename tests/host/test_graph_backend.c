@@ -1005,6 +1005,23 @@ static tp_status nv_adam_update(void *self, tp_tensor *p, const tp_tensor *g, tp
                                         eps, wd, decoupled, step));
 }
 
+/* API 1.7: backward-data into a temporary, then the addition, as the graph does without it. */
+static tp_status nv_conv_backward_data_add(void *self, const tp_conv_desc *d,
+                                           const tp_tensor *dy, const tp_tensor *w,
+                                           tp_tensor *dx)
+{
+    tp_tensor t = *dx;
+    t.data = NULL;
+    tp_status st = nv_alloc(self, &t, "conv_backward_data_add temporary");
+    if (st)
+        return st;
+    st = nv_conv_backward_data(self, d, dy, w, &t);
+    if (!st)
+        st = nv_add(self, dx, &t, dx);
+    nv_free(self, &t);
+    return st;
+}
+
 /* API 1.7, composed of the two plain operations (each rounding its output as it does), so
  * the fused plan stays bit for bit the unfused one. */
 static tp_status nv_bn_add_relu_train(void *self, const tp_bn_desc *d, const tp_tensor *x,
@@ -1056,6 +1073,7 @@ static const tp_backend_ops naive_ops_fused = {
     .batchnorm_relu_train = nv_bn_relu_train,
     .batchnorm_relu_backward = nv_bn_relu_backward,
     .batchnorm_add_relu_train = nv_bn_add_relu_train,
+    .conv_backward_data_add = nv_conv_backward_data_add,
 };
 
 static tp_backend_ops naive_ops_plain;
@@ -1073,6 +1091,7 @@ static const tp_backend_ops *naive_ops(int fused)
     naive_ops_plain.batchnorm_relu_train = NULL;
     naive_ops_plain.batchnorm_relu_backward = NULL;
     naive_ops_plain.batchnorm_add_relu_train = NULL;
+    naive_ops_plain.conv_backward_data_add = NULL;
     return &naive_ops_plain;
 }
 
