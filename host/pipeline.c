@@ -63,6 +63,10 @@ static const tp_param_def settings_params[] = {
                       "record forward, loss and backward of a full batch once and replay the "
                       "recording every step (a CUDA graph on backend-cuda; same results); "
                       "auto: where the backend can record"),
+    TP_PARAM_DEF_BOOL(PS, overlap_steps, "overlap_steps", "true",
+                      "queue the next training step before reading this step's loss where "
+                      "nothing needs the host in between (same results; false: read every "
+                      "loss before the next step)"),
     TP_PARAM_DEF_BOOL(PS, fuse_layers, "fuse_layers", "true",
                       "compute a ReLU inside the batch norm or addition before it when the "
                       "backend can (same results; false runs every layer on its own)"),

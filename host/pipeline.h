@@ -40,6 +40,7 @@ typedef struct pipeline_settings {
     int fuse_layers;                /* ReLUs folded into batch norms and additions */
     int overlap_allreduce;          /* gradient buckets reduced during backward */
     int capture_step;               /* CAPTURE_STEP_*: record the step once, replay it */
+    int overlap_steps;              /* queue step n+1 before reading step n's loss */
 } pipeline_settings;
 
 /* [pipeline] capture_step, in the order of its choices. */

@@ -32,6 +32,13 @@
 #define BEST_CHECKPOINT "best.ckpt"
 #define TRAINER_PATH_MAX 4096
 
+/* Values per read-back, and the read-back slots: two for training steps (a step's slot is
+ * its number's parity, so an overlapped step never lands on the one in flight before it),
+ * one for read_scalars. */
+#define READBACK_MAX 4
+#define READBACK_SLOTS 3
+#define READBACK_NOW 2
+
 typedef struct logger_slot {
     const pipeline_stage *stage;
     const tp_logger_ops *ops;
@@ -123,9 +130,17 @@ typedef struct trainer {
      * step, and the update is gated on the device (enqueue_step_and_update). */
     int device_update;
     tp_tensor opt_scalars, opt_scalars_host;
-    /* read_scalars: page-locked landing place and the event the host waits on. */
+    /* [pipeline] overlap_steps, where it applies (setup_device_update): step n+1 is
+     * queued before step n's loss is read. The update is then gated on overlap_gate = this
+     * step's loss + the previous step's (prev_loss), so a step queued behind a non-finite
+     * loss skips its update too and the run stops with the weights from before it. */
+    int overlap;
+    tp_tensor overlap_gate, prev_loss;
+    int64_t overlapped_steps;
+    /* Scalar read-backs: page-locked landing places and the events the host waits on, one
+     * per slot (READBACK_SLOTS). */
     tp_tensor readback;
-    tp_event *readback_ready;
+    tp_event *readback_ready[READBACK_SLOTS];
 } trainer;
 
 static int saved_argc;
@@ -299,41 +314,53 @@ static tp_status bind_batch(trainer *t, int batch)
     return TP_OK;
 }
 
-#define READBACK_MAX 4
-
-/* Copies n one-value device tensors to out and waits for them. The values land in
- * page-locked memory and the host waits on an event: a copy into ordinary memory would
- * make the backend call itself wait for the GPU (cudaMemcpyAsync to pageable memory is
- * synchronous), holding the backend while it does, so the loader's device thread could not
- * queue the next batch until the whole step had run. */
-static tp_status read_scalars(trainer *t, const tp_tensor *const *dev, float *out, int n)
+/* Queues the copy of n one-value device tensors into read-back slot `slot` and records its
+ * event. The values land in page-locked memory and the host waits on an event: a copy into
+ * ordinary memory would make the backend call itself wait for the GPU (cudaMemcpyAsync to
+ * pageable memory is synchronous), holding the backend while it does, so the loader's
+ * device thread could not queue the next batch until the whole step had run. */
+static tp_status readback_queue(trainer *t, int slot, const tp_tensor *const *dev, int n)
 {
     const tp_backend_ops *ops = t->backend.ops;
     void *be = t->backend.self;
     tp_status st;
     if (!t->readback.data) {
-        t->readback = tp_tensor_2d(TP_DTYPE_F32, READBACK_MAX, 0);
+        t->readback = tp_tensor_2d(TP_DTYPE_F32, READBACK_SLOTS * READBACK_MAX, 0);
         t->readback.device = TP_DEVICE_PINNED;
         if ((st = ops->alloc(be, &t->readback, "scalar read-back")))
             return st;
-        if ((st = ops->event_create(be, &t->readback_ready)))
-            return st;
+        for (int i = 0; i < READBACK_SLOTS; i++)
+            if ((st = ops->event_create(be, &t->readback_ready[i])))
+                return st;
     }
     if (n > READBACK_MAX)
         return services_fail(TP_ERR_INVALID, "read_scalars: %d values, at most %d", n,
                              READBACK_MAX);
+    float *landing = (float *)t->readback.data + slot * READBACK_MAX;
     for (int i = 0; i < n; i++) {
         tp_tensor h = *dev[i];
         h.device = TP_DEVICE_PINNED;
-        h.data = (float *)t->readback.data + i;
+        h.data = landing + i;
         if ((st = ops->copy(be, &h, dev[i], TP_STREAM_COMPUTE)))
             return st;
     }
-    if ((st = ops->event_record(be, t->readback_ready, TP_STREAM_COMPUTE)) ||
-        (st = ops->event_sync(be, t->readback_ready)))
-        return st;
-    memcpy(out, t->readback.data, (size_t)n * sizeof *out);
-    return TP_OK;
+    return ops->event_record(be, t->readback_ready[slot], TP_STREAM_COMPUTE);
+}
+
+/* Waits for the read-back queued in `slot` and copies its n values to out. */
+static tp_status readback_wait(trainer *t, int slot, float *out, int n)
+{
+    tp_status st = t->backend.ops->event_sync(t->backend.self, t->readback_ready[slot]);
+    if (!st)
+        memcpy(out, (float *)t->readback.data + slot * READBACK_MAX, (size_t)n * sizeof *out);
+    return st;
+}
+
+/* Copies n one-value device tensors to out and waits for them. */
+static tp_status read_scalars(trainer *t, const tp_tensor *const *dev, float *out, int n)
+{
+    tp_status st = readback_queue(t, READBACK_NOW, dev, n);
+    return st ? st : readback_wait(t, READBACK_NOW, out, n);
 }
 
 static void trainer_release(trainer *t)
@@ -357,10 +384,15 @@ static void trainer_release(trainer *t)
             t->backend.ops->free(t->backend.self, &t->opt_scalars);
         if (t->opt_scalars_host.data)
             t->backend.ops->free(t->backend.self, &t->opt_scalars_host);
+        if (t->overlap_gate.data)
+            t->backend.ops->free(t->backend.self, &t->overlap_gate);
+        if (t->prev_loss.data)
+            t->backend.ops->free(t->backend.self, &t->prev_loss);
         if (t->readback.data)
             t->backend.ops->free(t->backend.self, &t->readback);
-        if (t->readback_ready)
-            t->backend.ops->event_destroy(t->backend.self, t->readback_ready);
+        for (int i = 0; i < READBACK_SLOTS; i++)
+            if (t->readback_ready[i])
+                t->backend.ops->event_destroy(t->backend.self, t->readback_ready[i]);
     }
     step_capture_free(t->capture); /* before the graph whose buffers it recorded */
     t->capture = NULL;
@@ -1214,10 +1246,12 @@ static void log_data_wait(trainer *t, double training_seconds)
              t->data_wait_for_samples, t->data_wait - t->data_wait_for_samples,
              ds.device_batches ? 1e3 * ds.device_seconds / (double)ds.device_batches : 0.0,
              (long long)ds.device_batches);
-    if (t->between_count > 0)
-        LOG_INFO("between steps: %.3f ms a step on the host from reading a step's loss to "
-                 "queuing the next (data wait left out; a GPU has nothing queued then)",
-                 1e3 * t->between_steps / (double)t->between_count);
+    if (t->between_count > 0 || t->overlapped_steps > 0)
+        LOG_INFO("between steps: %lld steps queued while the step before them was in flight "
+                 "(overlap_steps); %lld waited for it, %.3f ms a step on the host from reading "
+                 "its loss to queuing the next (data wait left out; a GPU has nothing queued "
+                 "then)", (long long)t->overlapped_steps, (long long)t->between_count,
+                 t->between_count ? 1e3 * t->between_steps / (double)t->between_count : 0.0);
 }
 
 /* Counters of one logging interval. */
@@ -1409,16 +1443,48 @@ static tp_status enqueue_step_and_update(void *ctx, const tp_tensor *images,
                                          const tp_tensor *labels)
 {
     trainer *t = ctx;
+    const tp_backend_ops *ops = t->backend.ops;
+    void *be = t->backend.self;
     tp_status st = enqueue_step(t, images, labels);
     const tp_tensor *gate = &t->loss;
     if (!st && t->scaling) {
         if (!(st = queue_gradient_check(t)))
-            st = t->backend.ops->axpby(t->backend.self, 1.0, &t->loss, 1.0, &t->grad_sumsq);
+            st = ops->axpby(be, 1.0, &t->loss, 1.0, &t->grad_sumsq);
         if (!st)
             st = queue_unscale(t);
         gate = &t->grad_sumsq;
+    } else if (!st && t->overlap) {
+        /* overlap_gate = loss + prev_loss, then prev_loss = loss: a step queued before the
+         * host saw the previous loss skips its update if that loss was not finite */
+        if (!(st = ops->copy(be, &t->overlap_gate, &t->loss, TP_STREAM_COMPUTE)) &&
+            !(st = ops->axpby(be, 1.0, &t->prev_loss, 1.0, &t->overlap_gate)))
+            st = ops->copy(be, &t->prev_loss, &t->loss, TP_STREAM_COMPUTE);
+        gate = &t->overlap_gate;
     }
     return st ? st : t->optim_ops->step_device(t->optim, &t->opt_scalars, gate);
+}
+
+/* [pipeline] overlap_steps: where the update is queued with the step (so one rank), without
+ * loss scaling (the next step's recording holds a loss scale the host has not decided yet)
+ * and with a ring deep enough to hold two batches. */
+static tp_status setup_overlap(trainer *t)
+{
+    if (!t->s->overlap_steps || t->scaling || t->s->prefetch < 3)
+        return TP_OK;
+    const tp_backend_ops *ops = t->backend.ops;
+    void *be = t->backend.self;
+    t->overlap_gate = t->prev_loss = tp_tensor_2d(TP_DTYPE_F32, 1, 0);
+    tp_status st = ops->alloc(be, &t->overlap_gate, "update gate");
+    if (!st)
+        st = ops->alloc(be, &t->prev_loss, "previous loss");
+    if (!st)
+        st = ops->fill(be, &t->prev_loss, 0.0);
+    if (!st) {
+        t->overlap = 1;
+        host()->log(host(), TP_LOG_DEBUG, "train",
+                    "overlap_steps: a step is queued before the previous step's loss is read");
+    }
+    return st;
 }
 
 /* Whether the update is queued with the step: one rank (a NaN on any rank must stop every
@@ -1437,7 +1503,9 @@ static tp_status setup_device_update(trainer *t)
         return TP_OK;
     const tp_backend_ops *ops = t->backend.ops;
     t->opt_scalars = tp_tensor_2d(TP_DTYPE_F32, TP_OPTIM_MAX_SCALARS, 0);
-    t->opt_scalars_host = t->opt_scalars;
+    /* two staging halves, by the step number's parity: an overlapped step writes its
+     * numbers while the copy of the step before it may still be queued */
+    t->opt_scalars_host = tp_tensor_2d(TP_DTYPE_F32, 2 * TP_OPTIM_MAX_SCALARS, 0);
     t->opt_scalars_host.device = TP_DEVICE_PINNED;
     tp_status st = ops->alloc(t->backend.self, &t->opt_scalars, "optimizer step scalars");
     if (!st)
@@ -1454,24 +1522,28 @@ static tp_status setup_device_update(trainer *t)
                      "learning rate read on the device, skipped there on a non-finite %s)",
                      t->scaling ? "loss or gradient" : "loss");
     }
+    if (!st)
+        st = setup_overlap(t);
     return st;
 }
 
-/* Writes this step's optimizer numbers and queues their copy to the device, ahead of the
- * step that reads them (the copy is ordered on the compute stream; the host has waited for
- * the previous step's loss, and so for its copy, before rewriting the pinned buffer). */
-static tp_status stage_optimizer_scalars(trainer *t, double lr)
+/* Writes the optimizer numbers of the step after `steps_before` steps into staging half
+ * `half` and queues their copy to the device, ahead of the step that reads them (the copy
+ * is ordered on the compute stream). The host has waited for the loss of the step two
+ * before, and so for that step's copy from the same half, before rewriting it. */
+static tp_status stage_optimizer_scalars(trainer *t, double lr, int64_t steps_before, int half)
 {
-    float *h = t->opt_scalars_host.data;
-    int n = t->optim_ops->device_scalars(t->optim, lr, t->pos.step + 1, h);
+    tp_tensor src = t->opt_scalars;
+    src.device = TP_DEVICE_PINNED;
+    src.data = (float *)t->opt_scalars_host.data + half * TP_OPTIM_MAX_SCALARS;
+    int n = t->optim_ops->device_scalars(t->optim, lr, steps_before + 1, src.data);
     if (n <= 0 || n > TP_OPTIM_MAX_SCALARS)
         return services_fail(TP_ERR_INVALID,
                              "optimizer %s: device_scalars gave %d values at step %lld (1..%d "
                              "expected)",
                              t->p.optimizer.entry->component->name, n,
-                             (long long)t->pos.step + 1, TP_OPTIM_MAX_SCALARS);
-    return t->backend.ops->copy(t->backend.self, &t->opt_scalars, &t->opt_scalars_host,
-                                TP_STREAM_COMPUTE);
+                             (long long)steps_before + 1, TP_OPTIM_MAX_SCALARS);
+    return t->backend.ops->copy(t->backend.self, &t->opt_scalars, &src, TP_STREAM_COMPUTE);
 }
 
 /* [pipeline] capture_step: records the step where nothing in it needs the host (no
@@ -1504,10 +1576,13 @@ static tp_status make_step_capture(trainer *t)
     return st;
 }
 
-/* A non-finite loss: keep what came before it and stop. */
-static tp_status stop_on_nonfinite(trainer *t, double loss, const dataloader_batch *b)
+/* A non-finite loss: keep what came before it and stop. With overlapped steps the gate can
+ * also be non-finite with a finite loss: the loss plus the previous one overflowed; and
+ * the next step may be queued already (next_queued), its update gated on this loss too. */
+static tp_status stop_on_nonfinite(trainer *t, double loss, const dataloader_batch *b,
+                                   int next_queued)
 {
-    char saved[TRAINER_PATH_MAX + 64] = "";
+    char saved[TRAINER_PATH_MAX + 64] = "", what[64];
     tp_status st = save_checkpoint(t, 0, "state before the non-finite loss");
     if (!st)
         snprintf(saved, sizeof saved, "; the weights before it are in %s/step-%08" PRId64
@@ -1515,11 +1590,297 @@ static tp_status stop_on_nonfinite(trainer *t, double loss, const dataloader_bat
     else
         snprintf(saved, sizeof saved, "; saving the state before it failed too: %s",
                  services_last_error());
+    if (isfinite(loss))
+        snprintf(what, sizeof what, "%g, too large to add to the previous one", loss);
+    else
+        snprintf(what, sizeof what, "%s", isnan(loss) ? "NaN" : "infinite");
     return services_fail(TP_ERR_INVALID, "step %lld (epoch %lld, batch at position %lld): the "
-                         "training loss is %s, stopping before the update%s (lower the learning "
-                         "rate or check the data, then --resume that file)",
+                         "training loss is %s, stopping before the update%s%s (lower the "
+                         "learning rate or check the data, then --resume that file)",
                          (long long)t->pos.step + 1, (long long)b->epoch + 1,
-                         (long long)b->position_end, isnan(loss) ? "NaN" : "infinite", saved);
+                         (long long)b->position_end, what,
+                         next_queued ? " (the next step, already queued, skipped its update "
+                                       "too)" : "", saved);
+}
+
+/* A training step queued on the backend whose loss the host has not read yet. */
+typedef struct queued_step {
+    int active;
+    dataloader_batch b;
+    double lr;
+    int slot;      /* read-back slot and staging half: the step number's parity */
+    int n_scalars; /* read back: loss, top-1 count and, with loss scaling or overlap, the gate */
+} queued_step;
+
+/* The training loop's state besides the trainer's position. */
+typedef struct train_run {
+    interval iv;
+    double run_start, epoch_start, lr, side_total;
+    double gap_start, gap_excluded; /* see trainer.between_steps */
+    int64_t last_eval, last_ckpt, steps_this_run;
+    queued_step pending; /* overlap_steps: the step queued before the one being queued */
+    int next_queued;     /* finish_step: the step after the one finished is queued */
+} train_run;
+
+/* The position after a step on batch b, from the position before it. */
+static void advance_position(position *p, const dataloader_batch *b)
+{
+    if (b->epoch != p->epoch)
+        p->batches_in_epoch = 0;
+    p->step++;
+    p->epoch = b->epoch;
+    p->epoch_position = b->position_end;
+    p->batches_in_epoch++;
+}
+
+/* Whether the host has work after a step that needs the weights as that step leaves them,
+ * so the next step must not be queued before it is finished: the last step, the end of an
+ * epoch, an evaluation, a checkpoint or histograms. `after` is the position after it. */
+static int step_needs_host_after(const trainer *t, const dataloader_batch *b,
+                                 const position *after)
+{
+    const int64_t step = after->step;
+    if (step >= t->total_steps || b->position_end >= t->shard ||
+        after->batches_in_epoch >= t->steps_per_epoch)
+        return 1;
+    if (t->val.stage && t->s->eval_every_steps > 0 && step % t->s->eval_every_steps == 0)
+        return 1;
+    if (t->p.checkpoint->every_steps > 0 && step % t->p.checkpoint->every_steps == 0)
+        return 1;
+    if (step % t->s->log_every_steps == 0)
+        for (size_t i = 0; i < t->n_loggers; i++) {
+            const logger_slot *l = &t->loggers[i];
+            if (!l->detached && l->ops->wants && l->ops->histogram &&
+                l->ops->wants(l->self, TP_LOG_HISTOGRAMS, step))
+                return 1;
+        }
+    return 0;
+}
+
+/* Queues the training step on batch b: learning rate, optimizer numbers, forward,
+ * backward, the update when it runs on the device, and the read-back of the loss. Called
+ * with the step before it possibly still pending (overlap_steps). */
+static tp_status queue_step(trainer *t, train_run *r, const dataloader_batch *b,
+                            queued_step *q)
+{
+    const int64_t steps_before = t->pos.step + (r->pending.active ? 1 : 0);
+    tp_schedule_pos sp = { .size = sizeof sp, .step = steps_before,
+                           .total_steps = t->total_steps,
+                           .steps_per_epoch = t->steps_per_epoch };
+    *q = (queued_step){ .b = *b, .slot = (int)(steps_before & 1) };
+    q->lr = t->optim_ops->base_lr(t->optim) * t->sched_ops->factor(t->sched, &sp) *
+            (t->s->lr_scaling == 1 ? (double)t->world : 1.0);
+    if (r->pending.active) {
+        t->overlapped_steps++;
+    } else if (r->gap_start > 0) {
+        t->between_steps += services_monotonic_seconds() - r->gap_start - r->gap_excluded -
+                            b->wait_seconds;
+        t->between_count++;
+    }
+    /* Backward is queued before the loss is read, so a GPU is not left idle while the
+     * host waits for the loss and then issues the backward pass. A non-finite loss still
+     * stops the run before the update: only gradients exist by then (or the update was
+     * skipped on the device). Full batches replay the recording; with device_update it
+     * holds the update too. */
+    const int recorded = t->capture && b->count == t->s->batch_size;
+    const int updated_on_device = t->device_update;
+    step_capture_fn fn = updated_on_device ? enqueue_step_and_update : enqueue_step;
+    tp_status st = bind_batch(t, (int)b->count);
+    if (!st && updated_on_device)
+        st = stage_optimizer_scalars(t, q->lr, steps_before, q->slot);
+    if (!st)
+        st = recorded ? step_capture_run(t->capture, &b->images, &b->labels,
+                                         loss_gradient_scale(t), fn, t)
+                      : fn(t, &b->images, &b->labels);
+    /* with the update queued: its gate too (loss + gradients, or loss + previous loss) */
+    const tp_tensor *dev[] = { &t->loss, &t->correct,
+                               t->scaling ? &t->grad_sumsq : &t->overlap_gate };
+    q->n_scalars = updated_on_device && (t->scaling || t->overlap) ? 3 : 2;
+    if (!st)
+        st = readback_queue(t, q->slot, dev, q->n_scalars);
+    q->active = !st;
+    return st;
+}
+
+/* Everything after a step's loss is back: the checks, the update when the host makes it,
+ * the bookkeeping and logging, and the evaluations and checkpoints that are due. */
+static tp_status finish_step(trainer *t, train_run *r, queued_step *q)
+{
+    q->active = 0;
+    dataloader_batch *b = &q->b;
+    float h[READBACK_MAX] = { 0 };
+    tp_status st = readback_wait(t, q->slot, h, q->n_scalars);
+    r->gap_start = services_monotonic_seconds();
+    r->lr = q->lr;
+    double count = (double)b->count;
+    if (!st && t->world > 1) {
+        /* The job's mean loss and correct count (a NaN anywhere stops every rank). */
+        double sums[4] = { h[0] * count, h[1], count, services_interrupted() ? 1 : 0 };
+        if (!(st = comm_allreduce_host(t->comm, sums, 4))) {
+            h[0] = (float)(sums[0] / sums[2]);
+            h[1] = (float)sums[1];
+            count = sums[2];
+            t->stop_requested = sums[3] > 0;
+        }
+    }
+    if (!st && (!isfinite(h[0]) || (t->device_update && t->overlap && !isfinite(h[2]))))
+        st = stop_on_nonfinite(t, h[0], b, r->next_queued);
+    int finite = 1;
+    if (!st)
+        st = comm_reducer_finish(t->reducer);
+    if (!st && t->scaling && t->device_update)
+        finite = isfinite(h[2]); /* the device already skipped the update if not */
+    else if (!st && t->scaling)
+        st = unscale_gradients(t, &finite);
+    if (!st && finite) {
+        if (!t->device_update)
+            st = t->optim_ops->step(t->optim, q->lr, t->pos.step + 1);
+        if (t->scaling && ++t->scale_good_steps >= t->s->loss_scale_interval) {
+            t->loss_scale *= 2;
+            t->scale_good_steps = 0;
+        }
+    } else if (!st) {
+        /* fp16 overflow: this update is skipped (the step still counts). */
+        t->loss_scale = fmax(t->loss_scale / 2, 1.0);
+        t->scale_good_steps = 0;
+        LOG_INFO("step %lld: gradients overflowed; update skipped, loss scale now %g",
+                 (long long)t->pos.step + 1, t->loss_scale);
+    }
+    if (!st)
+        st = loggers_images(t, b, t->pos.step + 1);
+    tp_status rst = dataloader_release(t->loader, b);
+    if (!st)
+        st = rst;
+    if (st)
+        return st;
+
+    advance_position(&t->pos, b);
+    r->steps_this_run++;
+    const double last_loss = h[0], last_error = 1.0 - (double)h[1] / count;
+    interval *iv = &r->iv;
+    iv->wait += b->wait_seconds;
+    iv->loss_sum += (double)h[0] * count;
+    iv->correct += h[1];
+    iv->samples += (int64_t)count;
+    t->epoch_images += count;
+    iv->steps++;
+
+    double now = services_monotonic_seconds();
+    tp_progress pr = { .size = sizeof pr, .step = t->pos.step, .total_steps = t->total_steps,
+                       .epoch = b->epoch + 1, .total_epochs = t->total_epochs,
+                       .seconds_elapsed = now - r->run_start,
+                       .images_per_sec = (double)iv->samples / fmax(now - iv->start, 1e-9),
+                       .loss = last_loss, .error_top1 = last_error, .learning_rate = q->lr };
+    if ((st = loggers_progress(t, &pr)))
+        return st;
+    if (t->pos.step % t->s->log_every_steps == 0 && (st = log_interval(t, iv, q->lr)))
+        return st;
+
+    /* Evaluations and checkpoints below are not training time: keep them out of the
+     * interval's images/s and the epoch's duration. */
+    const double side_start = services_monotonic_seconds();
+    int epoch_done = b->position_end >= t->shard ||
+                     t->pos.batches_in_epoch >= t->steps_per_epoch;
+    if (epoch_done && t->pos.epochs_closed <= b->epoch) {
+        if (iv->steps && (st = log_interval(t, iv, q->lr)))
+            return st;
+        if ((st = close_epoch(t, b->epoch, now - r->epoch_start, &r->last_eval, &r->last_ckpt)))
+            return st;
+        r->epoch_start = services_monotonic_seconds();
+    }
+    if (t->val.stage && t->s->eval_every_steps > 0 &&
+        t->pos.step % t->s->eval_every_steps == 0 && r->last_eval != t->pos.step) {
+        int improved;
+        if ((st = eval_and_log(t, &improved)))
+            return st;
+        r->last_eval = t->pos.step;
+        if (improved && t->p.checkpoint->keep_best &&
+            (st = save_checkpoint(t, 1, "best validation error")))
+            return st;
+        if (improved)
+            r->last_ckpt = t->pos.step;
+    }
+    if (t->p.checkpoint->every_steps > 0 && t->pos.step % t->p.checkpoint->every_steps == 0 &&
+        r->last_ckpt != t->pos.step) {
+        if ((st = save_checkpoint(t, 0, "periodic")))
+            return st;
+        r->last_ckpt = t->pos.step;
+    }
+    const double side = services_monotonic_seconds() - side_start;
+    r->side_total += side;
+    r->gap_excluded = side;
+    iv->start += side;
+    if (!epoch_done)
+        r->epoch_start += side;
+    return TP_OK;
+}
+
+/* The steps: each batch is queued as a step, and with overlap_steps the step before it is
+ * finished only then, unless the host has work after it (step_needs_host_after) or the
+ * batch needs the host first (a new epoch, another batch size). */
+static tp_status train_steps(trainer *t, train_run *r)
+{
+    queued_step *pending = &r->pending;
+    tp_status st;
+    while (t->loader) {
+        /* Alone, a signal stops at once; in a job, every rank stops at the same step (the
+         * flags are summed with the step's metrics). A step in flight is finished first,
+         * so the checkpoint written for the signal holds it. */
+        if (t->world > 1 ? t->stop_requested : services_interrupted()) {
+            st = pending->active ? finish_step(t, r, pending) : TP_OK;
+            return st ? st : TP_ERR_INTERRUPTED;
+        }
+        if (t->pos.step + pending->active >= t->total_steps)
+            break;
+        dataloader_batch b;
+        st = dataloader_next(t->loader, &b);
+        if (st == TP_ERR_END)
+            break;
+        if (st)
+            return st;
+        if (pending->active && (b.epoch != pending->b.epoch || b.count != t->bound_batch) &&
+            (st = finish_step(t, r, pending))) {
+            dataloader_release(t->loader, &b);
+            return st;
+        }
+        /* An epoch ended that the step count did not see (samples skipped as bad). */
+        if (t->pos.epoch >= 0 && b.epoch > t->pos.epoch && t->pos.epochs_closed <= t->pos.epoch) {
+            if ((st = close_epoch(t, t->pos.epoch, services_monotonic_seconds() - r->epoch_start,
+                                  &r->last_eval, &r->last_ckpt))) {
+                dataloader_release(t->loader, &b);
+                return st;
+            }
+            r->epoch_start = services_monotonic_seconds();
+        }
+        if (b.epoch == t->pos.epoch && t->pos.batches_in_epoch >= t->steps_per_epoch) {
+            /* A larger shard's surplus batch: the other ranks have none. */
+            if ((st = dataloader_release(t->loader, &b)))
+                return st;
+            continue;
+        }
+        t->data_wait += b.wait_seconds;
+        t->data_wait_for_samples += b.wait_for_samples_seconds;
+
+        queued_step current;
+        if ((st = queue_step(t, r, &b, &current))) {
+            dataloader_release(t->loader, &b);
+            return st;
+        }
+        if (pending->active) {
+            r->next_queued = 1;
+            st = finish_step(t, r, pending);
+            r->next_queued = 0;
+            if (st)
+                return st;
+        }
+        *pending = current;
+        position after = t->pos;
+        advance_position(&after, &pending->b);
+        if ((!t->overlap || step_needs_host_after(t, &pending->b, &after)) &&
+            (st = finish_step(t, r, pending)))
+            return st;
+    }
+    return pending->active ? finish_step(t, r, pending) : TP_OK;
 }
 
 static tp_status train_loop(trainer *t)
@@ -1546,191 +1907,27 @@ static tp_status train_loop(trainer *t)
                                  &t->loader))) {
         return st;
     }
-    interval iv = { .start = services_monotonic_seconds() };
-    double run_start = iv.start, epoch_start = iv.start, lr = 0, side_total = 0;
-    double gap_start = 0, gap_excluded = 0; /* see trainer.between_steps */
-    double last_loss = NAN, last_error = NAN;
-    int64_t last_eval = -1, last_ckpt = t->pos.step, steps_this_run = 0;
-    while (t->loader && t->pos.step < t->total_steps) {
-        /* Alone, a signal stops at once; in a job, every rank stops at the same step (the
-         * flags are summed with the step's metrics). */
-        if (t->world > 1 ? t->stop_requested : services_interrupted())
-            return TP_ERR_INTERRUPTED;
-        dataloader_batch b;
-        st = dataloader_next(t->loader, &b);
-        if (st == TP_ERR_END) {
-            st = TP_OK;
-            break;
-        }
-        if (st)
-            return st;
-        /* An epoch ended that the step count did not see (samples skipped as bad). */
-        if (t->pos.epoch >= 0 && b.epoch > t->pos.epoch && t->pos.epochs_closed <= t->pos.epoch) {
-            if ((st = close_epoch(t, t->pos.epoch, services_monotonic_seconds() - epoch_start, &last_eval,
-                                  &last_ckpt))) {
-                dataloader_release(t->loader, &b);
-                return st;
-            }
-            epoch_start = services_monotonic_seconds();
-        }
-        if (b.epoch == t->pos.epoch && t->pos.batches_in_epoch >= t->steps_per_epoch) {
-            /* A larger shard's surplus batch: the other ranks have none. */
-            if ((st = dataloader_release(t->loader, &b)))
-                return st;
-            continue;
-        }
-        if (b.epoch != t->pos.epoch)
-            t->pos.batches_in_epoch = 0;
-        iv.wait += b.wait_seconds;
-        t->data_wait += b.wait_seconds;
-        t->data_wait_for_samples += b.wait_for_samples_seconds;
-
-        tp_schedule_pos sp = { .size = sizeof sp, .step = t->pos.step,
-                               .total_steps = t->total_steps,
-                               .steps_per_epoch = t->steps_per_epoch };
-        lr = t->optim_ops->base_lr(t->optim) * t->sched_ops->factor(t->sched, &sp) *
-             (t->s->lr_scaling == 1 ? (double)t->world : 1.0);
-        float h[3];
-        const tp_tensor *dev[] = { &t->loss, &t->correct, &t->grad_sumsq };
-        /* Backward is queued before the loss is read, so a GPU is not left idle while the
-         * host waits for the loss and then issues the backward pass. A non-finite loss
-         * still stops the run before the update: only gradients exist by then. */
-        /* Full batches replay the recording; with device_update it holds the update too. */
-        const int recorded = t->capture && b.count == t->s->batch_size;
-        const int updated_on_device = t->device_update;
-        step_capture_fn fn = updated_on_device ? enqueue_step_and_update : enqueue_step;
-        if (gap_start > 0) {
-            t->between_steps += services_monotonic_seconds() - gap_start - gap_excluded -
-                                b.wait_seconds;
-            t->between_count++;
-        }
-        if (!(st = bind_batch(t, (int)b.count)) && updated_on_device)
-            st = stage_optimizer_scalars(t, lr);
-        if (!st)
-            st = recorded ? step_capture_run(t->capture, &b.images, &b.labels,
-                                             loss_gradient_scale(t), fn, t)
-                          : fn(t, &b.images, &b.labels);
-        if (!st) /* with the update queued under loss scaling, its gate too */
-            st = read_scalars(t, dev, h, updated_on_device && t->scaling ? 3 : 2);
-        gap_start = services_monotonic_seconds();
-        double count = (double)b.count;
-        if (!st && t->world > 1) {
-            /* The job's mean loss and correct count (a NaN anywhere stops every rank). */
-            double sums[4] = { h[0] * count, h[1], count, services_interrupted() ? 1 : 0 };
-            if (!(st = comm_allreduce_host(t->comm, sums, 4))) {
-                h[0] = (float)(sums[0] / sums[2]);
-                h[1] = (float)sums[1];
-                count = sums[2];
-                t->stop_requested = sums[3] > 0;
-            }
-        }
-        if (!st && !isfinite(h[0]))
-            st = stop_on_nonfinite(t, h[0], &b);
-        int finite = 1;
-        if (!st)
-            st = comm_reducer_finish(t->reducer);
-        if (!st && t->scaling && updated_on_device)
-            finite = isfinite(h[2]); /* the device already skipped the update if not */
-        else if (!st && t->scaling)
-            st = unscale_gradients(t, &finite);
-        if (!st && finite) {
-            if (!updated_on_device)
-                st = t->optim_ops->step(t->optim, lr, t->pos.step + 1);
-            if (t->scaling && ++t->scale_good_steps >= t->s->loss_scale_interval) {
-                t->loss_scale *= 2;
-                t->scale_good_steps = 0;
-            }
-        } else if (!st) {
-            /* fp16 overflow: this update is skipped (the step still counts). */
-            t->loss_scale = fmax(t->loss_scale / 2, 1.0);
-            t->scale_good_steps = 0;
-            LOG_INFO("step %lld: gradients overflowed; update skipped, loss scale now %g",
-                     (long long)t->pos.step + 1, t->loss_scale);
-        }
-        if (!st)
-            st = loggers_images(t, &b, t->pos.step + 1);
-        tp_status rst = dataloader_release(t->loader, &b);
-        if (!st)
-            st = rst;
-        if (st)
-            return st;
-
-        t->pos.step++;
-        steps_this_run++;
-        t->pos.epoch = b.epoch;
-        t->pos.epoch_position = b.position_end;
-        t->pos.batches_in_epoch++;
-        last_loss = h[0];
-        last_error = 1.0 - (double)h[1] / count;
-        iv.loss_sum += (double)h[0] * count;
-        iv.correct += h[1];
-        iv.samples += (int64_t)count;
-        t->epoch_images += count;
-        iv.steps++;
-
-        double now = services_monotonic_seconds();
-        tp_progress pr = { .size = sizeof pr, .step = t->pos.step, .total_steps = t->total_steps,
-                           .epoch = b.epoch + 1, .total_epochs = t->total_epochs,
-                           .seconds_elapsed = now - run_start,
-                           .images_per_sec = (double)iv.samples / fmax(now - iv.start, 1e-9),
-                           .loss = last_loss, .error_top1 = last_error, .learning_rate = lr };
-        if ((st = loggers_progress(t, &pr)))
-            return st;
-        if (t->pos.step % t->s->log_every_steps == 0 && (st = log_interval(t, &iv, lr)))
-            return st;
-
-        /* Evaluations and checkpoints below are not training time: keep them out of the
-         * interval's images/s and the epoch's duration. */
-        const double side_start = services_monotonic_seconds();
-        int epoch_done = b.position_end >= t->shard ||
-                         t->pos.batches_in_epoch >= t->steps_per_epoch;
-        if (epoch_done && t->pos.epochs_closed <= b.epoch) {
-            if (iv.steps && (st = log_interval(t, &iv, lr)))
-                return st;
-            if ((st = close_epoch(t, b.epoch, now - epoch_start, &last_eval, &last_ckpt)))
-                return st;
-            epoch_start = services_monotonic_seconds();
-        }
-        if (t->val.stage && t->s->eval_every_steps > 0 &&
-            t->pos.step % t->s->eval_every_steps == 0 && last_eval != t->pos.step) {
-            int improved;
-            if ((st = eval_and_log(t, &improved)))
-                return st;
-            last_eval = t->pos.step;
-            if (improved && t->p.checkpoint->keep_best &&
-                (st = save_checkpoint(t, 1, "best validation error")))
-                return st;
-            if (improved)
-                last_ckpt = t->pos.step;
-        }
-        if (t->p.checkpoint->every_steps > 0 && t->pos.step % t->p.checkpoint->every_steps == 0 &&
-            last_ckpt != t->pos.step) {
-            if ((st = save_checkpoint(t, 0, "periodic")))
-                return st;
-            last_ckpt = t->pos.step;
-        }
-        const double side = services_monotonic_seconds() - side_start;
-        side_total += side;
-        gap_excluded = side;
-        iv.start += side;
-        if (!epoch_done)
-            epoch_start += side;
-    }
-    const double training_seconds = services_monotonic_seconds() - run_start - side_total;
-    if (iv.steps && (st = log_interval(t, &iv, lr)))
+    const double start = services_monotonic_seconds();
+    train_run r = { .iv = { .start = start }, .run_start = start, .epoch_start = start,
+                    .last_eval = -1, .last_ckpt = t->pos.step };
+    if ((st = train_steps(t, &r)))
+        return st;
+    const double training_seconds = services_monotonic_seconds() - r.run_start - r.side_total;
+    if (r.iv.steps && (st = log_interval(t, &r.iv, r.lr)))
         return st;
     /* The end: a final evaluation and checkpoint unless this very step already had them. */
     int improved = 0;
-    if (t->val.stage && last_eval != t->pos.step && steps_this_run > 0) {
+    if (t->val.stage && r.last_eval != t->pos.step && r.steps_this_run > 0) {
         if ((st = eval_and_log(t, &improved)))
             return st;
     }
-    if (last_ckpt != t->pos.step && (st = save_checkpoint(t, improved, "end of training")))
+    if (r.last_ckpt != t->pos.step && (st = save_checkpoint(t, improved, "end of training")))
         return st;
-    double total = services_monotonic_seconds() - run_start;
+    double total = services_monotonic_seconds() - r.run_start;
     LOG_INFO("finished: %lld steps in %.1f s (%.1f s per epoch of %lld steps)",
-             (long long)steps_this_run, total,
-             steps_this_run ? total / (double)steps_this_run * (double)t->steps_per_epoch : 0.0,
+             (long long)r.steps_this_run, total,
+             r.steps_this_run ? total / (double)r.steps_this_run * (double)t->steps_per_epoch
+                              : 0.0,
              (long long)t->steps_per_epoch);
     log_data_wait(t, training_seconds);
     if (t->capture) {

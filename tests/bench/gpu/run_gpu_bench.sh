@@ -447,6 +447,17 @@ print("%.2f" % (100 * (d["steady_data_wait"] or 0)))' "$rd/metrics.json")
                         --json "$rd/metrics-host.json" > /dev/null 2>&1 &&
                     say "      the same with TRAINPIPE_UPDATE_ON_HOST=1: $("$PY" -c 'import json,sys
 d=json.load(open(sys.argv[1])); print("%.0f images/s, data wait %.2f%%" % (d["steady_images_per_s"] or 0, 100 * (d["steady_data_wait"] or 0)))' "$rd/metrics-host.json" 2>&1)"
+                # And with every loss read before the next step is queued (overlap_steps =
+                # false): what overlapped steps gain on the real pipeline.
+                # shellcheck disable=SC2086
+                timeout "$(cap 120)" env LD_LIBRARY_PATH="$TP_LD_LIBRARY_PATH" \
+                    "$TRAINPIPE" train "$here/cifar-resnet20-gpu.ini" \
+                    --set pipeline.run_dir="$rd/run-no-overlap" --set pipeline.overlap_steps=false \
+                    $common > "$rd/train-no-overlap.log" 2>&1 &&
+                    "$PY" "$here/gpu_tools.py" metrics "$rd/run-no-overlap/metrics.csv" \
+                        --json "$rd/metrics-no-overlap.json" > /dev/null 2>&1 &&
+                    say "      the same with overlap_steps = false: $("$PY" -c 'import json,sys
+d=json.load(open(sys.argv[1])); print("%.0f images/s, data wait %.2f%%" % (d["steady_images_per_s"] or 0, 100 * (d["steady_data_wait"] or 0)))' "$rd/metrics-no-overlap.json" 2>&1)"
             fi
             # a dry run's 2 cores are no test of the goal; on the GPU it is the point
             [ "$dry" = 1 ] || [ "$met" = MET ] || failures=$((failures + 1))
