@@ -88,12 +88,19 @@ typedef struct trainer {
     int have_scalars;
 
     /* Dynamic loss scaling (fp16): the loss gradient is multiplied by loss_scale, the
-     * gradients are checked for overflow (sum of squares into grad_sumsq) and divided back
-     * before the update; an overflow skips the update and halves the scale. */
+     * gradients are checked for overflow (grad_check) and divided back before the update;
+     * an overflow skips the update and halves the scale. */
     int scaling;
     double loss_scale;
     int64_t scale_good_steps;
-    tp_tensor grad_sumsq, grad_sumsq_part;
+    /* The gradient check (queue_gradient_check): grad_check is finite exactly when every
+     * gradient is. Loss scaling needs it; without scaling it runs wherever the backend has
+     * API 1.8's check_finite_group (check_gradients), so a non-finite gradient stops the
+     * run even when the loss is finite. grad_list: the gradients, for that call;
+     * grad_check_part: the sum-of-squares form's partial sums, without it. */
+    int check_gradients;
+    tp_tensor grad_check, grad_check_part;
+    const tp_tensor **grad_list;
 
     position pos;
     int64_t shard, steps_per_epoch, total_steps, total_epochs;
@@ -130,12 +137,14 @@ typedef struct trainer {
      * step, and the update is gated on the device (enqueue_step_and_update). */
     int device_update;
     tp_tensor opt_scalars, opt_scalars_host;
-    /* [pipeline] overlap_steps, where it applies (setup_device_update): step n+1 is
-     * queued before step n's loss is read. The update is then gated on overlap_gate = this
-     * step's loss + the previous step's (prev_loss), so a step queued behind a non-finite
-     * loss skips its update too and the run stops with the weights from before it. */
+    /* Without loss scaling, the queued update's gate (setup_gate): this step's loss, plus
+     * the gradient check where there is one, plus with overlap a tiny multiple of the
+     * previous step's gate (prev_gate). [pipeline] overlap_steps, where it applies (setup_overlap): step
+     * n+1 is queued before step n's loss is read; through prev_gate a step queued behind a
+     * non-finite loss or gradient skips its update too and the run stops with the weights
+     * from before it. */
     int overlap;
-    tp_tensor overlap_gate, prev_loss;
+    tp_tensor gate, prev_gate;
     int64_t overlapped_steps;
     /* Scalar read-backs: page-locked landing places and the events the host waits on, one
      * per slot (READBACK_SLOTS). */
@@ -213,39 +222,56 @@ static void free_scalars(trainer *t)
 
 static tp_status read_scalars(trainer *t, const tp_tensor *const *dev, float *out, int n);
 
+/* Loss scaling (when on) and the gradient check (where the backend has
+ * check_finite_group, or when loss scaling needs it). */
 static tp_status setup_loss_scaling(trainer *t)
 {
+    const tp_backend_ops *ops = t->backend.ops;
+    void *be = t->backend.self;
     int backend_asks = t->binfo.size >= offsetof(tp_backend_info, wants_loss_scaling) +
                                             sizeof(int) && t->binfo.wants_loss_scaling;
     t->scaling = t->s->loss_scaling == 1 || (t->s->loss_scaling == 0 && backend_asks);
     t->loss_scale = t->s->loss_scale_init;
-    if (!t->scaling)
+    t->check_gradients = TP_BACKEND_HAS(ops, check_finite_group);
+    if (!t->scaling && !t->check_gradients)
         return TP_OK;
-    t->grad_sumsq = tp_tensor_2d(TP_DTYPE_F32, 1, 0);
-    t->grad_sumsq_part = t->grad_sumsq;
-    tp_status st = t->backend.ops->alloc(t->backend.self, &t->grad_sumsq, "gradient check");
-    if (!st && (st = t->backend.ops->alloc(t->backend.self, &t->grad_sumsq_part,
-                                           "gradient check"))) {
-        t->backend.ops->free(t->backend.self, &t->grad_sumsq);
-        t->grad_sumsq.data = NULL;
+    size_t n;
+    graph_params(t->g, &n);
+    t->grad_list = calloc(n ? n : 1, sizeof *t->grad_list);
+    if (!t->grad_list)
+        return services_fail(TP_ERR_NOMEM, "out of memory for the gradient check");
+    t->grad_check = tp_tensor_2d(TP_DTYPE_F32, 1, 0);
+    t->grad_check_part = t->grad_check;
+    tp_status st = ops->alloc(be, &t->grad_check, "gradient check");
+    if (!st && !t->check_gradients &&
+        (st = ops->alloc(be, &t->grad_check_part, "gradient check"))) {
+        ops->free(be, &t->grad_check);
+        t->grad_check.data = NULL;
     }
-    if (!st)
+    if (!st && t->scaling)
         LOG_INFO("dynamic loss scaling from %g, doubling after %lld finite steps",
                  t->loss_scale, (long long)t->s->loss_scale_interval);
     return st;
 }
 
-/* Queues grad_sumsq = the sum of squares of every (scaled) gradient: finite exactly when
- * they all are. */
+/* Queues grad_check = a value that is finite exactly when every gradient is: API 1.8's
+ * check_finite_group (0 or NaN, one pass over the gradients) where the backend has it,
+ * else the sum of squares of every gradient (one reduction and one addition a tensor,
+ * which also counts a sum beyond float range as an overflow). */
 static tp_status queue_gradient_check(trainer *t)
 {
     const tp_backend_ops *ops = t->backend.ops;
     size_t n;
     const tp_param_ref *params = graph_params(t->g, &n);
-    tp_status st = ops->fill(t->backend.self, &t->grad_sumsq, 0.0);
+    if (t->check_gradients) {
+        for (size_t i = 0; i < n; i++)
+            t->grad_list[i] = params[i].grad;
+        return ops->check_finite_group(t->backend.self, t->grad_list, n, &t->grad_check);
+    }
+    tp_status st = ops->fill(t->backend.self, &t->grad_check, 0.0);
     for (size_t i = 0; i < n && !st; i++)
-        if (!(st = ops->sum_squares(t->backend.self, params[i].grad, &t->grad_sumsq_part)))
-            st = ops->axpby(t->backend.self, 1.0, &t->grad_sumsq_part, 1.0, &t->grad_sumsq);
+        if (!(st = ops->sum_squares(t->backend.self, params[i].grad, &t->grad_check_part)))
+            st = ops->axpby(t->backend.self, 1.0, &t->grad_check_part, 1.0, &t->grad_check);
     return st;
 }
 
@@ -265,7 +291,7 @@ static tp_status queue_unscale(trainer *t)
 static tp_status unscale_gradients(trainer *t, int *finite)
 {
     float total = 0;
-    const tp_tensor *dev[] = { &t->grad_sumsq };
+    const tp_tensor *dev[] = { &t->grad_check };
     tp_status st = queue_gradient_check(t);
     if (!st)
         st = read_scalars(t, dev, &total, 1);
@@ -376,18 +402,19 @@ static void trainer_release(trainer *t)
         stage_destroy(&t->p.schedule, t->sched);
     if (t->have_backend) {
         free_scalars(t);
-        if (t->grad_sumsq.data)
-            t->backend.ops->free(t->backend.self, &t->grad_sumsq);
-        if (t->grad_sumsq_part.data)
-            t->backend.ops->free(t->backend.self, &t->grad_sumsq_part);
+        free(t->grad_list);
+        if (t->grad_check.data)
+            t->backend.ops->free(t->backend.self, &t->grad_check);
+        if (t->grad_check_part.data)
+            t->backend.ops->free(t->backend.self, &t->grad_check_part);
         if (t->opt_scalars.data)
             t->backend.ops->free(t->backend.self, &t->opt_scalars);
         if (t->opt_scalars_host.data)
             t->backend.ops->free(t->backend.self, &t->opt_scalars_host);
-        if (t->overlap_gate.data)
-            t->backend.ops->free(t->backend.self, &t->overlap_gate);
-        if (t->prev_loss.data)
-            t->backend.ops->free(t->backend.self, &t->prev_loss);
+        if (t->gate.data)
+            t->backend.ops->free(t->backend.self, &t->gate);
+        if (t->prev_gate.data)
+            t->backend.ops->free(t->backend.self, &t->prev_gate);
         if (t->readback.data)
             t->backend.ops->free(t->backend.self, &t->readback);
         for (int i = 0; i < READBACK_SLOTS; i++)
@@ -1435,10 +1462,10 @@ static tp_status enqueue_step(void *ctx, const tp_tensor *images, const tp_tenso
 
 /* enqueue_step and then the optimizer's update reading this step's numbers from
  * opt_scalars: the whole training step, which step capture records when device_update is
- * on. The update is gated on the device: on the loss being finite, and with loss scaling
- * also on the scaled gradients' sum of squares (grad_sumsq, which then holds loss + that
- * sum: the gate the host reads back); the gradients are unscaled first, as
- * unscale_gradients() does on the host path. */
+ * on. The update is gated on the device: with loss scaling on the loss and the scaled
+ * gradients' check (grad_check, which then holds loss + check: the gate the host reads
+ * back), the gradients unscaled first as unscale_gradients() does on the host path;
+ * otherwise on `gate` (t->gate's comment), or the loss alone where that is not needed. */
 static tp_status enqueue_step_and_update(void *ctx, const tp_tensor *images,
                                          const tp_tensor *labels)
 {
@@ -1449,17 +1476,20 @@ static tp_status enqueue_step_and_update(void *ctx, const tp_tensor *images,
     const tp_tensor *gate = &t->loss;
     if (!st && t->scaling) {
         if (!(st = queue_gradient_check(t)))
-            st = ops->axpby(be, 1.0, &t->loss, 1.0, &t->grad_sumsq);
+            st = ops->axpby(be, 1.0, &t->loss, 1.0, &t->grad_check);
         if (!st)
             st = queue_unscale(t);
-        gate = &t->grad_sumsq;
-    } else if (!st && t->overlap) {
-        /* overlap_gate = loss + prev_loss, then prev_loss = loss: a step queued before the
-         * host saw the previous loss skips its update if that loss was not finite */
-        if (!(st = ops->copy(be, &t->overlap_gate, &t->loss, TP_STREAM_COMPUTE)) &&
-            !(st = ops->axpby(be, 1.0, &t->prev_loss, 1.0, &t->overlap_gate)))
-            st = ops->copy(be, &t->prev_loss, &t->loss, TP_STREAM_COMPUTE);
-        gate = &t->overlap_gate;
+        gate = &t->grad_check;
+    } else if (!st && t->gate.data) {
+        /* gate = loss [+ gradient check] [+ 2^-100 x the previous step's gate, then
+         * prev_gate = gate]: a NaN or infinity stays in every later gate, while finite
+         * gates stay the size of one loss (no sum of many losses to overflow) */
+        st = ops->copy(be, &t->gate, &t->loss, TP_STREAM_COMPUTE);
+        if (!st && t->check_gradients && !(st = queue_gradient_check(t)))
+            st = ops->axpby(be, 1.0, &t->grad_check, 1.0, &t->gate);
+        if (!st && t->overlap && !(st = ops->axpby(be, 0x1p-100, &t->prev_gate, 1.0, &t->gate)))
+            st = ops->copy(be, &t->prev_gate, &t->gate, TP_STREAM_COMPUTE);
+        gate = &t->gate;
     }
     return st ? st : t->optim_ops->step_device(t->optim, &t->opt_scalars, gate);
 }
@@ -1469,22 +1499,35 @@ static tp_status enqueue_step_and_update(void *ctx, const tp_tensor *images,
  * and with a ring deep enough to hold two batches. */
 static tp_status setup_overlap(trainer *t)
 {
-    if (!t->s->overlap_steps || t->scaling || t->s->prefetch < 3)
+    /* and with no gradient reducer at work: one with buckets (one rank can have NCCL's)
+     * would see the next step's gradients before this step's round is finished */
+    comm_reducer_stats rs;
+    comm_reducer_get_stats(t->reducer, &rs);
+    if (!t->s->overlap_steps || t->scaling || t->s->prefetch < 3 || !rs.mode ||
+        strcmp(rs.mode, "none") != 0)
         return TP_OK;
     const tp_backend_ops *ops = t->backend.ops;
     void *be = t->backend.self;
-    t->overlap_gate = t->prev_loss = tp_tensor_2d(TP_DTYPE_F32, 1, 0);
-    tp_status st = ops->alloc(be, &t->overlap_gate, "update gate");
+    t->prev_gate = tp_tensor_2d(TP_DTYPE_F32, 1, 0);
+    tp_status st = ops->alloc(be, &t->prev_gate, "previous step's gate");
     if (!st)
-        st = ops->alloc(be, &t->prev_loss, "previous loss");
-    if (!st)
-        st = ops->fill(be, &t->prev_loss, 0.0);
+        st = ops->fill(be, &t->prev_gate, 0.0);
     if (!st) {
         t->overlap = 1;
         host()->log(host(), TP_LOG_DEBUG, "train",
                     "overlap_steps: a step is queued before the previous step's loss is read");
     }
     return st;
+}
+
+/* The queued update's own gate (t->gate), needed without loss scaling when the gradients
+ * are checked or steps overlap. */
+static tp_status setup_gate(trainer *t)
+{
+    if (t->scaling || (!t->check_gradients && !t->overlap))
+        return TP_OK;
+    t->gate = tp_tensor_2d(TP_DTYPE_F32, 1, 0);
+    return t->backend.ops->alloc(t->backend.self, &t->gate, "update gate");
 }
 
 /* Whether the update is queued with the step: one rank (a NaN on any rank must stop every
@@ -1520,10 +1563,12 @@ static tp_status setup_device_update(trainer *t)
         if (t->capture)
             LOG_INFO("step capture: the optimizer's update is recorded with the step (its "
                      "learning rate read on the device, skipped there on a non-finite %s)",
-                     t->scaling ? "loss or gradient" : "loss");
+                     t->scaling || t->check_gradients ? "loss or gradient" : "loss");
     }
     if (!st)
         st = setup_overlap(t);
+    if (!st)
+        st = setup_gate(t);
     return st;
 }
 
@@ -1576,27 +1621,29 @@ static tp_status make_step_capture(trainer *t)
     return st;
 }
 
-/* A non-finite loss: keep what came before it and stop. With overlapped steps the gate can
- * also be non-finite with a finite loss: the loss plus the previous one overflowed; and
- * the next step may be queued already (next_queued), its update gated on this loss too. */
-static tp_status stop_on_nonfinite(trainer *t, double loss, const dataloader_batch *b,
-                                   int next_queued)
+/* A non-finite loss or gradient (grads_bad): keep what came before it and stop. With
+ * overlapped steps the next step may be queued already (next_queued), its update gated on
+ * this step's gate too. */
+static tp_status stop_on_nonfinite(trainer *t, double loss, int grads_bad,
+                                   const dataloader_batch *b, int next_queued)
 {
-    char saved[TRAINER_PATH_MAX + 64] = "", what[64];
-    tp_status st = save_checkpoint(t, 0, "state before the non-finite loss");
+    char saved[TRAINER_PATH_MAX + 64] = "", what[96];
+    tp_status st = save_checkpoint(t, 0, "state before the non-finite loss or gradient");
     if (!st)
         snprintf(saved, sizeof saved, "; the weights before it are in %s/step-%08" PRId64
                  ".ckpt", t->ckpt_dir, t->pos.step);
     else
         snprintf(saved, sizeof saved, "; saving the state before it failed too: %s",
                  services_last_error());
-    if (isfinite(loss))
-        snprintf(what, sizeof what, "%g, too large to add to the previous one", loss);
-    else
-        snprintf(what, sizeof what, "%s", isnan(loss) ? "NaN" : "infinite");
-    return services_fail(TP_ERR_INVALID, "step %lld (epoch %lld, batch at position %lld): the "
-                         "training loss is %s, stopping before the update%s%s (lower the "
-                         "learning rate or check the data, then --resume that file)",
+    if (!isfinite(loss))
+        snprintf(what, sizeof what, "the training loss is %s", isnan(loss) ? "NaN" : "infinite");
+    else if (grads_bad)
+        snprintf(what, sizeof what, "a gradient is NaN or infinite (the loss is %.6g)", loss);
+    else /* a gate gone non-finite otherwise: only a loss beyond float range does that */
+        snprintf(what, sizeof what, "the update's gate is not finite (the loss is %g)", loss);
+    return services_fail(TP_ERR_INVALID, "step %lld (epoch %lld, batch at position %lld): %s, "
+                         "stopping before the update%s%s (lower the learning rate or check the "
+                         "data, then --resume that file)",
                          (long long)t->pos.step + 1, (long long)b->epoch + 1,
                          (long long)b->position_end, what,
                          next_queued ? " (the next step, already queued, skipped its update "
@@ -1609,7 +1656,8 @@ typedef struct queued_step {
     dataloader_batch b;
     double lr;
     int slot;      /* read-back slot and staging half: the step number's parity */
-    int n_scalars; /* read back: loss, top-1 count and, with loss scaling or overlap, the gate */
+    int n_scalars; /* read back: loss, top-1 count, then the gate and the gradient check */
+    int gate_at, check_at; /* their places in the read-back, -1: not read */
 } queued_step;
 
 /* The training loop's state besides the trainer's position. */
@@ -1661,7 +1709,7 @@ static int step_needs_host_after(const trainer *t, const dataloader_batch *b,
  * backward, the update when it runs on the device, and the read-back of the loss. Called
  * with the step before it possibly still pending (overlap_steps). */
 static tp_status queue_step(trainer *t, train_run *r, const dataloader_batch *b,
-                            queued_step *q)
+                            double fetched_at, queued_step *q)
 {
     const int64_t steps_before = t->pos.step + (r->pending.active ? 1 : 0);
     tp_schedule_pos sp = { .size = sizeof sp, .step = steps_before,
@@ -1673,8 +1721,10 @@ static tp_status queue_step(trainer *t, train_run *r, const dataloader_batch *b,
     if (r->pending.active) {
         t->overlapped_steps++;
     } else if (r->gap_start > 0) {
+        /* the batch's wait counts against the gap only if it came after the gap began (not
+         * when the step before was finished early, after the batch was fetched) */
         t->between_steps += services_monotonic_seconds() - r->gap_start - r->gap_excluded -
-                            b->wait_seconds;
+                            (fetched_at > r->gap_start ? b->wait_seconds : 0.0);
         t->between_count++;
     }
     /* Backward is queued before the loss is read, so a GPU is not left idle while the
@@ -1692,10 +1742,22 @@ static tp_status queue_step(trainer *t, train_run *r, const dataloader_batch *b,
         st = recorded ? step_capture_run(t->capture, &b->images, &b->labels,
                                          loss_gradient_scale(t), fn, t)
                       : fn(t, &b->images, &b->labels);
-    /* with the update queued: its gate too (loss + gradients, or loss + previous loss) */
-    const tp_tensor *dev[] = { &t->loss, &t->correct,
-                               t->scaling ? &t->grad_sumsq : &t->overlap_gate };
-    q->n_scalars = updated_on_device && (t->scaling || t->overlap) ? 3 : 2;
+    /* with the update queued: its gate too, and the gradient check inside it */
+    const tp_tensor *dev[READBACK_MAX] = { &t->loss, &t->correct };
+    int n = 2;
+    q->gate_at = q->check_at = -1;
+    if (updated_on_device && t->scaling) {
+        q->gate_at = n;
+        dev[n++] = &t->grad_check;
+    } else if (updated_on_device && t->gate.data) {
+        q->gate_at = n;
+        dev[n++] = &t->gate;
+        if (t->check_gradients) {
+            q->check_at = n;
+            dev[n++] = &t->grad_check;
+        }
+    }
+    q->n_scalars = n;
     if (!st)
         st = readback_queue(t, q->slot, dev, q->n_scalars);
     q->active = !st;
@@ -1723,15 +1785,25 @@ static tp_status finish_step(trainer *t, train_run *r, queued_step *q)
             t->stop_requested = sums[3] > 0;
         }
     }
-    if (!st && (!isfinite(h[0]) || (t->device_update && t->overlap && !isfinite(h[2]))))
-        st = stop_on_nonfinite(t, h[0], b, r->next_queued);
+    const int gate_bad = q->gate_at >= 0 && !isfinite(h[q->gate_at]);
+    const int grads_bad = q->check_at >= 0 && !isfinite(h[q->check_at]);
+    if (!st && (!isfinite(h[0]) || (gate_bad && !t->scaling)))
+        st = stop_on_nonfinite(t, h[0], grads_bad, b, r->next_queued);
     int finite = 1;
     if (!st)
         st = comm_reducer_finish(t->reducer);
     if (!st && t->scaling && t->device_update)
-        finite = isfinite(h[2]); /* the device already skipped the update if not */
+        finite = !gate_bad; /* the device already skipped the update if not */
     else if (!st && t->scaling)
         st = unscale_gradients(t, &finite);
+    else if (!st && t->check_gradients && !t->device_update) {
+        /* the host makes the update: the (summed) gradients are checked first */
+        float check = 0;
+        const tp_tensor *dev[] = { &t->grad_check };
+        if (!(st = queue_gradient_check(t)) && !(st = read_scalars(t, dev, &check, 1)) &&
+            !isfinite(check))
+            st = stop_on_nonfinite(t, h[0], 1, b, 0);
+    }
     if (!st && finite) {
         if (!t->device_update)
             st = t->optim_ops->step(t->optim, q->lr, t->pos.step + 1);
@@ -1838,6 +1910,7 @@ static tp_status train_steps(trainer *t, train_run *r)
             break;
         if (st)
             return st;
+        const double fetched_at = services_monotonic_seconds();
         if (pending->active && (b.epoch != pending->b.epoch || b.count != t->bound_batch) &&
             (st = finish_step(t, r, pending))) {
             dataloader_release(t->loader, &b);
@@ -1862,7 +1935,7 @@ static tp_status train_steps(trainer *t, train_run *r)
         t->data_wait_for_samples += b.wait_for_samples_seconds;
 
         queued_step current;
-        if ((st = queue_step(t, r, &b, &current))) {
+        if ((st = queue_step(t, r, &b, fetched_at, &current))) {
             dataloader_release(t->loader, &b);
             return st;
         }
@@ -1910,8 +1983,15 @@ static tp_status train_loop(trainer *t)
     const double start = services_monotonic_seconds();
     train_run r = { .iv = { .start = start }, .run_start = start, .epoch_start = start,
                     .last_eval = -1, .last_ckpt = t->pos.step };
-    if ((st = train_steps(t, &r)))
+    if ((st = train_steps(t, &r))) {
+        /* a failed run may leave steps queued: let them end before what they use is freed
+         * (keeping the first error's message if waiting fails too) */
+        char why[1024];
+        snprintf(why, sizeof why, "%s", services_last_error());
+        if (t->backend.ops->sync(t->backend.self) && why[0])
+            services_fail(st, "%s", why);
         return st;
+    }
     const double training_seconds = services_monotonic_seconds() - r.run_start - r.side_total;
     if (r.iv.steps && (st = log_interval(t, &r.iv, r.lr)))
         return st;

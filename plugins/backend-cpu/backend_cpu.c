@@ -176,6 +176,7 @@ static const tp_backend_ops cpu_ops = {
     .sgd_update_group_dev = cpu_sgd_update_group_dev,
     .adam_update_group_dev = cpu_adam_update_group_dev,
     .batchnorm_add_relu_train = cpu_batchnorm_add_relu_train,
+    .check_finite_group = cpu_check_finite_group,
 };
 
 static const tp_component cpu_component = {

@@ -1,8 +1,10 @@
-/* backend-cpu: optimizer arithmetic (axpby, scale, sum of squares) and the fused SGD and
- * Adam/AdamW updates, as single-pass loops over contiguous f32 data. */
+/* backend-cpu: optimizer arithmetic (axpby, scale, sum of squares, the finiteness check of
+ * a group of tensors) and the fused SGD and Adam/AdamW updates, as single-pass loops over
+ * contiguous f32 data. */
 #include "config.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -87,6 +89,40 @@ tp_status cpu_sum_squares(void *self, const tp_tensor *x, tp_tensor *out)
     for (size_t i = 0; i < count; i++)
         s += (double)p[i] * p[i];
     *(float *)out->data = (float)s;
+    return TP_OK;
+}
+
+/* API 1.8: every tensor checked first; then one pass over each, testing the exponent bits
+ * (all ones: infinite or NaN) with an integer OR, which the compiler vectorises without
+ * reordering any float arithmetic. */
+tp_status cpu_check_finite_group(void *self, const tp_tensor *const *xs, size_t n,
+                                 tp_tensor *out)
+{
+    cpu_backend *be = self;
+    static const char op[] = "check_finite_group";
+    tp_status st = cpu_check_f32(be, op, "out", out, 0);
+    if (st)
+        return st;
+    if (tp_tensor_count(out) != 1)
+        return be->host->fail(be->host, TP_ERR_INVALID,
+                              "backend-cpu %s: out must hold one element, not %lld", op,
+                              (long long)tp_tensor_count(out));
+    if (n && !xs)
+        return be->host->fail(be->host, TP_ERR_INVALID, "backend-cpu %s: xs is NULL", op);
+    for (size_t i = 0; i < n; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "xs[%zu]", i);
+        if ((st = cpu_check_f32(be, op, name, xs[i], 0)))
+            return st;
+    }
+    uint32_t nonfinite = 0;
+    for (size_t i = 0; i < n && !nonfinite; i++) {
+        const uint32_t *bits = xs[i]->data;
+        const size_t count = cpu_count(xs[i]);
+        for (size_t k = 0; k < count; k++)
+            nonfinite |= (bits[k] & 0x7f800000u) == 0x7f800000u;
+    }
+    *(float *)out->data = nonfinite ? NAN : 0.0f;
     return TP_OK;
 }
 

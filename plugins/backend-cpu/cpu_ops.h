@@ -115,5 +115,8 @@ tp_status cpu_sgd_update_group_dev(void *self, const tp_update_item *items, size
 tp_status cpu_adam_update_group_dev(void *self, const tp_update_item *items, size_t n,
                                     const tp_tensor *scalars, const tp_tensor *gate,
                                     double beta1, double beta2, double eps, int decoupled);
+/* API 1.8: *out = 0 when every element of the n tensors is finite, NaN otherwise. */
+tp_status cpu_check_finite_group(void *self, const tp_tensor *const *xs, size_t n,
+                                 tp_tensor *out);
 
 #endif

@@ -521,6 +521,12 @@ static tp_status op_adam_update_group_dev(void *self, const tp_update_item *item
                                       decoupled));
 }
 
+static tp_status op_check_finite_group(void *self, const tp_tensor *const *xs, size_t n,
+                                       tp_tensor *out)
+{
+    LOCKED(cuda_check_finite_group(b, xs, n, out));
+}
+
 static tp_status op_batchnorm_add_relu_train(void *self, const tp_bn_desc *d,
                                              const tp_tensor *x, const tp_tensor *residual,
                                              const tp_tensor *gamma, const tp_tensor *beta,
@@ -621,6 +627,7 @@ static const tp_backend_ops cuda_ops = {
     .adam_update_dev = op_adam_update_dev,
     .sgd_update_group_dev = op_sgd_update_group_dev,
     .adam_update_group_dev = op_adam_update_group_dev,
+    .check_finite_group = op_check_finite_group,
     .batchnorm_add_relu_train = op_batchnorm_add_relu_train,
     .conv_backward_data_add = op_conv_backward_data_add,
 };

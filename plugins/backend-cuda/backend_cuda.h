@@ -338,5 +338,8 @@ tp_status cuda_sgd_update_group_dev(cuda_backend *b, const tp_update_item *items
 tp_status cuda_adam_update_group_dev(cuda_backend *b, const tp_update_item *items, size_t n,
                                      const tp_tensor *scalars, const tp_tensor *gate,
                                      double beta1, double beta2, double eps, int decoupled);
+/* API 1.8: *out = 0 when every element of the n tensors is finite, NaN otherwise. */
+tp_status cuda_check_finite_group(cuda_backend *b, const tp_tensor *const *xs, size_t n,
+                                  tp_tensor *out);
 
 #endif /* TRAINPIPE_BACKEND_CUDA_H */

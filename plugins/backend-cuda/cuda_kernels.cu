@@ -1024,6 +1024,21 @@ __global__ void adam_group_kernel(const group_args a, float b1, float b2, float 
                      bc1, bc2);
 }
 
+/* API 1.8: a block that finds a non-finite element in its chunk of a.g[t] stores NaN to
+ * *out (every writer stores the same value, so the race is harmless); the launcher zeroes
+ * *out first. */
+__global__ void finite_group_kernel(const group_args a, float *out)
+{
+    const int t = group_tensor(a, (int)blockIdx.x);
+    const int64_t begin = (int64_t)((int)blockIdx.x - a.first_block[t]) * CK_GROUP_CHUNK;
+    const int64_t end = begin + CK_GROUP_CHUNK < a.count[t] ? begin + CK_GROUP_CHUNK : a.count[t];
+    int bad = 0;
+    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x)
+        bad |= !isfinite(a.g[t][i]);
+    if (__syncthreads_or(bad) && threadIdx.x == 0)
+        *out = __int_as_float(0x7fc00000);
+}
+
 /* Packs tensors into launches of at most CK_GROUP_MAX tensors and CK_GROUP_MAX_BLOCKS
  * blocks and hands each full pack to `launch`. Empty tensors are skipped. */
 #define CK_GROUP_MAX_BLOCKS (1 << 30)
@@ -1487,6 +1502,18 @@ cudaError_t ck_adam_update_group(const ck_update_tensor *ts, int n, float beta1,
         adam_group_kernel<<<a.first_block[a.n], CK_THREADS, 0, stream>>>(a, beta1, beta2, eps,
                                                                          decoupled, scalars,
                                                                          gate);
+        return cudaGetLastError();
+    });
+}
+
+cudaError_t ck_check_finite_group(const ck_update_tensor *ts, int n, float *out,
+                                  cudaStream_t stream)
+{
+    cudaError_t e = cudaMemsetAsync(out, 0, sizeof *out, stream);
+    if (e != cudaSuccess)
+        return e;
+    return for_each_group_launch(ts, n, [&](const group_args &a) {
+        finite_group_kernel<<<a.first_block[a.n], CK_THREADS, 0, stream>>>(a, out);
         return cudaGetLastError();
     });
 }

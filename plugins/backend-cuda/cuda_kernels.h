@@ -153,6 +153,10 @@ cudaError_t ck_sgd_update_group(const ck_update_tensor *ts, int n, float momentu
 cudaError_t ck_adam_update_group(const ck_update_tensor *ts, int n, float beta1, float beta2,
                                  float eps, int decoupled, const float *scalars,
                                  const float *gate, cudaStream_t stream);
+/* API 1.8: *out = 0 when every element of the n tensors ts[i].g (ts[i].count elements each;
+ * the other fields unused) is finite, NaN otherwise; a few launches, as the updates. */
+cudaError_t ck_check_finite_group(const ck_update_tensor *ts, int n, float *out,
+                                  cudaStream_t stream);
 
 /* Batch normalisation of channels-last data (cuda_bn_kernels.cu): x holds `rows` rows of
  * `c` channels (NHWC: rows = N*H*W; 2-D: rows = N); y, dy, dx and the fused output y have

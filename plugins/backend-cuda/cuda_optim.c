@@ -192,3 +192,33 @@ tp_status cuda_adam_update_group_dev(cuda_backend *b, const tp_update_item *item
     b->host->free(ts);
     return st;
 }
+
+/* API 1.8: the finiteness check of a group of tensors (the gradients, for the trainer's
+ * update gate), packed like the grouped updates. */
+tp_status cuda_check_finite_group(cuda_backend *b, const tp_tensor *const *xs, size_t n,
+                                  tp_tensor *out)
+{
+    static const char op[] = "check_finite_group";
+    tp_status st;
+    if ((st = cuda_need_f32(b, op, "out", out)) || (st = cuda_need_count(b, op, "out", out, 1)))
+        return st;
+    if (n > INT32_MAX || (n && !xs))
+        return b->host->fail(b->host, TP_ERR_INVALID, "%s: %zu tensors%s", op, n,
+                             xs ? " (at most 2^31-1)" : " but xs is NULL");
+    ck_update_tensor *ts = b->host->calloc(n ? n : 1, sizeof *ts);
+    if (!ts)
+        return b->host->fail(b->host, TP_ERR_NOMEM, "%s: out of host memory for %zu tensors",
+                             op, n);
+    for (size_t i = 0; i < n; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "xs[%zu]", i);
+        if ((st = cuda_need_f32(b, op, name, xs[i]))) {
+            b->host->free(ts);
+            return st;
+        }
+        ts[i] = (ck_update_tensor){NULL, xs[i]->data, NULL, NULL, tp_tensor_count(xs[i]), 0.0f};
+    }
+    st = CUDA_RT(ck_check_finite_group(ts, (int)n, out->data, b->compute));
+    b->host->free(ts);
+    return st;
+}

@@ -424,7 +424,7 @@ static int all_ops_present(const tp_backend_ops *o)
     NEED(batchnorm_relu_backward) NEED(native_stream) NEED(capture_begin) NEED(capture_end)
     NEED(replay) NEED(recording_free) NEED(sgd_update_dev) NEED(adam_update_dev)
     NEED(sgd_update_group_dev) NEED(adam_update_group_dev) NEED(batchnorm_add_relu_train)
-    NEED(conv_backward_data_add)
+    NEED(conv_backward_data_add) NEED(check_finite_group)
 #undef NEED
     return missing == 0 && o->size == sizeof(tp_backend_ops);
 }

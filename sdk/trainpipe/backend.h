@@ -347,7 +347,14 @@ typedef struct tp_backend_ops {
     tp_status (*conv_backward_data_add)(void *self, const tp_conv_desc *d, const tp_tensor *dy,
                                         const tp_tensor *w, tp_tensor *dx);
 
-    void *reserved[1];
+    /* API 1.8, optional: out (f32, one value, device) = 0 when every element of the n f32
+     * device tensors xs[0..n-1] is finite, NaN when any is NaN or infinite (0 for n = 0).
+     * Queued like any operation, so it can be recorded; one read of each tensor. The
+     * trainer adds it to the update's gate, so a non-finite gradient skips the update even
+     * where the loss is finite: ReLU is max(0, x), which turns a NaN activation into 0, so
+     * then only the gradients upstream of it show the NaN. */
+    tp_status (*check_finite_group)(void *self, const tp_tensor *const *xs, size_t n,
+                                    tp_tensor *out);
 } tp_backend_ops;
 
 /* True when ops (of a backend built against any API minor) offers operation `op`: its

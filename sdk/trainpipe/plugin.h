@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 #define TP_ABI_MAJOR 1
-#define TP_API_MINOR 7
+#define TP_API_MINOR 8
 
 /* The name of the one exported symbol, for dlsym(). */
 #define TP_PLUGIN_ENTRY_SYMBOL "trainpipe_plugin_entry"

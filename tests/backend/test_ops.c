@@ -23,6 +23,7 @@
  * bf16act_* rows with the tolerances given at bf16_tolerance(). */
 #include "config.h"
 
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -1378,6 +1379,100 @@ static void test_optimizer_groups(ctx *c)
     }
 }
 
+/* API 1.8 check_finite_group over GROUP_TENSORS tensors of the grouped updates' sizes
+ * (chunk and launch boundaries on backend-cuda): 0 with finite extremes everywhere (the
+ * largest floats, subnormals, signed zeros), NaN with a single NaN, +inf or -inf at the
+ * first, last or a middle element of the first, a middle or the last tensor, 0 again
+ * once it is gone, 0 for no tensors; and refusals that leave out untouched. Rows compare
+ * a flag (0: wrote 0, 1: wrote NaN, 2: anything else), so they are exact. */
+static void test_check_finite_group(ctx *c)
+{
+    if (!TP_BACKEND_HAS(c->ops, check_finite_group)) {
+        printf("ok   check_finite_group: not offered (optional, API 1.8)\n");
+        return;
+    }
+    static const int64_t sizes[] = {1, 7, 1023, 1024, 1025, 3000, 4096, 16, 432, 2304, 4097};
+    const int n_sizes = (int)(sizeof sizes / sizeof sizes[0]);
+    const double extremes[] = {FLT_MAX, -FLT_MAX, 1e-40, -1e-45, 0.0, -0.0};
+    tp_tensor xs[GROUP_TENSORS], out = t1(1), two = t1(2);
+    const tp_tensor *list[GROUP_TENSORS];
+    double *vals[GROUP_TENSORS];
+    memset(xs, 0, sizeof xs), memset(vals, 0, sizeof vals);
+    CALL(c, dev_alloc(c, &out));
+    CALL(c, dev_alloc(c, &two));
+    for (int i = 0; i < GROUP_TENSORS; i++) {
+        const int64_t n = sizes[i % n_sizes];
+        xs[i] = t1(n);
+        vals[i] = rand_array(c, n, -1e30, 1e30);
+        for (int k = 0; k < 6 && k < n; k++)
+            vals[i][(k * 7919) % n] = extremes[(i + k) % 6];
+        CALL(c, upload(c, &xs[i], vals[i]));
+        list[i] = &xs[i];
+    }
+    /* (tensor, element) places and the bad values put there one at a time */
+    const int64_t big = 6; /* sizes[6] = 4096: its last chunk */
+    const int64_t places[][2] = {{0, 0}, {GROUP_TENSORS / 2, -1}, {GROUP_TENSORS - 1, -1},
+                                 {big, 4095}, {big, 2048}, {4, 1024}, {10, 2}};
+    const double bad[] = {NAN, INFINITY, -INFINITY};
+    for (int p = -1; p < (int)(sizeof places / sizeof places[0]); p++) {
+        for (int b = 0; b < (p < 0 ? 1 : 3); b++) {
+            char what[64];
+            double want = 0, flag, got = 0;
+            int t = 0;
+            int64_t e = 0;
+            if (p >= 0) {
+                t = (int)places[p][0];
+                const int64_t n = sizes[t % n_sizes];
+                e = places[p][1] < 0 ? n - 1 : places[p][1] % n;
+                const double keep = vals[t][e];
+                vals[t][e] = bad[b];
+                tp_status st = upload(c, &xs[t], vals[t]);
+                vals[t][e] = keep;
+                CALL(c, st);
+                want = 1;
+                snprintf(what, sizeof what, "%s at tensor %d element %lld", b == 0 ? "NaN" : b == 1 ? "+inf" : "-inf", t, (long long)e);
+            } else {
+                snprintf(what, sizeof what, "all finite (extremes included)");
+            }
+            CALL(c, c->ops->fill(c->be, &out, 7.0));
+            CALL(c, c->ops->check_finite_group(c->be, list, GROUP_TENSORS, &out));
+            CALL(c, download(c, &out, &got));
+            flag = isnan(got) ? 1 : got == 0 ? 0 : 2;
+            compare(c, "check_finite_group", what, &flag, &want, 1, 0.0);
+            if (p >= 0) { /* gone again: 0, nothing sticky */
+                CALL(c, upload(c, &xs[t], vals[t]));
+                CALL(c, c->ops->check_finite_group(c->be, list, GROUP_TENSORS, &out));
+                CALL(c, download(c, &out, &got));
+                flag = isnan(got) ? 1 : got == 0 ? 0 : 2;
+                want = 0;
+                compare(c, "check_finite_group", "restored", &flag, &want, 1, 0.0);
+            }
+        }
+    }
+    {
+        double got = 0, flag, want = 0;
+        CALL(c, c->ops->fill(c->be, &out, NAN));
+        CALL(c, c->ops->check_finite_group(c->be, list, 0, &out));
+        CALL(c, download(c, &out, &got));
+        flag = isnan(got) ? 1 : got == 0 ? 0 : 2;
+        compare(c, "check_finite_group", "no tensors", &flag, &want, 1, 0.0);
+        /* refused: a missing tensor, an out of two values; out keeps its 7 */
+        const tp_tensor *with_null[2] = {&xs[0], NULL};
+        CALL(c, c->ops->fill(c->be, &out, 7.0));
+        expect_refused(c, "check_finite_group with a NULL tensor",
+                       c->ops->check_finite_group(c->be, with_null, 2, &out));
+        expect_refused(c, "check_finite_group into two values",
+                       c->ops->check_finite_group(c->be, list, 1, &two));
+        CALL(c, download(c, &out, &got));
+        flag = got == 7.0 ? 0 : 1;
+        compare(c, "check_finite_group", "refused calls leave out", &flag, &want, 1, 0.0);
+    }
+out:
+    for (int i = 0; i < GROUP_TENSORS; i++)
+        dev_free(c, &xs[i]), free(vals[i]);
+    dev_free(c, &out), dev_free(c, &two);
+}
+
 /* The argument checks on the paths clang's static analyzer (scan-build 14) flagged in the
  * backends as using an out-parameter a failing helper left unwritten (cpu_pool,
  * cpu_elementwise; cuda_pool, cuda_gemm, cuda_loss). The helpers fail through host->fail(),
@@ -2122,6 +2217,7 @@ int main(int argc, char **argv)
     test_optimizers(&c, 0);
     test_optimizers(&c, 1);
     test_optimizer_groups(&c);
+    test_check_finite_group(&c);
     test_gradcheck(&c, TP_LAYOUT_NCHW, 1, 1);
     test_gradcheck(&c, TP_LAYOUT_NHWC, 2, 0);
     if (bf16_act)

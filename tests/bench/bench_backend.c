@@ -32,7 +32,8 @@
  * trainer does; otherwise it runs op by op after the replay. The recorded update is one
  * grouped call over every parameter tensor where the backend has the API 1.7 grouped form
  * (as optim-sgd makes it), or one call per tensor with --per-tensor-update, to measure what
- * the grouping saves.
+ * the grouping saves; it is gated as the trainer gates it, on the loss plus the API 1.8
+ * gradient check where the backend has it.
  * --json prints one machine-readable line instead of the human summary (the harness in
  * tests/bench/cpu reads it). A benchmark, not a test: built by `make bench`, never run by
  * `make check`. */
@@ -775,6 +776,9 @@ typedef struct graph_bench {
     step_capture *capture; /* --capture */
     tp_tensor opt_scalars;  /* --capture with sgd_update_dev: [lr] on the device */
     tp_update_item *items;  /* the grouped update's items (API 1.7), or NULL */
+    /* the trainer's gate where the backend checks gradients (API 1.8): gate = loss + check */
+    tp_tensor gate, grad_check;
+    const tp_tensor **grads;
 } graph_bench;
 
 /* Uploads n values from host memory into the freshly allocated t. */
@@ -815,12 +819,21 @@ static tp_status forward_backward_update(void *ctx, const tp_tensor *x, const tp
     tp_status st = forward_backward(gb, x, labels);
     size_t n;
     const tp_param_ref *p = graph_params(gb->g, &n);
+    const tp_tensor *gate = &gb->loss;
+    if (!st && gb->grads) { /* as the trainer gates it: loss + gradient check */
+        st = be->ops->check_finite_group(be->self, gb->grads, n, &gb->grad_check);
+        if (!st)
+            st = be->ops->copy(be->self, &gb->gate, &gb->loss, TP_STREAM_COMPUTE);
+        if (!st)
+            st = be->ops->axpby(be->self, 1.0, &gb->grad_check, 1.0, &gb->gate);
+        gate = &gb->gate;
+    }
     if (!st && gb->items)
-        return be->ops->sgd_update_group_dev(be->self, gb->items, n, &gb->opt_scalars,
-                                             &gb->loss, 0.9, 1);
+        return be->ops->sgd_update_group_dev(be->self, gb->items, n, &gb->opt_scalars, gate,
+                                             0.9, 1);
     for (size_t i = 0; !st && i < n; i++)
         st = be->ops->sgd_update_dev(be->self, p[i].value, p[i].grad, &gb->velocity[i],
-                                     &gb->opt_scalars, &gb->loss, 0.9, 5e-4, 1);
+                                     &gb->opt_scalars, gate, 0.9, 5e-4, 1);
     return st;
 }
 
@@ -937,6 +950,16 @@ static int run_graph(const options *o, registry *r, const tp_backend *be,
                 gb.items[i] = (tp_update_item){p[i].value, p[i].grad, {&gb.velocity[i], NULL},
                                                5e-4};
         }
+        if (TP_BACKEND_HAS(be->ops, check_finite_group)) {
+            if (!(gb.grads = calloc(gb.n_params ? gb.n_params : 1, sizeof *gb.grads)))
+                goto done;
+            for (size_t i = 0; i < gb.n_params; i++)
+                gb.grads[i] = p[i].grad;
+            gb.gate = gb.grad_check = tp_tensor_2d(TP_DTYPE_F32, 1, 0);
+            if ((st = be->ops->alloc(be->self, &gb.gate, "gate")) ||
+                (st = be->ops->alloc(be->self, &gb.grad_check, "gradient check")))
+                goto done;
+        }
     }
     const char *update = !gb.opt_scalars.data ? "op by op"
                          : gb.items           ? "grouped"
@@ -1004,6 +1027,11 @@ done:
     free(gb.items);
     if (gb.opt_scalars.data)
         be->ops->free(be->self, &gb.opt_scalars);
+    if (gb.gate.data)
+        be->ops->free(be->self, &gb.gate);
+    if (gb.grad_check.data)
+        be->ops->free(be->self, &gb.grad_check);
+    free(gb.grads);
     step_capture_free(gb.capture);
     tp_tensor *owned[4] = { &gb.input, &gb.labels, &gb.loss, &gb.dlogits };
     for (int i = 0; i < 4; i++)

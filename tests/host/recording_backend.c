@@ -537,6 +537,7 @@ tp_backend recording_backend(tp_backend inner)
     o->adam_update_dev = NULL;
     o->sgd_update_group_dev = NULL;
     o->adam_update_group_dev = NULL;
+    o->check_finite_group = NULL;
     o->native_stream = NULL;
     o->capture_begin = w_capture_begin;
     o->capture_end = w_capture_end;

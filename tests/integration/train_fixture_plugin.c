@@ -1,28 +1,31 @@
 /* Components for the training tests (test-train.tap):
- *   - the batch augmenter "poison_batch" fills one chosen training batch with NaN;
+ *   - the batch augmenter "poison_batch" fills chosen training batches with NaN;
  *   - the model "pooled_linear" (global average pooling, then one linear layer) lets that
  *     NaN reach the loss: a ResNet's ReLUs turn NaN into 0 (max(0, x), as the SDK defines
  *     them), so only its first layer's gradients would show it.
- * Together they make exactly one step's loss non-finite while the steps around it stay
- * finite. */
+ * With a ResNet the poisoned steps have finite losses and NaN gradients; with
+ * pooled_linear their losses are NaN too, while the steps around them stay finite. */
 #include <math.h>
 #include <stdlib.h>
 
 #include <trainpipe/trainpipe.h>
 
 typedef struct poison_config {
-    int64_t batch; /* 1-based number of the training batch to poison */
+    int64_t batch; /* 1-based number of the first training batch to poison */
+    int64_t count; /* batches poisoned from there */
 } poison_config;
 
 static const tp_param_def poison_params[] = {
     TP_PARAM_DEF_INT(poison_config, batch, "batch", "1", 1, 1e15,
-                     "the training batch (1-based, in the order the loader makes them) "
+                     "the first training batch (1-based, in the order the loader makes them) "
                      "filled with NaN"),
+    TP_PARAM_DEF_INT(poison_config, count, "count", "1", 1, 1e15,
+                     "how many batches from there are filled with NaN"),
 };
 
 typedef struct poison {
     const tp_host *host;
-    int64_t batch;
+    int64_t batch, count;
     int64_t seen; /* training batches so far (one device thread calls apply_batch) */
 } poison;
 
@@ -31,7 +34,8 @@ static tp_status poison_create(const tp_host *host, const void *config, void **s
     poison *p = host->alloc(sizeof *p);
     if (!p)
         return host->fail(host, TP_ERR_NOMEM, "poison_batch: out of memory");
-    *p = (poison){ .host = host, .batch = ((const poison_config *)config)->batch };
+    const poison_config *c = config;
+    *p = (poison){ .host = host, .batch = c->batch, .count = c->count };
     *self = p;
     return TP_OK;
 }
@@ -57,7 +61,10 @@ static tp_status poison_output_size(void *self, int in_height, int in_width, int
 static tp_status poison_apply_batch(void *self, const tp_augment_batch *b)
 {
     poison *p = self;
-    if (!b->training || ++p->seen != p->batch)
+    if (!b->training)
+        return TP_OK;
+    p->seen++;
+    if (p->seen < p->batch || p->seen >= p->batch + p->count)
         return TP_OK;
     return b->backend->ops->fill(b->backend->self, b->images, NAN);
 }
