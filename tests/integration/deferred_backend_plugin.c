@@ -15,7 +15,8 @@
  *     in the same order, the reference a lazy run must match bit for bit. mode = copy_ahead
  *     runs the copy stream as it is queued (its waits included) and the compute stream
  *     lazily: a copy that overwrites a buffer before the compute stream is done with it (a
- *     missing wait on the copy stream) shows there.
+ *     missing wait on the copy stream) shows there. mode = random runs a few queued calls
+ *     of either stream, drawn from `seed`, after each new one: orders between the two.
  *   - It records (capture_begin .. capture_end) and replays like a CUDA graph, with the
  *     same restrictions as backend-cuda, so step capture runs on the CPU too.
  *
@@ -41,24 +42,28 @@ typedef struct deferred_config {
     int mode; /* deferred_mode */
     int64_t threads;
     int deterministic;
+    int64_t seed;
 } deferred_config;
 
 /* The order of the modes is deferred_mode's. */
-static const char *const mode_names[] = { "lazy", "copy_ahead", "eager", NULL };
+static const char *const mode_names[] = { "lazy", "copy_ahead", "random", "eager", NULL };
 
-typedef enum deferred_mode { MODE_LAZY, MODE_COPY_AHEAD, MODE_EAGER } deferred_mode;
+typedef enum deferred_mode { MODE_LAZY, MODE_COPY_AHEAD, MODE_RANDOM, MODE_EAGER } deferred_mode;
 
 static const tp_param_def deferred_params[] = {
     TP_PARAM_DEF_REQUIRED_PATH(deferred_config, cpu_plugin, "cpu_plugin",
                                "backend-cpu's shared object, which runs the calls"),
     TP_PARAM_DEF_ENUM(deferred_config, mode, "mode", "lazy", mode_names,
                       "lazy: a call runs only when something waits for it; copy_ahead: the "
-                      "copy stream runs as it is queued, the compute stream lazily; eager: "
-                      "every call at once"),
+                      "copy stream runs as it is queued, the compute stream lazily; random: "
+                      "after each call, up to 3 queued calls of either stream, drawn from "
+                      "`seed`; eager: every call at once"),
     TP_PARAM_DEF_INT(deferred_config, threads, "threads", "0", 0, 4096,
                      "backend-cpu's threads (0: all cores)"),
     TP_PARAM_DEF_BOOL(deferred_config, deterministic, "deterministic", "false",
                       "passed on to backend-cpu"),
+    TP_PARAM_DEF_INT(deferred_config, seed, "seed", "1", 1, 1e15,
+                     "mode = random: the seed of the draws"),
 };
 
 /* ------------------------------------------------------------------------------------- */
@@ -149,6 +154,7 @@ struct deferred {
     void *in_self;
     void (*in_destroy)(void *);
     deferred_mode mode;
+    uint64_t random_state; /* mode = random: xorshift64 */
 
     pthread_mutex_t lock;
     pthread_cond_t capture_cond;
@@ -472,6 +478,29 @@ static tp_status forbid_while_recording(deferred *d, const char *what)
                          what);
 }
 
+static uint64_t next_random(deferred *d)
+{
+    uint64_t x = d->random_state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return d->random_state = x;
+}
+
+/* mode = random: runs 0 to 3 queued calls, each from a stream drawn at random (the other
+ * one when the drawn stream is empty), so runs explore orders between lazy and eager. */
+static void run_some(deferred *d)
+{
+    for (uint64_t k = next_random(d) % 4; k > 0; k--) {
+        tp_stream s = (next_random(d) & 1) ? TP_STREAM_COPY : TP_STREAM_COMPUTE;
+        if (!d->queue[s].head)
+            s = s == TP_STREAM_COPY ? TP_STREAM_COMPUTE : TP_STREAM_COPY;
+        if (!d->queue[s].head)
+            return;
+        run_head(d, s);
+    }
+}
+
 /* Queues c on stream s (or records it), taking ownership; runs it at once in eager mode. */
 static tp_status submit(deferred *d, call *c, tp_stream s)
 {
@@ -499,6 +528,8 @@ static tp_status submit(deferred *d, call *c, tp_stream s)
     else if (d->mode == MODE_COPY_AHEAD && s == TP_STREAM_COPY)
         while (d->queue[TP_STREAM_COPY].head)
             run_head(d, TP_STREAM_COPY);
+    else if (d->mode == MODE_RANDOM)
+        run_some(d);
     return report_failure(d);
 }
 
@@ -1202,6 +1233,7 @@ static tp_status deferred_create(const tp_host *host, const void *config, void *
         return host->fail(host, TP_ERR_NOMEM, "deferred: out of memory");
     d->host = host;
     d->mode = (deferred_mode)cfg->mode;
+    d->random_state = cfg->seed > 0 ? (uint64_t)cfg->seed : 1; /* xorshift stays at 0 */
     pthread_mutex_init(&d->lock, NULL);
     pthread_cond_init(&d->capture_cond, NULL);
     size_t host_size = host->size < sizeof(tp_host) ? host->size : sizeof(tp_host);

@@ -1,6 +1,6 @@
 /* The test backend "deferred" (deferred_backend_plugin.c) itself: that lazy mode really runs
  * nothing until something waits for it, that the copy stream runs only when a wait needs
- * it, copy_ahead and eager run what they promise at once, recordings replay, and a queued
+ * it, copy_ahead, random and eager run what they promise, recordings replay, and a queued
  * call's failure reaches the next wait. Without these, test-deferred.tap's agreement with
  * backend-cpu would prove nothing. Loads $TP_BUILDDIR's deferred-backend.so and
  * backend-cpu.so. */
@@ -52,7 +52,7 @@ static void *make_config(const tp_component *c, const char *cpu_plugin, const ch
             while (p->choices[index] && strcmp(p->choices[index], mode) != 0)
                 index++;
             memcpy(field, &index, sizeof index);
-        } else if (strcmp(p->name, "threads") == 0) {
+        } else if (strcmp(p->name, "threads") == 0 || strcmp(p->name, "seed") == 0) {
             int64_t one = 1;
             memcpy(field, &one, sizeof one);
         }
@@ -187,7 +187,7 @@ static void test_lazy(const tp_component *c, const char *cpu)
     close_bench(&b, c);
 }
 
-static void test_ahead_and_eager(const tp_component *c, const char *cpu)
+static void test_other_modes(const tp_component *c, const char *cpu)
 {
     bench b;
     if (!open_bench(&b, c, cpu, "copy_ahead")) {
@@ -204,6 +204,25 @@ static void test_ahead_and_eager(const tp_component *c, const char *cpu)
     CHECK(first(&b.pinned_out) == 7.0f); /* the compute stream did not */
     CHECK(!b.o->sync(b.self));
     CHECK(first(&b.pinned_out) == 8.0f);
+    close_bench(&b, c);
+
+    /* random: after each call a few queued ones run, so the host sees the stream behind
+     * but moving. */
+    if (!open_bench(&b, c, cpu, "random")) {
+        failures++;
+        return;
+    }
+    set_all(&b.pinned_out, 0.0f);
+    int behind = 0, moved = 0;
+    for (int i = 1; i <= 50; i++) {
+        CHECK(!b.o->fill(b.self, &b.pinned_out, (double)i));
+        float seen = first(&b.pinned_out);
+        behind += seen < (float)i;
+        moved += seen > 0.0f;
+    }
+    CHECK(behind > 0 && moved > 0);
+    CHECK(!b.o->sync(b.self));
+    CHECK(first(&b.pinned_out) == 50.0f);
     close_bench(&b, c);
 
     if (!open_bench(&b, c, cpu, "eager")) {
@@ -230,7 +249,7 @@ int main(void)
     char cpu[4096];
     snprintf(cpu, sizeof cpu, "%s/plugins/.libs/backend-cpu.so", builddir);
     test_lazy(c, cpu);
-    test_ahead_and_eager(c, cpu);
+    test_other_modes(c, cpu);
     printf("%s: %d failures\n", failures ? "FAIL" : "PASS", failures);
     return failures ? 1 : 0;
 }
