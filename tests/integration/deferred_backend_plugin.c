@@ -17,6 +17,9 @@
  *     lazily: a copy that overwrites a buffer before the compute stream is done with it (a
  *     missing wait on the copy stream) shows there. mode = random runs a few queued calls
  *     of either stream, drawn from `seed`, after each new one: orders between the two.
+ *   - fence = true (lazy and copy_ahead): device memory is mapped PROT_NONE except while
+ *     queued calls run, so host code that reads or writes it directly (which on a GPU reads
+ *     garbage or faults) crashes at that line instead of passing unnoticed.
  *   - It records (capture_begin .. capture_end) and replays like a CUDA graph, with the
  *     same restrictions as backend-cuda, so step capture runs on the CPU too.
  *
@@ -31,6 +34,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <trainpipe/trainpipe.h>
 
@@ -43,6 +48,7 @@ typedef struct deferred_config {
     int64_t threads;
     int deterministic;
     int64_t seed;
+    int fence;
 } deferred_config;
 
 /* The order of the modes is deferred_mode's. */
@@ -64,6 +70,9 @@ static const tp_param_def deferred_params[] = {
                       "passed on to backend-cpu"),
     TP_PARAM_DEF_INT(deferred_config, seed, "seed", "1", 1, 1e15,
                      "mode = random: the seed of the draws"),
+    TP_PARAM_DEF_BOOL(deferred_config, fence, "fence", "true",
+                      "lazy and copy_ahead: device memory is inaccessible to the host except "
+                      "while queued calls run, so a host read of it crashes at once"),
 };
 
 /* ------------------------------------------------------------------------------------- */
@@ -146,6 +155,25 @@ typedef struct inner_host {
     deferred *owner;
 } inner_host;
 
+/* Fenced device memory: one reservation, handed out page-aligned from the bottom (freed
+ * pages are returned to the system, never reused), PROT_NONE except while queued calls run,
+ * so opening and closing it is one mprotect() each. */
+typedef struct fenced_block {
+    unsigned char *at;
+    size_t bytes;
+} fenced_block;
+
+typedef struct device_fence {
+    unsigned char *base;
+    size_t reserved, used;
+    int depth; /* nested runs of queued calls */
+    fenced_block *blocks;
+    size_t n_blocks, cap_blocks;
+} device_fence;
+
+/* Virtual address space only (MAP_NORESERVE); pages are committed as they are touched. */
+#define FENCE_RESERVE ((size_t)16 << 30)
+
 struct deferred {
     const tp_host *host;
     inner_host inner_host;
@@ -155,6 +183,8 @@ struct deferred {
     void (*in_destroy)(void *);
     deferred_mode mode;
     uint64_t random_state; /* mode = random: xorshift64 */
+    int fenced;
+    device_fence fence;
 
     pthread_mutex_t lock;
     pthread_cond_t capture_cond;
@@ -407,6 +437,19 @@ static tp_status run_call(deferred *d, call *c)
                          (int)c->op);
 }
 
+/* Device memory becomes accessible while queued calls run (nested runs count). */
+static void fence_open(deferred *d)
+{
+    if (d->fenced && d->fence.depth++ == 0 && d->fence.used)
+        (void)mprotect(d->fence.base, d->fence.used, PROT_READ | PROT_WRITE);
+}
+
+static void fence_close(deferred *d)
+{
+    if (d->fenced && --d->fence.depth == 0 && d->fence.used)
+        (void)mprotect(d->fence.base, d->fence.used, PROT_NONE);
+}
+
 /* Runs the call at the head of stream s; a failure becomes the sticky error, and once one
  * is recorded the remaining calls are dropped unrun (as a CUDA context stops after a fault). */
 static void run_head(deferred *d, tp_stream s)
@@ -428,20 +471,26 @@ static void run_head(deferred *d, tp_stream s)
 /* Runs stream s until ev's record `seq` has been reached. */
 static tp_status flush_until(deferred *d, tp_stream s, tp_event *ev, uint64_t seq)
 {
-    while (ev->done < seq) {
+    tp_status st = TP_OK;
+    fence_open(d);
+    while (ev->done < seq && !st) {
         if (!d->queue[s].head)
-            return d->host->fail(d->host, TP_ERR_INVALID,
-                                 "deferred: event record %llu is not on the %s stream",
-                                 (unsigned long long)seq, s ? "copy" : "compute");
-        run_head(d, s);
+            st = d->host->fail(d->host, TP_ERR_INVALID,
+                               "deferred: event record %llu is not on the %s stream",
+                               (unsigned long long)seq, s ? "copy" : "compute");
+        else
+            run_head(d, s);
     }
-    return TP_OK;
+    fence_close(d);
+    return st;
 }
 
 static void flush_all(deferred *d)
 {
+    fence_open(d);
     while (d->queue[0].head || d->queue[1].head)
         run_head(d, d->queue[0].head ? TP_STREAM_COMPUTE : TP_STREAM_COPY);
+    fence_close(d);
 }
 
 static tp_status report_failure(deferred *d)
@@ -497,7 +546,9 @@ static void run_some(deferred *d)
             s = s == TP_STREAM_COPY ? TP_STREAM_COMPUTE : TP_STREAM_COPY;
         if (!d->queue[s].head)
             return;
+        fence_open(d);
         run_head(d, s);
+        fence_close(d);
     }
 }
 
@@ -525,9 +576,12 @@ static tp_status submit(deferred *d, call *c, tp_stream s)
     d->queued++;
     if (d->mode == MODE_EAGER || d->queued > QUEUE_LIMIT)
         flush_all(d);
-    else if (d->mode == MODE_COPY_AHEAD && s == TP_STREAM_COPY)
+    else if (d->mode == MODE_COPY_AHEAD && s == TP_STREAM_COPY) {
+        fence_open(d);
         while (d->queue[TP_STREAM_COPY].head)
             run_head(d, TP_STREAM_COPY);
+        fence_close(d);
+    }
     else if (d->mode == MODE_RANDOM)
         run_some(d);
     return report_failure(d);
@@ -563,13 +617,61 @@ static tp_status d_info(void *self, tp_backend_info *out)
     return TP_OK;
 }
 
+/* Device memory from the fenced reservation, checked as backend-cpu checks its own. */
+static tp_status fenced_alloc(deferred *d, tp_tensor *t, const char *what)
+{
+    const char *name = what ? what : "tensor";
+    int bad = t->ndim < 1 || t->ndim > TP_TENSOR_MAX_DIMS || tp_dtype_size(t->dtype) == 0;
+    for (int i = 0; !bad && i < t->ndim; i++)
+        bad = t->shape[i] < 0;
+    if (bad)
+        return d->host->fail(d->host, TP_ERR_INVALID,
+                             "deferred alloc: %s has a bad shape or dtype", name);
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t bytes = (tp_tensor_bytes(t) + page - 1) / page * page;
+    if (!bytes)
+        bytes = page;
+    device_fence *f = &d->fence;
+    if (bytes > f->reserved - f->used)
+        return d->host->fail(d->host, TP_ERR_NOMEM,
+                             "deferred alloc: %s (%zu bytes): the fenced reservation of %zu "
+                             "bytes is used up", name, bytes, f->reserved);
+    if (f->n_blocks == f->cap_blocks) {
+        size_t cap = f->cap_blocks ? 2 * f->cap_blocks : 64;
+        fenced_block *blocks = realloc(f->blocks, cap * sizeof *blocks);
+        if (!blocks)
+            return d->host->fail(d->host, TP_ERR_NOMEM, "deferred alloc: out of memory");
+        f->blocks = blocks;
+        f->cap_blocks = cap;
+    }
+    t->data = f->base + f->used;
+    f->blocks[f->n_blocks++] = (fenced_block){ t->data, bytes };
+    f->used += bytes;
+    return TP_OK;
+}
+
+/* Returns the pages of a fenced block to the system; 0 if t is not one. */
+static int fenced_free(deferred *d, tp_tensor *t)
+{
+    device_fence *f = &d->fence;
+    for (size_t k = 0; k < f->n_blocks; k++)
+        if (f->blocks[k].at == t->data) {
+            (void)madvise(f->blocks[k].at, f->blocks[k].bytes, MADV_DONTNEED);
+            f->blocks[k] = f->blocks[--f->n_blocks];
+            t->data = NULL;
+            return 1;
+        }
+    return 0;
+}
+
 static tp_status d_alloc(void *self, tp_tensor *t, const char *what)
 {
     deferred *d = self;
     enter(d);
     tp_status st = forbid_while_recording(d, "alloc");
     if (!st)
-        st = IN->alloc(INS, t, what);
+        st = d->fenced && t->device == TP_DEVICE_DEVICE ? fenced_alloc(d, t, what)
+                                                        : IN->alloc(INS, t, what);
     leave(d);
     return st;
 }
@@ -581,7 +683,8 @@ static void d_free(void *self, tp_tensor *t)
     enter(d);
     if (!forbid_while_recording(d, "free")) {
         flush_all(d);
-        IN->free(INS, t);
+        if (!(d->fenced && t && fenced_free(d, t)))
+            IN->free(INS, t);
     }
     leave(d);
 }
@@ -1234,6 +1337,20 @@ static tp_status deferred_create(const tp_host *host, const void *config, void *
     d->host = host;
     d->mode = (deferred_mode)cfg->mode;
     d->random_state = cfg->seed > 0 ? (uint64_t)cfg->seed : 1; /* xorshift stays at 0 */
+    if (cfg->fence && (d->mode == MODE_LAZY || d->mode == MODE_COPY_AHEAD)) {
+        void *base = mmap(NULL, FENCE_RESERVE, PROT_NONE,
+                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (base == MAP_FAILED) {
+            tp_status st = host->fail(host, TP_ERR_NOMEM, "deferred: cannot reserve %zu "
+                                      "bytes of address space for fenced device memory",
+                                      FENCE_RESERVE);
+            free(d);
+            return st;
+        }
+        d->fenced = 1;
+        d->fence.base = base;
+        d->fence.reserved = FENCE_RESERVE;
+    }
     pthread_mutex_init(&d->lock, NULL);
     pthread_cond_init(&d->capture_cond, NULL);
     size_t host_size = host->size < sizeof(tp_host) ? host->size : sizeof(tp_host);
@@ -1293,6 +1410,9 @@ static void deferred_destroy(void *self)
         d->in_destroy(d->in_self);
     }
     queue_clear(&d->recorded);
+    if (d->fenced)
+        munmap(d->fence.base, d->fence.reserved);
+    free(d->fence.blocks);
     /* the handle stays open: backend-cpu keeps oneDNN's threads, which must stay mapped */
     pthread_cond_destroy(&d->capture_cond);
     pthread_mutex_destroy(&d->lock);

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "services.h"
 
@@ -55,6 +57,9 @@ static void *make_config(const tp_component *c, const char *cpu_plugin, const ch
         } else if (strcmp(p->name, "threads") == 0 || strcmp(p->name, "seed") == 0) {
             int64_t one = 1;
             memcpy(field, &one, sizeof one);
+        } else if (strcmp(p->name, "fence") == 0) {
+            int on = 1;
+            memcpy(field, &on, sizeof on);
         }
     }
     return cfg;
@@ -121,6 +126,23 @@ static void queue_round_trip(bench *b, int with_wait)
     b->o->event_destroy(b->self, copied);
 }
 
+/* Non-zero when reading `at` from a child process kills it (a fault, or a sanitizer's
+ * report of one): the child exits 0 only if the read returned. */
+static int read_faults(const void *at)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        volatile float v = *(const volatile float *)at;
+        (void)v;
+        _exit(0);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid)
+        return 0;
+    return !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 static void test_lazy(const tp_component *c, const char *cpu)
 {
     bench b;
@@ -128,6 +150,10 @@ static void test_lazy(const tp_component *c, const char *cpu)
         failures++;
         return;
     }
+    /* Device memory is fenced off from the host; pinned memory is not. */
+    CHECK(read_faults(b.dev.data));
+    CHECK(!read_faults(b.pinned_out.data));
+
     /* Nothing runs before the host waits. */
     CHECK(!b.o->fill(b.self, &b.dev, 1.0));
     set_all(&b.pinned_out, -1.0f);
