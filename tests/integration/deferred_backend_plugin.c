@@ -164,7 +164,7 @@ typedef struct fenced_block {
 } fenced_block;
 
 typedef struct device_fence {
-    unsigned char *base;
+    unsigned char *base; /* NULL: device memory is not fenced */
     size_t reserved, used;
     int depth; /* nested runs of queued calls */
     fenced_block *blocks;
@@ -183,7 +183,6 @@ struct deferred {
     void (*in_destroy)(void *);
     deferred_mode mode;
     uint64_t random_state; /* mode = random: xorshift64 */
-    int fenced;
     device_fence fence;
 
     pthread_mutex_t lock;
@@ -440,13 +439,13 @@ static tp_status run_call(deferred *d, call *c)
 /* Device memory becomes accessible while queued calls run (nested runs count). */
 static void fence_open(deferred *d)
 {
-    if (d->fenced && d->fence.depth++ == 0 && d->fence.used)
+    if (d->fence.base && d->fence.depth++ == 0 && d->fence.used)
         (void)mprotect(d->fence.base, d->fence.used, PROT_READ | PROT_WRITE);
 }
 
 static void fence_close(deferred *d)
 {
-    if (d->fenced && --d->fence.depth == 0 && d->fence.used)
+    if (d->fence.base && --d->fence.depth == 0 && d->fence.used)
         (void)mprotect(d->fence.base, d->fence.used, PROT_NONE);
 }
 
@@ -490,6 +489,15 @@ static void flush_all(deferred *d)
     fence_open(d);
     while (d->queue[0].head || d->queue[1].head)
         run_head(d, d->queue[0].head ? TP_STREAM_COMPUTE : TP_STREAM_COPY);
+    fence_close(d);
+}
+
+/* Runs stream s until it is empty (calls waiting on the other stream run that far). */
+static void flush_stream(deferred *d, tp_stream s)
+{
+    fence_open(d);
+    while (d->queue[s].head)
+        run_head(d, s);
     fence_close(d);
 }
 
@@ -540,16 +548,16 @@ static uint64_t next_random(deferred *d)
  * one when the drawn stream is empty), so runs explore orders between lazy and eager. */
 static void run_some(deferred *d)
 {
+    fence_open(d);
     for (uint64_t k = next_random(d) % 4; k > 0; k--) {
         tp_stream s = (next_random(d) & 1) ? TP_STREAM_COPY : TP_STREAM_COMPUTE;
         if (!d->queue[s].head)
             s = s == TP_STREAM_COPY ? TP_STREAM_COMPUTE : TP_STREAM_COPY;
         if (!d->queue[s].head)
-            return;
-        fence_open(d);
+            break;
         run_head(d, s);
-        fence_close(d);
     }
+    fence_close(d);
 }
 
 /* Queues c on stream s (or records it), taking ownership; runs it at once in eager mode. */
@@ -576,12 +584,8 @@ static tp_status submit(deferred *d, call *c, tp_stream s)
     d->queued++;
     if (d->mode == MODE_EAGER || d->queued > QUEUE_LIMIT)
         flush_all(d);
-    else if (d->mode == MODE_COPY_AHEAD && s == TP_STREAM_COPY) {
-        fence_open(d);
-        while (d->queue[TP_STREAM_COPY].head)
-            run_head(d, TP_STREAM_COPY);
-        fence_close(d);
-    }
+    else if (d->mode == MODE_COPY_AHEAD && s == TP_STREAM_COPY)
+        flush_stream(d, TP_STREAM_COPY);
     else if (d->mode == MODE_RANDOM)
         run_some(d);
     return report_failure(d);
@@ -670,8 +674,8 @@ static tp_status d_alloc(void *self, tp_tensor *t, const char *what)
     enter(d);
     tp_status st = forbid_while_recording(d, "alloc");
     if (!st)
-        st = d->fenced && t->device == TP_DEVICE_DEVICE ? fenced_alloc(d, t, what)
-                                                        : IN->alloc(INS, t, what);
+        st = d->fence.base && t->device == TP_DEVICE_DEVICE ? fenced_alloc(d, t, what)
+                                                            : IN->alloc(INS, t, what);
     leave(d);
     return st;
 }
@@ -683,7 +687,7 @@ static void d_free(void *self, tp_tensor *t)
     enter(d);
     if (!forbid_while_recording(d, "free")) {
         flush_all(d);
-        if (!(d->fenced && t && fenced_free(d, t)))
+        if (!(d->fence.base && t && fenced_free(d, t)))
             IN->free(INS, t);
     }
     leave(d);
@@ -788,24 +792,23 @@ static tp_status d_bn_relu_workspace_bytes(void *self, const tp_bn_desc *desc,
 static tp_status d_copy(void *self, tp_tensor *dst, const tp_tensor *src, tp_stream stream)
 {
     deferred *d = self;
-    int host_side = (dst && dst->device == TP_DEVICE_HOST) || (src && src->device == TP_DEVICE_HOST);
-    int host_only = dst && src && dst->device == TP_DEVICE_HOST && src->device == TP_DEVICE_HOST;
-    if (host_only) {
-        enter(d);
-        tp_status st = forbid_while_recording(d, "copy through host memory");
-        if (!st)
-            st = IN->copy(INS, dst, src, stream);
-        leave(d);
-        return st;
+    int host_dst = dst && dst->device == TP_DEVICE_HOST;
+    int host_src = src && src->device == TP_DEVICE_HOST;
+    enter(d);
+    tp_status st = host_dst || host_src ? forbid_while_recording(d, "copy through host memory")
+                                        : TP_OK;
+    if (!st && host_dst && host_src) {
+        st = IN->copy(INS, dst, src, stream);
+    } else if (!st) {
+        call *c = call_new(d, C_COPY, 0);
+        if (c) {
+            keep(c, 0, dst);
+            keep(c, 1, src);
+        }
+        st = submit(d, c, stream);
     }
-    if (host_side) {
-        enter(d);
-        tp_status st = forbid_while_recording(d, "copy through host memory");
-        leave(d);
-        if (st)
-            return st;
-    }
-    QUEUE(C_COPY, 0, stream, keep(c, 0, dst); keep(c, 1, src));
+    leave(d);
+    return st;
 }
 
 static tp_status d_fill(void *self, tp_tensor *t, double value)
@@ -1347,7 +1350,6 @@ static tp_status deferred_create(const tp_host *host, const void *config, void *
             free(d);
             return st;
         }
-        d->fenced = 1;
         d->fence.base = base;
         d->fence.reserved = FENCE_RESERVE;
     }
@@ -1410,7 +1412,7 @@ static void deferred_destroy(void *self)
         d->in_destroy(d->in_self);
     }
     queue_clear(&d->recorded);
-    if (d->fenced)
+    if (d->fence.base)
         munmap(d->fence.base, d->fence.reserved);
     free(d->fence.blocks);
     /* the handle stays open: backend-cpu keeps oneDNN's threads, which must stay mapped */

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "params.h"
 #include "services.h"
 
 static int failures;
@@ -40,35 +41,10 @@ static const tp_component *deferred_component(const char *builddir)
     return entry && entry()->n_components == 1 ? entry()->components[0] : NULL;
 }
 
-/* Fills the component's config through its parameter table, as the host would. */
-static void *make_config(const tp_component *c, const char *cpu_plugin, const char *mode)
-{
-    char *cfg = calloc(1, c->config_size);
-    for (size_t k = 0; cfg && k < c->n_params; k++) {
-        const tp_param_def *p = &c->params[k];
-        char *field = cfg + p->offset;
-        if (strcmp(p->name, "cpu_plugin") == 0) {
-            memcpy(field, &cpu_plugin, sizeof cpu_plugin);
-        } else if (strcmp(p->name, "mode") == 0) {
-            int index = 0;
-            while (p->choices[index] && strcmp(p->choices[index], mode) != 0)
-                index++;
-            memcpy(field, &index, sizeof index);
-        } else if (strcmp(p->name, "threads") == 0 || strcmp(p->name, "seed") == 0) {
-            int64_t one = 1;
-            memcpy(field, &one, sizeof one);
-        } else if (strcmp(p->name, "fence") == 0) {
-            int on = 1;
-            memcpy(field, &on, sizeof on);
-        }
-    }
-    return cfg;
-}
-
 typedef struct bench {
+    instance inst;
     void *self;
     const tp_backend_ops *o;
-    void *config;
     tp_tensor dev, pinned_in, pinned_out;
     tp_event *ev;
 } bench;
@@ -76,12 +52,15 @@ typedef struct bench {
 static int open_bench(bench *b, const tp_component *c, const char *cpu_plugin, const char *mode)
 {
     memset(b, 0, sizeof *b);
-    b->config = make_config(c, cpu_plugin, mode);
-    if (!b->config || c->create(services_host(), b->config, &b->self)) {
+    char plugin_kv[4200], mode_kv[64];
+    snprintf(plugin_kv, sizeof plugin_kv, "cpu_plugin=%s", cpu_plugin);
+    snprintf(mode_kv, sizeof mode_kv, "mode=%s", mode);
+    const char *const settings[] = { plugin_kv, mode_kv, "threads=1", NULL };
+    if (instance_create(c, settings, &b->inst)) {
         fprintf(stderr, "create (%s): %s\n", mode, services_last_error());
-        free(b->config);
         return 0;
     }
+    b->self = b->inst.self;
     b->o = c->ops;
     tp_tensor t = { .dtype = TP_DTYPE_F32, .ndim = 1, .shape = { 4, 1, 1, 1 } };
     b->dev = b->pinned_in = b->pinned_out = t;
@@ -92,14 +71,13 @@ static int open_bench(bench *b, const tp_component *c, const char *cpu_plugin, c
     return 1;
 }
 
-static void close_bench(bench *b, const tp_component *c)
+static void close_bench(bench *b)
 {
     b->o->event_destroy(b->self, b->ev);
     b->o->free(b->self, &b->dev);
     b->o->free(b->self, &b->pinned_in);
     b->o->free(b->self, &b->pinned_out);
-    c->destroy(b->self);
-    free(b->config);
+    instance_destroy(&b->inst);
 }
 
 static void set_all(tp_tensor *t, float v)
@@ -210,7 +188,7 @@ static void test_lazy(const tp_component *c, const char *cpu)
     CHECK(!b.o->axpby(b.self, 1.0, &wrong, 1.0, &b.dev));
     CHECK(b.o->sync(b.self) != TP_OK);
     CHECK(strstr(services_last_error(), "a queued axpby failed") != NULL);
-    close_bench(&b, c);
+    close_bench(&b);
 }
 
 static void test_other_modes(const tp_component *c, const char *cpu)
@@ -230,7 +208,7 @@ static void test_other_modes(const tp_component *c, const char *cpu)
     CHECK(first(&b.pinned_out) == 7.0f); /* the compute stream did not */
     CHECK(!b.o->sync(b.self));
     CHECK(first(&b.pinned_out) == 8.0f);
-    close_bench(&b, c);
+    close_bench(&b);
 
     /* random: after each call a few queued ones run, so the host sees the stream behind
      * but moving. */
@@ -249,7 +227,7 @@ static void test_other_modes(const tp_component *c, const char *cpu)
     CHECK(behind > 0 && moved > 0);
     CHECK(!b.o->sync(b.self));
     CHECK(first(&b.pinned_out) == 50.0f);
-    close_bench(&b, c);
+    close_bench(&b);
 
     if (!open_bench(&b, c, cpu, "eager")) {
         failures++;
@@ -257,7 +235,7 @@ static void test_other_modes(const tp_component *c, const char *cpu)
     }
     CHECK(!b.o->fill(b.self, &b.pinned_out, 9.0));
     CHECK(first(&b.pinned_out) == 9.0f);
-    close_bench(&b, c);
+    close_bench(&b);
 }
 
 int main(void)
