@@ -11,13 +11,39 @@
 #include "cpu_image_ops.h"
 #include "cpu_ops.h"
 
+static const char *const precision_choices[] = {"fp32", "bf16", NULL};
+
 static const tp_param_def cpu_params[] = {
     TP_PARAM_DEF_INT(cpu_config, threads, "threads", "0", 0, 4096,
                      "CPU threads for oneDNN and OpenMP (0: all cores)"),
     TP_PARAM_DEF_BOOL(cpu_config, deterministic, "deterministic", "false",
                       "request bitwise reproducible results (oneDNN CPU primitives already are "
                       "for a fixed thread count)"),
+    TP_PARAM_DEF_ENUM(cpu_config, precision, "precision", "fp32", precision_choices,
+                      "Activations and their gradients: fp32, or bf16 (weights, batch-norm "
+                      "state and the optimizer stay f32; needs AVX-512 BF16, and pays with "
+                      "AMX)."),
 };
+
+/* Whether oneDNN runs bf16 layers natively here: AVX-512 BF16 (then AMX) is a superset of
+ * the ISA bits below, which oneDNN's ISA values encode as masks. */
+static int cpu_has_bf16(dnnl_cpu_isa_t isa)
+{
+    return ((unsigned)isa & (unsigned)dnnl_cpu_isa_avx512_core_bf16) ==
+           (unsigned)dnnl_cpu_isa_avx512_core_bf16;
+}
+
+static const char *isa_name(dnnl_cpu_isa_t isa)
+{
+    if (((unsigned)isa & (unsigned)dnnl_cpu_isa_avx512_core_amx) ==
+        (unsigned)dnnl_cpu_isa_avx512_core_amx)
+        return "AVX-512 with AMX";
+    if (cpu_has_bf16(isa))
+        return "AVX-512 BF16";
+    if (((unsigned)isa & (unsigned)dnnl_cpu_isa_avx512_core) == (unsigned)dnnl_cpu_isa_avx512_core)
+        return "AVX-512 without BF16";
+    return "no AVX-512";
+}
 
 /* The CPU model from /proc/cpuinfo, or a generic name. */
 static void read_cpu_name(char *buf, size_t size)
@@ -68,9 +94,25 @@ static tp_status cpu_create(const tp_host *host, const void *config, void **self
     be->host = host;
     be->threads = (int)cfg->threads;
     be->deterministic = cfg->deterministic;
+    be->act_dtype = TP_DTYPE_F32;
     pthread_mutex_init(&be->lock, NULL);
     read_cpu_name(be->device_name, sizeof be->device_name);
     cpu_pin_runtime();
+    if (cfg->precision == CPU_PRECISION_BF16) {
+        /* ONEDNN_MAX_CPU_ISA lowers what oneDNN reports, which tests use */
+        dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+        if (!cpu_has_bf16(isa)) {
+            st = host->fail(host, TP_ERR_UNSUPPORTED,
+                            "backend-cpu: precision = bf16 needs a CPU with AVX-512 BF16 or "
+                            "AMX, and oneDNN finds %s on this one (%s); use precision = fp32",
+                            isa_name(isa), be->device_name);
+            goto fail;
+        }
+        be->act_dtype = TP_DTYPE_BF16;
+        host->log(host, TP_LOG_INFO, "backend-cpu",
+                  "precision bf16: activations and their gradients in bf16 on %s (%s)",
+                  isa_name(isa), be->device_name);
+    }
     CPU_DNNL(be, dnnl_engine_create, &be->engine, dnnl_cpu, 0);
     CPU_DNNL(be, dnnl_stream_create, &be->stream, be->engine, dnnl_stream_default_flags);
     cpu_apply_threads(be);
@@ -98,7 +140,7 @@ static tp_status cpu_info(void *self, tp_backend_info *out)
     out->preferred_layout = TP_LAYOUT_NHWC;
     out->has_device_memory = 0;
     out->threads = be->threads_used;
-    out->activation_dtype = TP_DTYPE_F32; /* oneDNN's bf16 needs AVX-512 BF16 or AMX */
+    out->activation_dtype = be->act_dtype; /* bf16 only with precision = bf16 */
     return TP_OK;
 }
 

@@ -153,10 +153,12 @@ static tp_status run_elementwise(cpu_backend *be, int op, const char *name, cons
     tp_status st;
     cpu_key key;
     cpu_prim *p = NULL;
-    if ((st = cpu_check_f32(be, name, n0, t0, 0)) || (st = cpu_check_f32(be, name, n1, t1, 0)) ||
+    if ((st = cpu_check_act(be, name, n0, t0, 0)) || (st = cpu_check_act(be, name, n1, t1, 0)) ||
+        (st = cpu_check_same_dtype(be, name, n0, t0, n1, t1)) ||
         (st = cpu_check_same_shape(be, name, n0, t0, n1, t1)))
         return st;
-    if (t2 && ((st = cpu_check_f32(be, name, n2, t2, 0)) ||
+    if (t2 && ((st = cpu_check_act(be, name, n2, t2, 0)) ||
+               (st = cpu_check_same_dtype(be, name, n0, t0, n2, t2)) ||
                (st = cpu_check_same_shape(be, name, n0, t0, n2, t2))))
         return st;
     cpu_key_init(&key, op);

@@ -18,13 +18,17 @@
 typedef struct cpu_config {
     int64_t threads;   /* 0: all cores */
     int deterministic; /* bool */
+    int precision;     /* CPU_PRECISION_*: the activation dtype info() asks the graph for */
 } cpu_config;
+
+enum { CPU_PRECISION_FP32 = 0, CPU_PRECISION_BF16 = 1 };
 
 typedef struct cpu_backend {
     const tp_host *host;
     int threads;       /* threads requested (0: runtime default) */
     int threads_used;  /* what info() reports */
     int deterministic;
+    tp_dtype act_dtype; /* f32, or bf16 with precision = bf16 */
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     /* Guards the primitive cache, the scratch arena and the oneDNN stream: operations may
@@ -65,12 +69,22 @@ tp_status cpu_arena_reserve(cpu_backend *be, size_t bytes, void **out);
 /* Tensor checks for operation `op`: each records an error naming op and the tensor. */
 tp_status cpu_check_f32(const cpu_backend *be, const char *op, const char *name,
                         const tp_tensor *t, int ndim);
+/* An activation (x, y, dy, dx of a layer): f32 or bf16. Any instance takes either; the
+ * precision parameter only decides which one info() asks the graph for. */
+tp_status cpu_check_act(const cpu_backend *be, const char *op, const char *name,
+                        const tp_tensor *t, int ndim);
+/* b has a's dtype (oneDNN's layers here take no mixed activations). */
+tp_status cpu_check_same_dtype(const cpu_backend *be, const char *op, const char *name_a,
+                               const tp_tensor *a, const char *name_b, const tp_tensor *b);
+/* oneDNN's data type for an f32 or bf16 tensor. */
+dnnl_data_type_t cpu_dnnl_dtype(tp_dtype dtype);
 tp_status cpu_check_same_shape(const cpu_backend *be, const char *op, const char *name_a,
                                const tp_tensor *a, const char *name_b, const tp_tensor *b);
 tp_status cpu_check_dims(const cpu_backend *be, const char *op, const char *name,
                          const tp_tensor *t, int ndim, const int64_t *dims);
 
-/* A oneDNN descriptor for a tensor in its own layout (4-D: nchw/nhwc, 2-D: ab, 1-D: a). */
+/* A oneDNN descriptor for a tensor in its own layout and dtype (4-D: nchw/nhwc, 2-D: ab,
+ * 1-D: a). */
 void cpu_md_for_tensor(const tp_tensor *t, dnnl_memory_desc_t *md);
 
 /* Element offset of logical (n, c, h, w) in a 4-D tensor, honouring its layout. */

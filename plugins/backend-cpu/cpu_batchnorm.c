@@ -109,7 +109,8 @@ static tp_status bn_check_forward(cpu_backend *be, const char *op, const tp_bn_d
                                   const tp_tensor *x, const tp_tensor *y)
 {
     tp_status st;
-    if ((st = cpu_check_f32(be, op, "x", x, 4)) || (st = cpu_check_f32(be, op, "y", y, 4)) ||
+    if ((st = cpu_check_act(be, op, "x", x, 4)) || (st = cpu_check_act(be, op, "y", y, 4)) ||
+        (st = cpu_check_same_dtype(be, op, "x", x, "y", y)) ||
         (st = cpu_check_same_shape(be, op, "x", x, "y", y)))
         return st;
     if (!(d->eps > 0) || !(d->momentum >= 0 && d->momentum <= 1))
@@ -210,7 +211,7 @@ tp_status cpu_batchnorm_relu_workspace_bytes(void *self, const tp_bn_desc *d,
                                              const tp_tensor *x, int64_t *bytes)
 {
     cpu_backend *be = self;
-    tp_status st = cpu_check_f32(be, "batchnorm_relu_workspace_bytes", "x", x, 4);
+    tp_status st = cpu_check_act(be, "batchnorm_relu_workspace_bytes", "x", x, 4);
     if (st)
         return st;
     if (!(d->eps > 0))
@@ -308,7 +309,8 @@ tp_status cpu_batchnorm_add_relu_train(void *self, const tp_bn_desc *d, const tp
     tp_status st;
     if (!residual || !x || !y)
         return be->host->fail(be->host, TP_ERR_INVALID, "backend-cpu %s: missing tensor", op);
-    if ((st = cpu_check_f32(be, op, "residual", residual, 0)) ||
+    if ((st = cpu_check_act(be, op, "residual", residual, 0)) ||
+        (st = cpu_check_same_dtype(be, op, "x", x, "residual", residual)) ||
         (st = cpu_check_same_shape(be, op, "x", x, "residual", residual)))
         return st;
     if (residual->ndim == 4 && residual->layout != x->layout)
@@ -421,8 +423,10 @@ static tp_status bn_backward(cpu_backend *be, const char *op, const tp_bn_desc *
 {
     tp_status st;
     cpu_key key;
-    if ((st = cpu_check_f32(be, op, "x", x, 4)) || (st = cpu_check_f32(be, op, "dy", dy, 4)) ||
-        (st = cpu_check_f32(be, op, "dx", dx, 4)) ||
+    if ((st = cpu_check_act(be, op, "x", x, 4)) || (st = cpu_check_act(be, op, "dy", dy, 4)) ||
+        (st = cpu_check_act(be, op, "dx", dx, 4)) ||
+        (st = cpu_check_same_dtype(be, op, "x", x, "dy", dy)) ||
+        (st = cpu_check_same_dtype(be, op, "x", x, "dx", dx)) ||
         (st = cpu_check_same_shape(be, op, "x", x, "dy", dy)) ||
         (st = cpu_check_same_shape(be, op, "x", x, "dx", dx)))
         return st;
@@ -488,7 +492,7 @@ tp_status cpu_batchnorm_relu_backward(void *self, const tp_bn_desc *d, const tp_
     cpu_backend *be = self;
     tp_status st;
     /* oneDNN reads the mask from the workspace; y is only checked. */
-    if ((st = cpu_check_f32(be, "batchnorm_relu_backward", "y", y, 4)) ||
+    if ((st = cpu_check_act(be, "batchnorm_relu_backward", "y", y, 4)) ||
         (st = cpu_check_same_shape(be, "batchnorm_relu_backward", "x", x, "y", y)))
         return st;
     if (!workspace)

@@ -13,7 +13,10 @@
 /* Geometry shared by the three directions, validated against the tensors. */
 typedef struct conv_geom {
     dnnl_dims_t strides, dilates, pad_l, pad_r;
-    dnnl_memory_desc_t src_any, wei_any, dst_any, bias_md;
+    /* wei_any: the weights as the layer reads them (bf16 with bf16 activations: oneDNN's
+     * bf16 kernels take no f32 weights, so the cached reorder from the f32 OIHW weights
+     * converts too); wei_diff_any: their gradient, f32 in every case */
+    dnnl_memory_desc_t src_any, wei_any, wei_diff_any, dst_any, bias_md;
     dnnl_memory_desc_t src_user, wei_user, dst_user;
     int plain; /* 1: describe src/dst in the user's layout instead of `any` */
 } conv_geom;
@@ -24,8 +27,9 @@ static tp_status conv_geometry(cpu_backend *be, const char *op, const tp_conv_de
                                conv_geom *g)
 {
     tp_status st;
-    if ((st = cpu_check_f32(be, op, xn, x, 4)) || (st = cpu_check_f32(be, op, wn, w, 4)) ||
-        (st = cpu_check_f32(be, op, yn, y, 4)))
+    if ((st = cpu_check_act(be, op, xn, x, 4)) || (st = cpu_check_f32(be, op, wn, w, 4)) ||
+        (st = cpu_check_act(be, op, yn, y, 4)) ||
+        (st = cpu_check_same_dtype(be, op, xn, x, yn, y)))
         return st;
     const int dil_h = d->dilation_h > 0 ? d->dilation_h : 1;
     const int dil_w = d->dilation_w > 0 ? d->dilation_w : 1;
@@ -60,9 +64,11 @@ static tp_status conv_geometry(cpu_backend *be, const char *op, const tp_conv_de
     g->pad_r[1] = (OW - 1) * d->stride_w + (KW - 1) * dil_w + 1 - W - d->pad_w;
 
     dnnl_dims_t xd = { N, C, H, W }, wd = { O, C, KH, KW }, yd = { N, O, OH, OW }, bd = { O };
-    dnnl_memory_desc_init_by_tag(&g->src_any, 4, xd, dnnl_f32, dnnl_format_tag_any);
-    dnnl_memory_desc_init_by_tag(&g->wei_any, 4, wd, dnnl_f32, dnnl_format_tag_any);
-    dnnl_memory_desc_init_by_tag(&g->dst_any, 4, yd, dnnl_f32, dnnl_format_tag_any);
+    const dnnl_data_type_t act = cpu_dnnl_dtype(x->dtype);
+    dnnl_memory_desc_init_by_tag(&g->src_any, 4, xd, act, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&g->wei_any, 4, wd, act, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&g->wei_diff_any, 4, wd, dnnl_f32, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&g->dst_any, 4, yd, act, dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&g->bias_md, 1, bd, dnnl_f32, dnnl_a);
     dnnl_memory_desc_init_by_tag(&g->wei_user, 4, wd, dnnl_f32, dnnl_oihw);
     cpu_md_for_tensor(x, &g->src_user);
@@ -290,7 +296,7 @@ static tp_status build_backward_filter(cpu_backend *be, conv_geom *g, int with_b
     if ((st = conv_forward_pd(be, g, with_bias, &hint)))
         goto fail;
     CPU_DNNL(be, dnnl_dilated_convolution_backward_weights_desc_init, &cd,
-             dnnl_convolution_direct, conv_src_md(g), &g->wei_any,
+             dnnl_convolution_direct, conv_src_md(g), &g->wei_diff_any,
              with_bias ? &g->bias_md : NULL, conv_dst_md(g), g->strides, g->dilates, g->pad_l,
              g->pad_r);
     if ((st = cpu_pd_create(be, "convolution backward weights", &pd, &cd, hint)) ||
@@ -317,6 +323,43 @@ fail:
     return st;
 }
 
+/* Whether kernel tap k of a dimension reads only padding: no output position o puts it on
+ * an input index o * stride - pad + k * dilation inside [0, in). */
+static int tap_reads_only_padding(int64_t k, int64_t in, int64_t out, int stride, int pad,
+                                  int dilation)
+{
+    for (int64_t o = 0; o < out; o++) {
+        const int64_t i = o * stride - pad + k * dilation;
+        if (i >= 0 && i < in)
+            return 0;
+    }
+    return 1;
+}
+
+/* The weight gradient of a tap that reads only zero padding is exactly 0. oneDNN 2.6's AMX
+ * bf16 backward-weights kernel leaves such taps unwritten (seen with a 1-wide input, a 3-wide
+ * kernel, padding 1 and stride 2), so they are written here; every other kernel already
+ * wrote 0, and a network whose taps all see data skips the loop. */
+static void zero_padding_only_taps(const tp_conv_desc *d, const tp_tensor *x, tp_tensor *dw)
+{
+    const int dil_h = d->dilation_h > 0 ? d->dilation_h : 1;
+    const int dil_w = d->dilation_w > 0 ? d->dilation_w : 1;
+    const int64_t O = dw->shape[0], C = dw->shape[1], KH = dw->shape[2], KW = dw->shape[3];
+    const int64_t H = x->shape[2], W = x->shape[3];
+    const int64_t OH = (H + 2 * d->pad_h - dil_h * (KH - 1) - 1) / d->stride_h + 1;
+    const int64_t OW = (W + 2 * d->pad_w - dil_w * (KW - 1) - 1) / d->stride_w + 1;
+    float *g = dw->data;
+    for (int64_t kh = 0; kh < KH; kh++) {
+        const int dead_h = tap_reads_only_padding(kh, H, OH, d->stride_h, d->pad_h, dil_h);
+        for (int64_t kw = 0; kw < KW; kw++) {
+            if (!dead_h && !tap_reads_only_padding(kw, W, OW, d->stride_w, d->pad_w, dil_w))
+                continue;
+            for (int64_t oc = 0; oc < O * C; oc++)
+                g[(oc * KH + kh) * KW + kw] = 0.0f;
+        }
+    }
+}
+
 tp_status cpu_conv_backward_filter(void *self, const tp_conv_desc *d, const tp_tensor *x,
                                    const tp_tensor *dy, tp_tensor *dw, tp_tensor *dbias)
 {
@@ -328,5 +371,8 @@ tp_status cpu_conv_backward_filter(void *self, const tp_conv_desc *d, const tp_t
         return st;
     conv_key(&key, CPU_OP_CONV_BWD_FILTER, d, x, dw, dbias, dy);
     void *h[4] = { x->data, dy->data, dw->data, dbias ? dbias->data : NULL };
-    return run_cached(be, &key, build_backward_filter, &g, dbias != NULL, h);
+    st = run_cached(be, &key, build_backward_filter, &g, dbias != NULL, h);
+    if (!st)
+        zero_padding_only_taps(d, x, dw);
+    return st;
 }

@@ -62,6 +62,39 @@ static void copy_relayout(tp_tensor *dst, const tp_tensor *src)
                            s + (size_t)cpu_offset4(src, n, c, h, w) * es, es);
 }
 
+static int is_f32_bf16(tp_dtype a, tp_dtype b)
+{
+    return (a == TP_DTYPE_F32 && b == TP_DTYPE_BF16) || (a == TP_DTYPE_BF16 && b == TP_DTYPE_F32);
+}
+
+/* f32 <-> bf16, layouts may differ: the SDK's own rounding (tp_bf16_from_f32: to nearest
+ * even, NaN kept NaN), so the result is bit for bit what the SDK specifies. Used on the
+ * input batch and in tests, never per layer. */
+static void copy_convert(tp_tensor *dst, const tp_tensor *src)
+{
+    const int64_t n_all = tp_tensor_count(src);
+    const int relayout = src->ndim == 4 && dst->layout != src->layout;
+    const int64_t C = src->ndim == 4 ? src->shape[1] : 1;
+    const int64_t H = src->ndim == 4 ? src->shape[2] : 1;
+    const int64_t W = src->ndim == 4 ? src->shape[3] : 1;
+    for (int64_t i = 0; i < n_all; i++) {
+        int64_t si = i, di = i;
+        if (relayout) { /* i walks src; find its logical (n, c, h, w) */
+            int64_t n, c, h, w;
+            if (src->layout == TP_LAYOUT_NHWC) {
+                c = i % C, w = (i / C) % W, h = (i / (C * W)) % H, n = i / (C * W * H);
+            } else {
+                w = i % W, h = (i / W) % H, c = (i / (W * H)) % C, n = i / (W * H * C);
+            }
+            di = cpu_offset4(dst, n, c, h, w);
+        }
+        if (src->dtype == TP_DTYPE_F32)
+            ((uint16_t *)dst->data)[di] = tp_bf16_from_f32(((const float *)src->data)[si]);
+        else
+            ((float *)dst->data)[di] = tp_f32_from_bf16(((const uint16_t *)src->data)[si]);
+    }
+}
+
 /* Below this many elements a plain memcpy beats starting oneDNN's threads. */
 #define CPU_COPY_PARALLEL_MIN 65536
 
@@ -125,13 +158,22 @@ tp_status cpu_copy(void *self, tp_tensor *dst, const tp_tensor *src, tp_stream s
     if (!dst->data || !src->data)
         return be->host->fail(be->host, TP_ERR_INVALID, "backend-cpu copy: %s is not allocated",
                               dst->data ? "src" : "dst");
-    if (dst->dtype != src->dtype)
+    const int converts = dst->dtype != src->dtype;
+    if (converts && !is_f32_bf16(dst->dtype, src->dtype))
         return be->host->fail(be->host, TP_ERR_INVALID,
-                              "backend-cpu copy: dtypes differ (dst %s, src %s)",
-                              tp_dtype_name(dst->dtype), tp_dtype_name(src->dtype));
+                              "backend-cpu copy: dtypes differ (dst %s, src %s); only f32 <-> "
+                              "bf16 converts", tp_dtype_name(dst->dtype),
+                              tp_dtype_name(src->dtype));
     tp_status st = cpu_check_same_shape(be, "copy", "dst", dst, "src", src);
     if (st)
         return st;
+    if (converts) {
+        if (tp_tensors_overlap(dst, src))
+            return be->host->fail(be->host, TP_ERR_INVALID,
+                                  "backend-cpu copy: a converting copy's dst overlaps its src");
+        copy_convert(dst, src);
+        return TP_OK;
+    }
     if (dst->data == src->data && (dst->ndim != 4 || dst->layout == src->layout))
         return TP_OK;
     if (src->dtype == TP_DTYPE_F32 && src->ndim == 4 && dst->data != src->data &&
@@ -161,6 +203,12 @@ tp_status cpu_fill(void *self, tp_tensor *t, double value)
     }
     case TP_DTYPE_I32: {
         int32_t *p = t->data, v = (int32_t)value;
+        for (size_t i = 0; i < n; i++)
+            p[i] = v;
+        return TP_OK;
+    }
+    case TP_DTYPE_BF16: {
+        uint16_t *p = t->data, v = tp_bf16_from_f32((float)value);
         for (size_t i = 0; i < n; i++)
             p[i] = v;
         return TP_OK;

@@ -37,7 +37,8 @@ static tp_status pool_geometry(cpu_backend *be, const char *op, const tp_pool_de
                                const tp_tensor *y, pool_geom *g)
 {
     tp_status st;
-    if ((st = cpu_check_f32(be, op, xn, x, 4)) || (st = cpu_check_f32(be, op, yn, y, 4)))
+    if ((st = cpu_check_act(be, op, xn, x, 4)) || (st = cpu_check_act(be, op, yn, y, 4)) ||
+        (st = cpu_check_same_dtype(be, op, xn, x, yn, y)))
         return st;
     if (d->kernel_h < 1 || d->kernel_w < 1 || d->stride_h < 1 || d->stride_w < 1 ||
         d->pad_h < 0 || d->pad_w < 0 || d->pad_h >= d->kernel_h || d->pad_w >= d->kernel_w ||
@@ -207,10 +208,11 @@ tp_status cpu_pool_backward(void *self, const tp_pool_desc *d, const tp_tensor *
     tp_status st = pool_geometry(be, op, d, "x", x, "dy", dy, &g);
     if (st)
         return st;
-    if ((st = cpu_check_f32(be, op, "dx", dx, 4)) ||
+    if ((st = cpu_check_act(be, op, "dx", dx, 4)) ||
+        (st = cpu_check_same_dtype(be, op, "x", x, "dx", dx)) ||
         (st = cpu_check_same_shape(be, op, "x", x, "dx", dx)))
         return st;
-    if (y && ((st = cpu_check_f32(be, op, "y", y, 4)) ||
+    if (y && ((st = cpu_check_act(be, op, "y", y, 4)) ||
               (st = cpu_check_same_shape(be, op, "y", y, "dy", dy))))
         return st;
     pool_key(&key, CPU_OP_POOL_BWD, d, x, dy, dx, NULL);

@@ -42,7 +42,7 @@ void cpu_key_add_tensor(cpu_key *k, const tp_tensor *t)
         cpu_key_add(k, -1);
         return;
     }
-    cpu_key_add(k, t->ndim * 16 + (int64_t)t->layout);
+    cpu_key_add(k, ((int64_t)t->dtype * 64 + t->ndim) * 16 + (int64_t)t->layout);
     for (int i = 0; i < t->ndim && i < TP_TENSOR_MAX_DIMS; i++)
         cpu_key_add(k, t->shape[i]);
 }

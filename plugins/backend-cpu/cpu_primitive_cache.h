@@ -50,7 +50,7 @@ enum {
 
 void cpu_key_init(cpu_key *k, int op);
 void cpu_key_add(cpu_key *k, int64_t v);
-/* Adds ndim, layout and shape (or a marker for a NULL tensor). */
+/* Adds dtype, ndim, layout and shape (or a marker for a NULL tensor). */
 void cpu_key_add_tensor(cpu_key *k, const tp_tensor *t);
 
 /* Room for every shape of a large network: ResNet-50 training uses about 190 primitives

@@ -1,5 +1,6 @@
 /* backend-cpu: global average pooling and the ResNet "shortcut A" subsample-and-zero-pad,
- * as plain loops over either layout (both are memory-bound and tiny next to convolutions). */
+ * as plain loops over either layout (both are memory-bound and tiny next to convolutions).
+ * The activation side may be f32 or bf16; the pool's output and its gradient are f32. */
 #include "config.h"
 
 #include <stdlib.h>
@@ -8,17 +9,44 @@
 #include "cpu_backend.h"
 #include "cpu_ops.h"
 
+/* global_avgpool_forward on bf16 x: each value widened exactly, summed in double as the f32
+ * path does. */
+static tp_status gap_forward_bf16(cpu_backend *be, const tp_tensor *x, tp_tensor *y)
+{
+    const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    const uint16_t *xp = x->data;
+    float *yp = y->data;
+    const double inv = 1.0 / (double)(H * W);
+    double *acc = calloc((size_t)C, sizeof *acc);
+    if (!acc)
+        return be->host->fail(be->host, TP_ERR_NOMEM,
+                              "backend-cpu global_avgpool_forward: out of memory");
+    for (int64_t n = 0; n < N; n++) {
+        memset(acc, 0, (size_t)C * sizeof *acc);
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t h = 0; h < H; h++)
+                for (int64_t w = 0; w < W; w++)
+                    acc[c] += tp_f32_from_bf16(xp[cpu_offset4(x, n, c, h, w)]);
+        for (int64_t c = 0; c < C; c++)
+            yp[n * C + c] = (float)(acc[c] * inv);
+    }
+    free(acc);
+    return TP_OK;
+}
+
 tp_status cpu_global_avgpool_forward(void *self, const tp_tensor *x, tp_tensor *y)
 {
     cpu_backend *be = self;
     const char *op = "global_avgpool_forward";
     tp_status st;
-    if ((st = cpu_check_f32(be, op, "x", x, 4)) || (st = cpu_check_f32(be, op, "y", y, 2)))
+    if ((st = cpu_check_act(be, op, "x", x, 4)) || (st = cpu_check_f32(be, op, "y", y, 2)))
         return st;
     const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     const int64_t ydims[2] = { N, C };
     if ((st = cpu_check_dims(be, op, "y", y, 2, ydims)))
         return st;
+    if (x->dtype == TP_DTYPE_BF16)
+        return gap_forward_bf16(be, x, y);
     const float *xp = x->data;
     float *yp = y->data;
     const double inv = 1.0 / (double)(H * W);
@@ -53,13 +81,25 @@ tp_status cpu_global_avgpool_backward(void *self, const tp_tensor *dy, tp_tensor
     cpu_backend *be = self;
     const char *op = "global_avgpool_backward";
     tp_status st;
-    if ((st = cpu_check_f32(be, op, "dy", dy, 2)) || (st = cpu_check_f32(be, op, "dx", dx, 4)))
+    if ((st = cpu_check_f32(be, op, "dy", dy, 2)) || (st = cpu_check_act(be, op, "dx", dx, 4)))
         return st;
     const int64_t N = dx->shape[0], C = dx->shape[1], H = dx->shape[2], W = dx->shape[3];
     const int64_t dydims[2] = { N, C };
     if ((st = cpu_check_dims(be, op, "dy", dy, 2, dydims)))
         return st;
     const float *g = dy->data;
+    if (dx->dtype == TP_DTYPE_BF16) { /* dy / (H W) in f32, as below, then rounded */
+        const float inv = (float)(1.0 / (double)(H * W));
+        uint16_t *d16 = dx->data;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t c = 0; c < C; c++) {
+                const uint16_t v = tp_bf16_from_f32(g[n * C + c] * inv);
+                for (int64_t h = 0; h < H; h++)
+                    for (int64_t w = 0; w < W; w++)
+                        d16[cpu_offset4(dx, n, c, h, w)] = v;
+            }
+        return TP_OK;
+    }
     float *d = dx->data;
     const float inv = (float)(1.0 / (double)(H * W));
     for (int64_t n = 0; n < N; n++)
@@ -83,7 +123,8 @@ static tp_status check_subsample(cpu_backend *be, const char *op, int stride,
                                  const char *yn)
 {
     tp_status st;
-    if ((st = cpu_check_f32(be, op, xn, x, 4)) || (st = cpu_check_f32(be, op, yn, y, 4)))
+    if ((st = cpu_check_act(be, op, xn, x, 4)) || (st = cpu_check_act(be, op, yn, y, 4)) ||
+        (st = cpu_check_same_dtype(be, op, xn, x, yn, y)))
         return st;
     if (stride < 1)
         return be->host->fail(be->host, TP_ERR_INVALID, "backend-cpu %s: stride %d must be >= 1",
@@ -113,26 +154,28 @@ static void subsample_copy(int stride, const tp_tensor *x, const tp_tensor *y, i
 {
     const int64_t N = y->shape[0], Cx = x->shape[1], Cy = y->shape[1];
     const int64_t H = x->shape[2], W = x->shape[3], OH = y->shape[2], OW = y->shape[3];
-    float *xp = x->data, *yp = y->data;
+    const size_t es = tp_dtype_size(x->dtype); /* f32 or bf16: bits move unchanged */
+    char *xp = x->data, *yp = y->data;
     const int nhwc = x->layout == TP_LAYOUT_NHWC && y->layout == TP_LAYOUT_NHWC;
     if (!(nhwc && to_y))
-        memset(to_y ? yp : xp, 0, tp_tensor_bytes(to_y ? y : x));
+        memset(to_y ? yp : xp, 0, tp_tensor_bytes(to_y ? y : x)); /* zero in both dtypes */
     if (nhwc) {
         for (int64_t n = 0; n < N; n++)
             for (int64_t h = 0; h < OH; h++)
                 for (int64_t w = 0; w < OW; w++) {
-                    float *xs = xp + ((n * H + h * stride) * W + w * stride) * Cx;
-                    float *ys = yp + ((n * OH + h) * OW + w) * Cy;
-                    memcpy(to_y ? ys : xs, to_y ? xs : ys, (size_t)Cx * sizeof(float));
+                    char *xs = xp + (size_t)(((n * H + h * stride) * W + w * stride) * Cx) * es;
+                    char *ys = yp + (size_t)(((n * OH + h) * OW + w) * Cy) * es;
+                    memcpy(to_y ? ys : xs, to_y ? xs : ys, (size_t)Cx * es);
                     if (to_y)
-                        memset(ys + Cx, 0, (size_t)(Cy - Cx) * sizeof(float));
+                        memset(ys + (size_t)Cx * es, 0, (size_t)(Cy - Cx) * es);
                 }
-    } else if (x->layout == TP_LAYOUT_NCHW && y->layout == TP_LAYOUT_NCHW) {
+    } else if (x->layout == TP_LAYOUT_NCHW && y->layout == TP_LAYOUT_NCHW && es == 4) {
+        float *xf = x->data, *yf = y->data;
         for (int64_t n = 0; n < N; n++)
             for (int64_t c = 0; c < Cx; c++)
                 for (int64_t h = 0; h < OH; h++) {
-                    float *xr = xp + ((n * Cx + c) * H + h * stride) * W;
-                    float *yr = yp + ((n * Cy + c) * OH + h) * OW;
+                    float *xr = xf + ((n * Cx + c) * H + h * stride) * W;
+                    float *yr = yf + ((n * Cy + c) * OH + h) * OW;
                     if (to_y)
                         for (int64_t w = 0; w < OW; w++)
                             yr[w] = xr[w * stride];
@@ -145,12 +188,9 @@ static void subsample_copy(int stride, const tp_tensor *x, const tp_tensor *y, i
             for (int64_t c = 0; c < Cx; c++)
                 for (int64_t h = 0; h < OH; h++)
                     for (int64_t w = 0; w < OW; w++) {
-                        float *xv = &xp[cpu_offset4(x, n, c, h * stride, w * stride)];
-                        float *yv = &yp[cpu_offset4(y, n, c, h, w)];
-                        if (to_y)
-                            *yv = *xv;
-                        else
-                            *xv = *yv;
+                        char *xv = xp + (size_t)cpu_offset4(x, n, c, h * stride, w * stride) * es;
+                        char *yv = yp + (size_t)cpu_offset4(y, n, c, h, w) * es;
+                        memcpy(to_y ? yv : xv, to_y ? xv : yv, es);
                     }
     }
 }

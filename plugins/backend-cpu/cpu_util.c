@@ -110,6 +110,38 @@ tp_status cpu_check_f32(const cpu_backend *be, const char *op, const char *name,
     return TP_OK;
 }
 
+tp_status cpu_check_act(const cpu_backend *be, const char *op, const char *name,
+                        const tp_tensor *t, int ndim)
+{
+    if (t && t->data && t->dtype == TP_DTYPE_BF16) {
+        if (ndim && t->ndim != ndim)
+            return be->host->fail(be->host, TP_ERR_INVALID,
+                                  "backend-cpu %s: tensor %s has %d dimensions, expected %d", op,
+                                  name, t->ndim, ndim);
+        return TP_OK;
+    }
+    if (t && t->data && t->dtype != TP_DTYPE_F32)
+        return be->host->fail(be->host, TP_ERR_UNSUPPORTED,
+                              "backend-cpu %s: tensor %s is %s, activations are f32 or bf16", op,
+                              name, tp_dtype_name(t->dtype));
+    return cpu_check_f32(be, op, name, t, ndim);
+}
+
+tp_status cpu_check_same_dtype(const cpu_backend *be, const char *op, const char *name_a,
+                               const tp_tensor *a, const char *name_b, const tp_tensor *b)
+{
+    if (a->dtype != b->dtype)
+        return be->host->fail(be->host, TP_ERR_UNSUPPORTED,
+                              "backend-cpu %s: %s is %s but %s is %s; they must match", op,
+                              name_a, tp_dtype_name(a->dtype), name_b, tp_dtype_name(b->dtype));
+    return TP_OK;
+}
+
+dnnl_data_type_t cpu_dnnl_dtype(tp_dtype dtype)
+{
+    return dtype == TP_DTYPE_BF16 ? dnnl_bf16 : dnnl_f32;
+}
+
 tp_status cpu_check_same_shape(const cpu_backend *be, const char *op, const char *name_a,
                                const tp_tensor *a, const char *name_b, const tp_tensor *b)
 {
@@ -159,5 +191,5 @@ void cpu_md_for_tensor(const tp_tensor *t, dnnl_memory_desc_t *md)
     else if (t->ndim == 2)
         tag = dnnl_ab;
     /* Cannot fail for these plain tags and positive dims, which callers have checked. */
-    dnnl_memory_desc_init_by_tag(md, t->ndim, dims, dnnl_f32, tag);
+    dnnl_memory_desc_init_by_tag(md, t->ndim, dims, cpu_dnnl_dtype(t->dtype), tag);
 }

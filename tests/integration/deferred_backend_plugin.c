@@ -49,10 +49,12 @@ typedef struct deferred_config {
     int deterministic;
     int64_t seed;
     int fence;
+    int precision; /* index into precision_names, which are backend-cpu's choices */
 } deferred_config;
 
 /* The order of the modes is deferred_mode's. */
 static const char *const mode_names[] = { "lazy", "copy_ahead", "random", "eager", NULL };
+static const char *const precision_names[] = { "fp32", "bf16", NULL };
 
 typedef enum deferred_mode { MODE_LAZY, MODE_COPY_AHEAD, MODE_RANDOM, MODE_EAGER } deferred_mode;
 
@@ -73,6 +75,8 @@ static const tp_param_def deferred_params[] = {
     TP_PARAM_DEF_BOOL(deferred_config, fence, "fence", "true",
                       "lazy and copy_ahead: device memory is inaccessible to the host except "
                       "while queued calls run, so a host read of it crashes at once"),
+    TP_PARAM_DEF_ENUM(deferred_config, precision, "precision", "fp32", precision_names,
+                      "passed on to backend-cpu (bf16: activations stored as bf16)"),
 };
 
 /* ------------------------------------------------------------------------------------- */
@@ -1284,7 +1288,17 @@ static int inner_interrupted(const tp_host *h)
 /* ------------------------------------------------------------------------------------- */
 /* Creating backend-cpu                                                                   */
 
-/* backend-cpu's config: threads and deterministic from ours, everything else its default. */
+/* The index of `name` in an enum parameter's choices, or -1. */
+static int choice_index(const char *const *choices, const char *name)
+{
+    for (int i = 0; choices && choices[i]; i++)
+        if (strcmp(choices[i], name) == 0)
+            return i;
+    return -1;
+}
+
+/* backend-cpu's config: threads, deterministic and precision from ours, everything else its
+ * default. */
 static tp_status inner_config(deferred *d, const tp_component *cpu, const deferred_config *cfg,
                               void **out)
 {
@@ -1304,6 +1318,17 @@ static tp_status inner_config(deferred *d, const tp_component *cpu, const deferr
             memcpy(field, &v, sizeof v);
         } else if (p->type == TP_PARAM_FLOAT) {
             double v = strtod(def, NULL);
+            memcpy(field, &v, sizeof v);
+        } else if (p->type == TP_PARAM_ENUM) {
+            const char *want = strcmp(p->name, "precision") == 0
+                                   ? precision_names[cfg->precision] : def;
+            int v = choice_index(p->choices, want);
+            if (v < 0) {
+                free(config);
+                return d->host->fail(d->host, TP_ERR_UNSUPPORTED,
+                                     "deferred: backend-cpu's parameter %s has no choice %s",
+                                     p->name, want);
+            }
             memcpy(field, &v, sizeof v);
         } else {
             free(config);

@@ -7,6 +7,8 @@ executor and backend-cpu) and PyTorch (torch_bench.py, NCHW and channels-last) a
 medians and ratios:
 
   ResNet-20 training step, 3x32x32, 10 classes, batch 128
+  the same in bf16 (trainpipe precision = bf16 against torch.autocast; only on a CPU with
+    AVX-512 BF16)
   ResNet-20 inference, batch 256
   ResNet-50 training step, 3x224x224, 1000 classes, batch 16
   time to 90% test accuracy on Fashion-MNIST, conf/default.ini's recipe, pipeline included
@@ -36,6 +38,13 @@ ROWS = [
     ("r20_train", "ResNet-20 training step, 3x32x32, batch 128 (images/s)",
      ["--model", "resnet20", "--mode", "train", "--batch", "128", "--steps", "10"],
      ["--model", "resnet20", "--mode", "train", "--batch", "128", "--steps", "10"]),
+    # bf16: trainpipe's backend-cpu precision = bf16 (activations and their gradients in
+    # bf16, weights and optimizer f32) against PyTorch's CPU autocast to bf16 (f32 weights,
+    # bf16 convolutions and what follows them); both need AVX-512 BF16, and pay with AMX
+    ("r20_train_bf16", "ResNet-20 training step, bf16, batch 128 (images/s)",
+     ["--model", "resnet20", "--mode", "train", "--batch", "128", "--steps", "10",
+      "--set", "precision=bf16"],
+     ["--model", "resnet20", "--mode", "train", "--batch", "128", "--steps", "10", "--bf16"]),
     ("r20_infer", "ResNet-20 inference, 3x32x32, batch 256 (images/s)",
      ["--model", "resnet20", "--mode", "infer", "--batch", "256", "--steps", "10"],
      ["--model", "resnet20", "--mode", "infer", "--batch", "256", "--steps", "10"]),
@@ -56,6 +65,16 @@ def loadavg():
             return " ".join(f.read().split()[:3])
     except OSError:
         return "?"
+
+
+def cpu_has_bf16():
+    """Whether the CPU has AVX-512 BF16 (or AMX), which backend-cpu's bf16 needs."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def cpu_model():
@@ -182,8 +201,10 @@ def main():
                     help="threads for both (default: all cores)")
     ap.add_argument("--rounds", type=int, default=int(os.environ.get("TP_BENCH_ROUNDS", "3")),
                     help="alternating rounds per row (medians are reported)")
-    ap.add_argument("--rows", default="r20_train,r20_infer,r50_train",
-                    help="comma-separated subset of r20_train, r20_infer, r50_train")
+    ap.add_argument("--rows", default=None,
+                    help="comma-separated subset of r20_train, r20_train_bf16, r20_infer, "
+                         "r50_train (default: all, r20_train_bf16 only on a CPU with "
+                         "AVX-512 BF16)")
     ap.add_argument("--fmnist", action="store_true",
                     default=os.environ.get("TP_BENCH_FMNIST", "") not in ("", "0"),
                     help="also time Fashion-MNIST to 90%% (minutes; or TP_BENCH_FMNIST=1)")
@@ -203,6 +224,8 @@ def main():
     log("CPU benchmark: %s, %d threads, %d rounds; load average %s"
         % (cpu_model(), args.threads, args.rounds, load_before))
 
+    if args.rows is None:
+        args.rows = "r20_train,%sr20_infer,r50_train" % ("r20_train_bf16," if cpu_has_bf16() else "")
     wanted = [r for r in ROWS if r[0] in args.rows.split(",")]
     results = {r[0]: {i: [] for i in IMPLS} for r in wanted}
     bests = {r[0]: {i: [] for i in IMPLS} for r in wanted}  # per run: batch / best step

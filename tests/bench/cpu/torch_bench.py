@@ -196,7 +196,10 @@ def throughput(args):
         for i in range(args.warmup + args.steps):
             t0 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
+            # --bf16: PyTorch's mixed precision on the CPU (autocast to bf16: convolutions
+            # and what follows them in bf16, the weights and their update in f32)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                loss = loss_fn(model(x), y)
             loss.backward()
             opt.step()
             if i >= args.warmup:
@@ -215,6 +218,7 @@ def throughput(args):
     print(json.dumps({
         "impl": "torch", "model": args.model, "mode": args.mode, "batch": args.batch,
         "layout": args.layout, "threads": torch.get_num_threads(), "params": count,
+        "bf16": bool(getattr(args, "bf16", False)),
         "model_origin": origin, "steps": args.steps, "median_step_s": med,
         "best_step_s": min(times), "images_per_s": args.batch / med,
         "torch": torch.__version__,
@@ -332,6 +336,8 @@ def main():
     t.add_argument("--layout", choices=("nchw", "cl"), default="nchw")
     t.add_argument("--steps", type=int, default=10)
     t.add_argument("--warmup", type=int, default=2)
+    t.add_argument("--bf16", action="store_true",
+                   help="train under torch.autocast('cpu', dtype=torch.bfloat16)")
     f = sub.add_parser("fmnist")
     f.add_argument("--threads", type=int, default=os.cpu_count())
     f.add_argument("--layout", choices=("nchw", "cl"), default="cl")
