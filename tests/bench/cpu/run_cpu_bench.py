@@ -10,7 +10,7 @@ medians and ratios:
   the same in bf16 (trainpipe precision = bf16 against torch.autocast; only on a CPU with
     AVX-512 BF16)
   ResNet-20 inference, batch 256
-  ResNet-50 training step, 3x224x224, 1000 classes, batch 16
+  ResNet-50 training step, 3x224x224, 1000 classes, batch 16, and again in bf16
   time to 90% test accuracy on Fashion-MNIST, conf/default.ini's recipe, pipeline included
     (only with --fmnist or TP_BENCH_FMNIST=1: it trains for several minutes per run)
 
@@ -51,6 +51,10 @@ ROWS = [
     ("r50_train", "ResNet-50 training step, 3x224x224, batch 16 (images/s)",
      ["--model", "resnet50", "--mode", "train", "--batch", "16", "--steps", "5"],
      ["--model", "resnet50", "--mode", "train", "--batch", "16", "--steps", "5"]),
+    ("r50_train_bf16", "ResNet-50 training step, bf16, batch 16 (images/s)",
+     ["--model", "resnet50", "--mode", "train", "--batch", "16", "--steps", "5",
+      "--set", "precision=bf16"],
+     ["--model", "resnet50", "--mode", "train", "--batch", "16", "--steps", "5", "--bf16"]),
 ]
 IMPLS = ("trainpipe", "torch NCHW", "torch CL")
 
@@ -203,8 +207,8 @@ def main():
                     help="alternating rounds per row (medians are reported)")
     ap.add_argument("--rows", default=None,
                     help="comma-separated subset of r20_train, r20_train_bf16, r20_infer, "
-                         "r50_train (default: all, r20_train_bf16 only on a CPU with "
-                         "AVX-512 BF16)")
+                         "r50_train, r50_train_bf16 (default: all; the bf16 rows only on a "
+                         "CPU with AVX-512 BF16)")
     ap.add_argument("--fmnist", action="store_true",
                     default=os.environ.get("TP_BENCH_FMNIST", "") not in ("", "0"),
                     help="also time Fashion-MNIST to 90%% (minutes; or TP_BENCH_FMNIST=1)")
@@ -225,7 +229,9 @@ def main():
         % (cpu_model(), args.threads, args.rounds, load_before))
 
     if args.rows is None:
-        args.rows = "r20_train,%sr20_infer,r50_train" % ("r20_train_bf16," if cpu_has_bf16() else "")
+        bf16 = cpu_has_bf16()
+        args.rows = "r20_train,%sr20_infer,r50_train%s" % ("r20_train_bf16," if bf16 else "",
+                                                          ",r50_train_bf16" if bf16 else "")
     wanted = [r for r in ROWS if r[0] in args.rows.split(",")]
     results = {r[0]: {i: [] for i in IMPLS} for r in wanted}
     bests = {r[0]: {i: [] for i in IMPLS} for r in wanted}  # per run: batch / best step
