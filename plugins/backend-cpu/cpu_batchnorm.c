@@ -53,6 +53,20 @@ static tp_status check_vec(cpu_backend *be, const char *op, const char *name,
     return TP_OK;
 }
 
+/* A batch-norm tensor's descriptor. With exactly 16 channels, NHWC and oneDNN's blocked
+ * nChw16c are the same bytes (one block of 16), and oneDNN 2.6's blocked kernel is faster
+ * than its channels-last one: measured on one thread, batch 128 at 32x32, forward with the
+ * fused ReLU, 1.90 -> 1.39 ms in f32 and 1.65 -> 0.95 ms in bf16. ResNet's first stage has
+ * 16 channels. */
+static void bn_md(const tp_tensor *t, dnnl_memory_desc_t *md)
+{
+    cpu_md_for_tensor(t, md);
+    if (t->ndim == 4 && t->layout == TP_LAYOUT_NHWC && t->shape[1] == 16) {
+        dnnl_dims_t dims = { t->shape[0], t->shape[1], t->shape[2], t->shape[3] };
+        dnnl_memory_desc_init_by_tag(md, 4, dims, cpu_dnnl_dtype(t->dtype), dnnl_nChw16c);
+    }
+}
+
 /* The oneDNN flags of the training primitives, with or without the fused ReLU. */
 static unsigned bn_train_flags(int fuse_relu)
 {
@@ -146,8 +160,8 @@ static tp_status bn_build_forward(cpu_backend *be, const tp_bn_desc *d, const tp
     const unsigned flags = training ? bn_train_flags(fuse_relu)
                                     : dnnl_use_scale | dnnl_use_shift | dnnl_use_global_stats;
     const cpu_arg_dir stats_dir = training ? CPU_ARG_OUT : CPU_ARG_IN;
-    cpu_md_for_tensor(x, &x_md);
-    cpu_md_for_tensor(y, &y_md);
+    bn_md(x, &x_md);
+    bn_md(y, &y_md);
     dnnl_memory_desc_init_by_tag(&c_md, 1, cd, dnnl_f32, dnnl_a);
     if ((st = bn_forward_pd(be, training ? dnnl_forward_training : dnnl_forward_inference,
                             flags, &x_md, d->eps, &pd)) ||
@@ -221,7 +235,7 @@ tp_status cpu_batchnorm_relu_workspace_bytes(void *self, const tp_bn_desc *d,
     /* Asked once per layer at bind time: a throwaway descriptor, not the cached primitive. */
     dnnl_primitive_desc_t pd = NULL;
     dnnl_memory_desc_t x_md;
-    cpu_md_for_tensor(x, &x_md);
+    bn_md(x, &x_md);
     pthread_mutex_lock(&be->lock);
     st = bn_forward_pd(be, dnnl_forward_training, bn_train_flags(1), &x_md, d->eps, &pd);
     pthread_mutex_unlock(&be->lock);
@@ -379,9 +393,9 @@ static tp_status bn_build_backward(cpu_backend *be, const tp_bn_desc *d, const t
     dnnl_memory_desc_t x_md, dy_md, dx_md, c_md;
     dnnl_dims_t cd = { x->shape[1] };
     const unsigned flags = bn_train_flags(fuse_relu);
-    cpu_md_for_tensor(x, &x_md);
-    cpu_md_for_tensor(dy, &dy_md);
-    cpu_md_for_tensor(dx, &dx_md);
+    bn_md(x, &x_md);
+    bn_md(dy, &dy_md);
+    bn_md(dx, &dx_md);
     dnnl_memory_desc_init_by_tag(&c_md, 1, cd, dnnl_f32, dnnl_a);
     if ((st = bn_forward_pd(be, dnnl_forward_training, flags, &x_md, d->eps, &hint)))
         goto fail;
