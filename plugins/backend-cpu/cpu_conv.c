@@ -339,23 +339,24 @@ static int tap_reads_only_padding(int64_t k, int64_t in, int64_t out, int stride
 /* The weight gradient of a tap that reads only zero padding is exactly 0. oneDNN 2.6's AMX
  * bf16 backward-weights kernel leaves such taps unwritten (seen with a 1-wide input, a 3-wide
  * kernel, padding 1 and stride 2), so they are written here; every other kernel already
- * wrote 0, and a network whose taps all see data skips the loop. */
-static void zero_padding_only_taps(const tp_conv_desc *d, const tp_tensor *x, tp_tensor *dw)
+ * wrote 0. The geometry is conv_geometry's (oneDNN counts dilation gaps); dy has the output
+ * size. */
+static void zero_padding_only_taps(const conv_geom *g, const tp_tensor *x, const tp_tensor *dy,
+                                   tp_tensor *dw)
 {
-    const int dil_h = d->dilation_h > 0 ? d->dilation_h : 1;
-    const int dil_w = d->dilation_w > 0 ? d->dilation_w : 1;
     const int64_t O = dw->shape[0], C = dw->shape[1], KH = dw->shape[2], KW = dw->shape[3];
-    const int64_t H = x->shape[2], W = x->shape[3];
-    const int64_t OH = (H + 2 * d->pad_h - dil_h * (KH - 1) - 1) / d->stride_h + 1;
-    const int64_t OW = (W + 2 * d->pad_w - dil_w * (KW - 1) - 1) / d->stride_w + 1;
-    float *g = dw->data;
+    float *grad = dw->data;
     for (int64_t kh = 0; kh < KH; kh++) {
-        const int dead_h = tap_reads_only_padding(kh, H, OH, d->stride_h, d->pad_h, dil_h);
+        const int dead_h = tap_reads_only_padding(kh, x->shape[2], dy->shape[2],
+                                                  (int)g->strides[0], (int)g->pad_l[0],
+                                                  (int)g->dilates[0] + 1);
         for (int64_t kw = 0; kw < KW; kw++) {
-            if (!dead_h && !tap_reads_only_padding(kw, W, OW, d->stride_w, d->pad_w, dil_w))
+            if (!dead_h && !tap_reads_only_padding(kw, x->shape[3], dy->shape[3],
+                                                   (int)g->strides[1], (int)g->pad_l[1],
+                                                   (int)g->dilates[1] + 1))
                 continue;
             for (int64_t oc = 0; oc < O * C; oc++)
-                g[(oc * KH + kh) * KW + kw] = 0.0f;
+                grad[(oc * KH + kh) * KW + kw] = 0.0f;
         }
     }
 }
@@ -373,6 +374,6 @@ tp_status cpu_conv_backward_filter(void *self, const tp_conv_desc *d, const tp_t
     void *h[4] = { x->data, dy->data, dw->data, dbias ? dbias->data : NULL };
     st = run_cached(be, &key, build_backward_filter, &g, dbias != NULL, h);
     if (!st)
-        zero_padding_only_taps(d, x, dw);
+        zero_padding_only_taps(&g, x, dy, dw);
     return st;
 }

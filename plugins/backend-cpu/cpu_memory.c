@@ -67,32 +67,32 @@ static int is_f32_bf16(tp_dtype a, tp_dtype b)
     return (a == TP_DTYPE_F32 && b == TP_DTYPE_BF16) || (a == TP_DTYPE_BF16 && b == TP_DTYPE_F32);
 }
 
-/* f32 <-> bf16, layouts may differ: the SDK's own rounding (tp_bf16_from_f32: to nearest
- * even, NaN kept NaN), so the result is bit for bit what the SDK specifies. Used on the
+/* One element converted f32 <-> bf16 with the SDK's own rounding (tp_bf16_from_f32: to
+ * nearest even, NaN kept NaN), so the result is bit for bit what the SDK specifies. */
+static void convert_element(tp_tensor *dst, int64_t di, const tp_tensor *src, int64_t si)
+{
+    if (src->dtype == TP_DTYPE_F32)
+        ((uint16_t *)dst->data)[di] = tp_bf16_from_f32(((const float *)src->data)[si]);
+    else
+        ((float *)dst->data)[di] = tp_f32_from_bf16(((const uint16_t *)src->data)[si]);
+}
+
+/* f32 <-> bf16, 4-D layouts may differ (walked as copy_relayout walks them). Used on the
  * input batch and in tests, never per layer. */
 static void copy_convert(tp_tensor *dst, const tp_tensor *src)
 {
-    const int64_t n_all = tp_tensor_count(src);
-    const int relayout = src->ndim == 4 && dst->layout != src->layout;
-    const int64_t C = src->ndim == 4 ? src->shape[1] : 1;
-    const int64_t H = src->ndim == 4 ? src->shape[2] : 1;
-    const int64_t W = src->ndim == 4 ? src->shape[3] : 1;
-    for (int64_t i = 0; i < n_all; i++) {
-        int64_t si = i, di = i;
-        if (relayout) { /* i walks src; find its logical (n, c, h, w) */
-            int64_t n, c, h, w;
-            if (src->layout == TP_LAYOUT_NHWC) {
-                c = i % C, w = (i / C) % W, h = (i / (C * W)) % H, n = i / (C * W * H);
-            } else {
-                w = i % W, h = (i / W) % H, c = (i / (W * H)) % C, n = i / (W * H * C);
-            }
-            di = cpu_offset4(dst, n, c, h, w);
-        }
-        if (src->dtype == TP_DTYPE_F32)
-            ((uint16_t *)dst->data)[di] = tp_bf16_from_f32(((const float *)src->data)[si]);
-        else
-            ((float *)dst->data)[di] = tp_f32_from_bf16(((const uint16_t *)src->data)[si]);
+    if (src->ndim != 4) {
+        for (int64_t i = 0; i < tp_tensor_count(src); i++)
+            convert_element(dst, i, src, i);
+        return;
     }
+    const int64_t N = src->shape[0], C = src->shape[1], H = src->shape[2], W = src->shape[3];
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t h = 0; h < H; h++)
+                for (int64_t w = 0; w < W; w++)
+                    convert_element(dst, cpu_offset4(dst, n, c, h, w), src,
+                                    cpu_offset4(src, n, c, h, w));
 }
 
 /* Below this many elements a plain memcpy beats starting oneDNN's threads. */

@@ -93,16 +93,17 @@ tp_status cpu_arena_reserve(cpu_backend *be, size_t bytes, void **out)
     return TP_OK;
 }
 
-tp_status cpu_check_f32(const cpu_backend *be, const char *op, const char *name,
-                        const tp_tensor *t, int ndim)
+/* The checks cpu_check_f32 and cpu_check_act share: present, allocated, an allowed dtype
+ * (`allowed` names them for the message), ndim dimensions when ndim > 0. */
+static tp_status check_tensor(const cpu_backend *be, const char *op, const char *name,
+                              const tp_tensor *t, int ndim, int allow_bf16, const char *allowed)
 {
     if (!t || !t->data)
         return be->host->fail(be->host, TP_ERR_INVALID, "backend-cpu %s: tensor %s is %s", op,
                               name, t ? "not allocated" : "missing");
-    if (t->dtype != TP_DTYPE_F32)
-        return be->host->fail(be->host, TP_ERR_UNSUPPORTED,
-                              "backend-cpu %s: tensor %s is %s, only f32 is supported", op, name,
-                              tp_dtype_name(t->dtype));
+    if (t->dtype != TP_DTYPE_F32 && !(allow_bf16 && t->dtype == TP_DTYPE_BF16))
+        return be->host->fail(be->host, TP_ERR_UNSUPPORTED, "backend-cpu %s: tensor %s is %s, %s",
+                              op, name, tp_dtype_name(t->dtype), allowed);
     if (ndim && t->ndim != ndim)
         return be->host->fail(be->host, TP_ERR_INVALID,
                               "backend-cpu %s: tensor %s has %d dimensions, expected %d", op,
@@ -110,21 +111,16 @@ tp_status cpu_check_f32(const cpu_backend *be, const char *op, const char *name,
     return TP_OK;
 }
 
+tp_status cpu_check_f32(const cpu_backend *be, const char *op, const char *name,
+                        const tp_tensor *t, int ndim)
+{
+    return check_tensor(be, op, name, t, ndim, 0, "only f32 is supported");
+}
+
 tp_status cpu_check_act(const cpu_backend *be, const char *op, const char *name,
                         const tp_tensor *t, int ndim)
 {
-    if (t && t->data && t->dtype == TP_DTYPE_BF16) {
-        if (ndim && t->ndim != ndim)
-            return be->host->fail(be->host, TP_ERR_INVALID,
-                                  "backend-cpu %s: tensor %s has %d dimensions, expected %d", op,
-                                  name, t->ndim, ndim);
-        return TP_OK;
-    }
-    if (t && t->data && t->dtype != TP_DTYPE_F32)
-        return be->host->fail(be->host, TP_ERR_UNSUPPORTED,
-                              "backend-cpu %s: tensor %s is %s, activations are f32 or bf16", op,
-                              name, tp_dtype_name(t->dtype));
-    return cpu_check_f32(be, op, name, t, ndim);
+    return check_tensor(be, op, name, t, ndim, 1, "activations are f32 or bf16");
 }
 
 tp_status cpu_check_same_dtype(const cpu_backend *be, const char *op, const char *name_a,
