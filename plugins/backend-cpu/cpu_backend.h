@@ -103,4 +103,17 @@ static inline size_t cpu_count(const tp_tensor *t)
     return (size_t)tp_tensor_count(t);
 }
 
+/* OpenMP work sharing for the plugin's own loops, on the runtime (and so the threads)
+ * oneDNN uses. Each loop either writes disjoint elements or reduces each output in a fixed
+ * order on one thread, so the bits do not depend on the thread count. Built without
+ * OpenMP, the loops run on the calling thread. Call cpu_apply_threads() before the loop. */
+#ifdef _OPENMP
+#define CPU_OMP(directive) _Pragma(#directive)
+#else
+#define CPU_OMP(directive)
+#endif
+
+/* Below this many elements a loop stays on one thread: waking the team costs more. */
+#define CPU_PARALLEL_MIN 32768
+
 #endif

@@ -1,6 +1,7 @@
 /* backend-cpu: optimizer arithmetic (axpby, scale, sum of squares, the finiteness check of
  * a group of tensors) and the fused SGD and Adam/AdamW updates, as single-pass loops over
- * contiguous f32 data. */
+ * contiguous f32 data. The element-wise loops are shared out over the threads; the two
+ * reductions stay on one thread, so their sums keep one order whatever the thread count. */
 #include "config.h"
 
 #include <math.h>
@@ -47,12 +48,15 @@ tp_status cpu_axpby(void *self, double alpha, const tp_tensor *x, double beta, t
                     }
         return TP_OK;
     }
-    const size_t count = cpu_count(x);
+    const int64_t count = (int64_t)cpu_count(x);
+    cpu_apply_threads(be);
     if (beta == 0) { /* y's old contents (possibly NaN) must not leak in */
-        for (size_t i = 0; i < count; i++)
+        CPU_OMP(omp parallel for simd schedule(static) if (count >= CPU_PARALLEL_MIN))
+        for (int64_t i = 0; i < count; i++)
             yp[i] = a * xp[i];
     } else {
-        for (size_t i = 0; i < count; i++)
+        CPU_OMP(omp parallel for simd schedule(static) if (count >= CPU_PARALLEL_MIN))
+        for (int64_t i = 0; i < count; i++)
             yp[i] = a * xp[i] + b * yp[i];
     }
     return TP_OK;
@@ -66,8 +70,10 @@ tp_status cpu_scale(void *self, double alpha, tp_tensor *y)
         return st;
     float *p = y->data;
     const float a = (float)alpha;
-    const size_t count = cpu_count(y);
-    for (size_t i = 0; i < count; i++)
+    const int64_t count = (int64_t)cpu_count(y);
+    cpu_apply_threads(be);
+    CPU_OMP(omp parallel for simd schedule(static) if (count >= CPU_PARALLEL_MIN))
+    for (int64_t i = 0; i < count; i++)
         p[i] *= a;
     return TP_OK;
 }
@@ -159,13 +165,17 @@ static tp_status sgd(cpu_backend *be, const char *op, tp_tensor *param, const tp
     const float *g = grad->data;
     float *v = velocity ? velocity->data : NULL;
     const float mu = (float)momentum, wd = (float)weight_decay;
-    const size_t count = cpu_count(param);
-    for (size_t i = 0; i < count; i++) {
+    const int64_t count = (int64_t)cpu_count(param);
+    cpu_apply_threads(be);
+    if (!v) {
+        CPU_OMP(omp parallel for simd schedule(static) if (count >= CPU_PARALLEL_MIN))
+        for (int64_t i = 0; i < count; i++)
+            p[i] -= lr_f * (g[i] + wd * p[i]);
+        return TP_OK;
+    }
+    CPU_OMP(omp parallel for simd schedule(static) if (count >= CPU_PARALLEL_MIN))
+    for (int64_t i = 0; i < count; i++) {
         const float gi = g[i] + wd * p[i];
-        if (!v) {
-            p[i] -= lr_f * gi;
-            continue;
-        }
         const float vi = mu * v[i] + gi;
         v[i] = vi;
         p[i] -= lr_f * (nesterov ? gi + mu * vi : vi);
@@ -214,8 +224,10 @@ static tp_status adam(cpu_backend *be, const char *op, tp_tensor *param, const t
     const float inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
     const float eps_f = (float)eps, wd = (float)weight_decay;
     const float decay = (float)(1.0 - lr * weight_decay);
-    const size_t count = cpu_count(param);
-    for (size_t i = 0; i < count; i++) {
+    const int64_t count = (int64_t)cpu_count(param);
+    cpu_apply_threads(be);
+    CPU_OMP(omp parallel for simd schedule(static) if (count >= CPU_PARALLEL_MIN))
+    for (int64_t i = 0; i < count; i++) {
         float gi = g[i];
         if (decoupled)
             p[i] *= decay; /* AdamW: decay first, then the Adam step */

@@ -47,19 +47,27 @@ void cpu_free(void *self, tp_tensor *t)
     t->data = NULL;
 }
 
-/* Copies a 4-D tensor between layouts, element by element of any dtype size. */
-static void copy_relayout(tp_tensor *dst, const tp_tensor *src)
+/* Copies image n of a 4-D tensor between layouts, element by element of any dtype size. */
+static void relayout_image(tp_tensor *dst, const tp_tensor *src, int64_t n, size_t es)
 {
-    const size_t es = tp_dtype_size(src->dtype);
-    const int64_t N = src->shape[0], C = src->shape[1], H = src->shape[2], W = src->shape[3];
+    const int64_t C = src->shape[1], H = src->shape[2], W = src->shape[3];
     unsigned char *d = dst->data;
     const unsigned char *s = src->data;
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t w = 0; w < W; w++)
+                memcpy(d + (size_t)cpu_offset4(dst, n, c, h, w) * es,
+                       s + (size_t)cpu_offset4(src, n, c, h, w) * es, es);
+}
+
+static void copy_relayout(cpu_backend *be, tp_tensor *dst, const tp_tensor *src)
+{
+    const size_t es = tp_dtype_size(src->dtype);
+    const int64_t N = src->shape[0], work = (int64_t)cpu_count(src);
+    cpu_apply_threads(be);
+    CPU_OMP(omp parallel for schedule(static) if (work >= CPU_PARALLEL_MIN))
     for (int64_t n = 0; n < N; n++)
-        for (int64_t c = 0; c < C; c++)
-            for (int64_t h = 0; h < H; h++)
-                for (int64_t w = 0; w < W; w++)
-                    memcpy(d + (size_t)cpu_offset4(dst, n, c, h, w) * es,
-                           s + (size_t)cpu_offset4(src, n, c, h, w) * es, es);
+        relayout_image(dst, src, n, es);
 }
 
 static int is_f32_bf16(tp_dtype a, tp_dtype b)
@@ -77,16 +85,39 @@ static void convert_element(tp_tensor *dst, int64_t di, const tp_tensor *src, in
         ((float *)dst->data)[di] = tp_f32_from_bf16(((const uint16_t *)src->data)[si]);
 }
 
-/* f32 <-> bf16, 4-D layouts may differ (walked as copy_relayout walks them). Used on the
- * input batch and in tests, never per layer. */
-static void copy_convert(tp_tensor *dst, const tp_tensor *src)
+/* f32 <-> bf16 over the same memory order (the common case: the input batch entering a bf16
+ * graph), in one flat loop per direction. */
+static void convert_flat(cpu_backend *be, tp_tensor *dst, const tp_tensor *src)
 {
-    if (src->ndim != 4) {
-        for (int64_t i = 0; i < tp_tensor_count(src); i++)
-            convert_element(dst, i, src, i);
+    const int64_t count = (int64_t)cpu_count(src);
+    cpu_apply_threads(be);
+    if (src->dtype == TP_DTYPE_F32) {
+        const float *s = src->data;
+        uint16_t *d = dst->data;
+        CPU_OMP(omp parallel for simd schedule(static) if (count >= CPU_PARALLEL_MIN))
+        for (int64_t i = 0; i < count; i++)
+            d[i] = tp_bf16_from_f32(s[i]);
+    } else {
+        const uint16_t *s = src->data;
+        float *d = dst->data;
+        CPU_OMP(omp parallel for simd schedule(static) if (count >= CPU_PARALLEL_MIN))
+        for (int64_t i = 0; i < count; i++)
+            d[i] = tp_f32_from_bf16(s[i]);
+    }
+}
+
+/* f32 <-> bf16; 4-D layouts may differ (then walked image by image, as copy_relayout walks
+ * them). Used on the input batch and in tests, never per layer. */
+static void copy_convert(cpu_backend *be, tp_tensor *dst, const tp_tensor *src)
+{
+    if (src->ndim != 4 || dst->layout == src->layout) {
+        convert_flat(be, dst, src);
         return;
     }
     const int64_t N = src->shape[0], C = src->shape[1], H = src->shape[2], W = src->shape[3];
+    const int64_t work = (int64_t)cpu_count(src);
+    cpu_apply_threads(be);
+    CPU_OMP(omp parallel for schedule(static) if (work >= CPU_PARALLEL_MIN))
     for (int64_t n = 0; n < N; n++)
         for (int64_t c = 0; c < C; c++)
             for (int64_t h = 0; h < H; h++)
@@ -171,7 +202,7 @@ tp_status cpu_copy(void *self, tp_tensor *dst, const tp_tensor *src, tp_stream s
         if (tp_tensors_overlap(dst, src))
             return be->host->fail(be->host, TP_ERR_INVALID,
                                   "backend-cpu copy: a converting copy's dst overlaps its src");
-        copy_convert(dst, src);
+        copy_convert(be, dst, src);
         return TP_OK;
     }
     if (dst->data == src->data && (dst->ndim != 4 || dst->layout == src->layout))
@@ -181,7 +212,7 @@ tp_status cpu_copy(void *self, tp_tensor *dst, const tp_tensor *src, tp_stream s
         (dst->layout != src->layout || cpu_count(src) >= CPU_COPY_PARALLEL_MIN))
         return copy_reorder(be, dst, src);
     if (dst->ndim == 4 && dst->layout != src->layout) {
-        copy_relayout(dst, src);
+        copy_relayout(be, dst, src);
     } else if (dst->data != src->data) {
         memcpy(dst->data, src->data, tp_tensor_bytes(src));
     }
@@ -193,28 +224,31 @@ tp_status cpu_fill(void *self, tp_tensor *t, double value)
     cpu_backend *be = self;
     if (!t->data)
         return be->host->fail(be->host, TP_ERR_INVALID, "backend-cpu fill: tensor not allocated");
-    size_t n = cpu_count(t);
+    const int64_t n = (int64_t)cpu_count(t);
+    cpu_apply_threads(be);
     switch (t->dtype) {
     case TP_DTYPE_F32: {
         float *p = t->data, v = (float)value;
-        for (size_t i = 0; i < n; i++)
+        CPU_OMP(omp parallel for simd schedule(static) if (n >= CPU_PARALLEL_MIN))
+        for (int64_t i = 0; i < n; i++)
             p[i] = v;
         return TP_OK;
     }
     case TP_DTYPE_I32: {
         int32_t *p = t->data, v = (int32_t)value;
-        for (size_t i = 0; i < n; i++)
+        for (int64_t i = 0; i < n; i++)
             p[i] = v;
         return TP_OK;
     }
     case TP_DTYPE_BF16: {
         uint16_t *p = t->data, v = tp_bf16_from_f32((float)value);
-        for (size_t i = 0; i < n; i++)
+        CPU_OMP(omp parallel for simd schedule(static) if (n >= CPU_PARALLEL_MIN))
+        for (int64_t i = 0; i < n; i++)
             p[i] = v;
         return TP_OK;
     }
     case TP_DTYPE_U8:
-        memset(t->data, (int)(unsigned char)value, n);
+        memset(t->data, (int)(unsigned char)value, (size_t)n);
         return TP_OK;
     default:
         return be->host->fail(be->host, TP_ERR_UNSUPPORTED,
