@@ -5,7 +5,11 @@
  *
  * The fused batch norm + ReLU (API 1.2) is the same primitive with dnnl_fuse_norm_relu: the
  * forward pass writes the ReLU's mask into a workspace the caller keeps, and the backward pass
- * applies it to dy, so neither the separate ReLU nor its backward touches the tensor again. */
+ * applies it to dy, so neither the separate ReLU nor its backward touches the tensor again.
+ *
+ * Channels-last tensors of 32, 48, 64, ... channels take the plugin's own loops instead
+ * (cpu_batchnorm_nhwc.c); their fused ReLU needs no workspace, since the backward pass reads
+ * the mask from y. */
 #include "config.h"
 
 #include <math.h>
@@ -13,6 +17,7 @@
 #include <string.h>
 
 #include "cpu_backend.h"
+#include "cpu_batchnorm_nhwc.h"
 #include "cpu_ops.h"
 
 typedef struct bn_entry {
@@ -247,6 +252,40 @@ tp_status cpu_batchnorm_relu_workspace_bytes(void *self, const tp_bn_desc *d,
     return TP_OK;
 }
 
+/* Whether a training forward pass takes the channels-last loops (the fused ReLU's backward
+ * pass asks the same of its x and y, since only oneDNN's path writes the workspace). */
+static int bn_nhwc_forward(const tp_tensor *x, const tp_tensor *y)
+{
+    return cpu_bn_nhwc_applies(x) && y->layout == TP_LAYOUT_NHWC;
+}
+
+/* From a training pass's batch mean and biased variance: the saved mean and 1/sqrt(var +
+ * eps), and the running statistics, which (as in PyTorch) take the unbiased variance. */
+static void bn_store_stats(const tp_bn_desc *d, const tp_tensor *x, const float *mean,
+                           const float *var, tp_tensor *running_mean, tp_tensor *running_var,
+                           tp_tensor *save_mean, tp_tensor *save_invstd)
+{
+    const int64_t C = x->shape[1];
+    const double n = (double)x->shape[0] * (double)x->shape[2] * (double)x->shape[3];
+    const double unbias = n > 1 ? n / (n - 1) : 1.0;
+    const double m = d->momentum;
+    float *rm = running_mean ? running_mean->data : NULL;
+    float *rv = running_var ? running_var->data : NULL;
+    float *sm = save_mean ? save_mean->data : NULL;
+    float *si = save_invstd ? save_invstd->data : NULL;
+    for (int64_t c = 0; c < C; c++) {
+        const double mu = mean[c], v = var[c];
+        if (sm)
+            sm[c] = (float)mu;
+        if (si)
+            si[c] = (float)(1.0 / sqrt(v + d->eps));
+        if (rm)
+            rm[c] = (float)((1.0 - m) * rm[c] + m * mu);
+        if (rv)
+            rv[c] = (float)((1.0 - m) * rv[c] + m * v * unbias);
+    }
+}
+
 /* batchnorm_train, with the ReLU fused when ws is given. */
 static tp_status bn_train(cpu_backend *be, const char *op, const tp_bn_desc *d,
                           const tp_tensor *x, const tp_tensor *gamma, const tp_tensor *beta,
@@ -265,6 +304,17 @@ static tp_status bn_train(cpu_backend *be, const char *op, const tp_bn_desc *d,
         (st = check_vec(be, op, "save_mean", save_mean, C, 0)) ||
         (st = check_vec(be, op, "save_invstd", save_invstd, C, 0)))
         return st;
+    if (bn_nhwc_forward(x, y)) {
+        float *stats = malloc((size_t)(2 * C) * sizeof *stats);
+        if (!stats)
+            return be->host->fail(be->host, TP_ERR_NOMEM, "backend-cpu %s: out of memory", op);
+        st = cpu_bn_nhwc_train(be, x, gamma, beta, d->eps, ws != NULL, y, stats, stats + C);
+        if (!st)
+            bn_store_stats(d, x, stats, stats + C, running_mean, running_var, save_mean,
+                           save_invstd);
+        free(stats);
+        return st;
+    }
     pthread_mutex_lock(&be->lock);
     cpu_apply_threads(be);
     st = bn_find_forward(be, d, x, y, 1, ws != NULL, &e);
@@ -275,27 +325,9 @@ static tp_status bn_train(cpu_backend *be, const char *op, const tp_bn_desc *d,
                        ws ? ws->data : NULL };
         st = cpu_prim_run(be, &e->p, h);
     }
-    if (!st) {
-        /* PyTorch: running statistics take the unbiased variance, normalisation the biased. */
-        const double n = (double)x->shape[0] * (double)x->shape[2] * (double)x->shape[3];
-        const double unbias = n > 1 ? n / (n - 1) : 1.0;
-        const double m = d->momentum;
-        float *rm = running_mean ? running_mean->data : NULL;
-        float *rv = running_var ? running_var->data : NULL;
-        float *sm = save_mean ? save_mean->data : NULL;
-        float *si = save_invstd ? save_invstd->data : NULL;
-        for (int64_t c = 0; c < C; c++) {
-            const double mean = e->mean[c], var = e->var[c];
-            if (sm)
-                sm[c] = (float)mean;
-            if (si)
-                si[c] = (float)(1.0 / sqrt(var + d->eps));
-            if (rm)
-                rm[c] = (float)((1.0 - m) * rm[c] + m * mean);
-            if (rv)
-                rv[c] = (float)((1.0 - m) * rv[c] + m * var * unbias);
-        }
-    }
+    if (!st)
+        bn_store_stats(d, x, e->mean, e->var, running_mean, running_var, save_mean,
+                       save_invstd);
     pthread_mutex_unlock(&be->lock);
     return st;
 }
@@ -428,12 +460,75 @@ fail:
     return st;
 }
 
-/* batchnorm_backward, through the fused ReLU's mask when ws is given. */
 static tp_status bn_backward(cpu_backend *be, const char *op, const tp_bn_desc *d,
-                             const tp_tensor *x, const tp_tensor *dy, const tp_tensor *gamma,
-                             const tp_tensor *save_mean, const tp_tensor *save_invstd,
-                             const tp_tensor *ws, tp_tensor *dx, tp_tensor *dgamma,
-                             tp_tensor *dbeta)
+                             const tp_tensor *x, const tp_tensor *y, const tp_tensor *dy,
+                             const tp_tensor *gamma, const tp_tensor *save_mean,
+                             const tp_tensor *save_invstd, const tp_tensor *ws, tp_tensor *dx,
+                             tp_tensor *dgamma, tp_tensor *dbeta);
+
+/* The backward pass on the channels-last loops, into the caller's dgamma and dbeta or
+ * scratch. y: the fused ReLU's output, or NULL. */
+static tp_status bn_nhwc_backward(cpu_backend *be, const char *op, const tp_tensor *x,
+                                  const tp_tensor *y, const tp_tensor *dy,
+                                  const tp_tensor *gamma, const tp_tensor *save_mean,
+                                  const tp_tensor *save_invstd, tp_tensor *dx,
+                                  tp_tensor *dgamma, tp_tensor *dbeta)
+{
+    const int64_t C = x->shape[1];
+    float *scratch = NULL;
+    if (!dgamma || !dbeta) {
+        scratch = malloc((size_t)(2 * C) * sizeof *scratch);
+        if (!scratch)
+            return be->host->fail(be->host, TP_ERR_NOMEM, "backend-cpu %s: out of memory", op);
+    }
+    tp_status st = cpu_bn_nhwc_backward(be, x, y, dy, gamma, save_mean, save_invstd, dx,
+                                        dgamma ? dgamma->data : scratch,
+                                        dbeta ? dbeta->data : scratch + C);
+    free(scratch);
+    return st;
+}
+
+/* The fused ReLU's backward pass after a forward pass on the channels-last loops (which
+ * writes no workspace) when dy or dx is not channels-last: dy masked by y > 0 into scratch
+ * in dy's layout, then the plain backward pass. */
+static tp_status bn_relu_backward_masked(cpu_backend *be, const char *op, const tp_bn_desc *d,
+                                         const tp_tensor *x, const tp_tensor *y,
+                                         const tp_tensor *dy, const tp_tensor *gamma,
+                                         const tp_tensor *save_mean,
+                                         const tp_tensor *save_invstd, tp_tensor *dx,
+                                         tp_tensor *dgamma, tp_tensor *dbeta)
+{
+    tp_tensor g = *dy;
+    g.data = malloc(tp_tensor_bytes(dy));
+    if (!g.data)
+        return be->host->fail(be->host, TP_ERR_NOMEM, "backend-cpu %s: out of memory", op);
+    const int bf16 = dy->dtype == TP_DTYPE_BF16;
+    for (int64_t n = 0; n < dy->shape[0]; n++)
+        for (int64_t c = 0; c < dy->shape[1]; c++)
+            for (int64_t h = 0; h < dy->shape[2]; h++)
+                for (int64_t w = 0; w < dy->shape[3]; w++) {
+                    const int64_t iy = cpu_offset4(y, n, c, h, w);
+                    const int64_t ig = cpu_offset4(dy, n, c, h, w);
+                    const float yv = bf16 ? tp_f32_from_bf16(((const uint16_t *)y->data)[iy])
+                                          : ((const float *)y->data)[iy];
+                    if (bf16)
+                        ((uint16_t *)g.data)[ig] = yv > 0 ? ((const uint16_t *)dy->data)[ig] : 0;
+                    else
+                        ((float *)g.data)[ig] = yv > 0 ? ((const float *)dy->data)[ig] : 0.0f;
+                }
+    tp_status st = bn_backward(be, op, d, x, NULL, &g, gamma, save_mean, save_invstd, NULL, dx,
+                               dgamma, dbeta);
+    free(g.data);
+    return st;
+}
+
+/* batchnorm_backward, through the fused ReLU's mask when ws is given (y is then the fused
+ * ReLU's output). */
+static tp_status bn_backward(cpu_backend *be, const char *op, const tp_bn_desc *d,
+                             const tp_tensor *x, const tp_tensor *y, const tp_tensor *dy,
+                             const tp_tensor *gamma, const tp_tensor *save_mean,
+                             const tp_tensor *save_invstd, const tp_tensor *ws, tp_tensor *dx,
+                             tp_tensor *dgamma, tp_tensor *dbeta)
 {
     tp_status st;
     cpu_key key;
@@ -454,6 +549,14 @@ static tp_status bn_backward(cpu_backend *be, const char *op, const tp_bn_desc *
         (st = check_vec(be, op, "dgamma", dgamma, C, 0)) ||
         (st = check_vec(be, op, "dbeta", dbeta, C, 0)))
         return st;
+    const int nhwc_grads = dy->layout == TP_LAYOUT_NHWC && dx->layout == TP_LAYOUT_NHWC;
+    if (ws ? bn_nhwc_forward(x, y) : cpu_bn_nhwc_applies(x) && nhwc_grads) {
+        if (nhwc_grads)
+            return bn_nhwc_backward(be, op, x, ws ? y : NULL, dy, gamma, save_mean,
+                                    save_invstd, dx, dgamma, dbeta);
+        return bn_relu_backward_masked(be, op, d, x, y, dy, gamma, save_mean, save_invstd, dx,
+                                       dgamma, dbeta);
+    }
     bn_key(&key, ws ? CPU_OP_BN_RELU_BWD : CPU_OP_BN_BWD, d, x, dy, dx);
     pthread_mutex_lock(&be->lock);
     cpu_apply_threads(be);
@@ -493,8 +596,8 @@ tp_status cpu_batchnorm_backward(void *self, const tp_bn_desc *d, const tp_tenso
                                  const tp_tensor *save_mean, const tp_tensor *save_invstd,
                                  tp_tensor *dx, tp_tensor *dgamma, tp_tensor *dbeta)
 {
-    return bn_backward(self, "batchnorm_backward", d, x, dy, gamma, save_mean, save_invstd,
-                       NULL, dx, dgamma, dbeta);
+    return bn_backward(self, "batchnorm_backward", d, x, NULL, dy, gamma, save_mean,
+                       save_invstd, NULL, dx, dgamma, dbeta);
 }
 
 tp_status cpu_batchnorm_relu_backward(void *self, const tp_bn_desc *d, const tp_tensor *x,
@@ -505,13 +608,14 @@ tp_status cpu_batchnorm_relu_backward(void *self, const tp_bn_desc *d, const tp_
 {
     cpu_backend *be = self;
     tp_status st;
-    /* oneDNN reads the mask from the workspace; y is only checked. */
+    /* oneDNN reads the mask from the workspace, the channels-last loops from y. */
     if ((st = cpu_check_act(be, "batchnorm_relu_backward", "y", y, 4)) ||
+        (st = cpu_check_same_dtype(be, "batchnorm_relu_backward", "x", x, "y", y)) ||
         (st = cpu_check_same_shape(be, "batchnorm_relu_backward", "x", x, "y", y)))
         return st;
     if (!workspace)
         return be->host->fail(be->host, TP_ERR_INVALID,
                               "backend-cpu batchnorm_relu_backward: no workspace");
-    return bn_backward(be, "batchnorm_relu_backward", d, x, dy, gamma, save_mean, save_invstd,
-                       workspace, dx, dgamma, dbeta);
+    return bn_backward(be, "batchnorm_relu_backward", d, x, y, dy, gamma, save_mean,
+                       save_invstd, workspace, dx, dgamma, dbeta);
 }
