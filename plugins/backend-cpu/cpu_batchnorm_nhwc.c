@@ -76,7 +76,8 @@ static inline __attribute__((always_inline)) void store(void *p, int64_t i, floa
 /* s[c] = sum of (x - shift[c]), q[c] = sum of its squares, over the block. */
 static inline __attribute__((always_inline)) void stats_rows(const void *x, int64_t rows,
                                                              int64_t C, const float *shift,
-                                                             float *s, float *q, int bf16)
+                                                             float *restrict s,
+                                                             float *restrict q, int bf16)
 {
     for (int64_t c = 0; c < C; c++)
         s[c] = q[c] = 0;
@@ -118,8 +119,8 @@ static inline __attribute__((always_inline)) float grad_at(const void *dy, const
 static inline __attribute__((always_inline)) void grad_sums_rows(const void *x, const void *dy,
                                                                  const void *y, int64_t rows,
                                                                  int64_t C, const float *mean,
-                                                                 float *sg, float *sgx,
-                                                                 int bf16)
+                                                                 float *restrict sg,
+                                                                 float *restrict sgx, int bf16)
 {
     for (int64_t c = 0; c < C; c++)
         sg[c] = sgx[c] = 0;
@@ -160,40 +161,70 @@ typedef struct bn_kernels {
                        const float *k);
 } bn_kernels;
 
+/* Runs CALL with BN_C bound to C, as a compile-time constant for the channel counts ResNets
+ * have most (so the channel loop unrolls into whole vectors with no remainder handling) and
+ * as the variable otherwise. */
+#define BN_BY_WIDTH(C, CALL)                                                                   \
+    switch (C) {                                                                               \
+    case 32: {                                                                                 \
+        const int64_t BN_C = 32;                                                               \
+        CALL;                                                                                  \
+        break;                                                                                 \
+    }                                                                                          \
+    case 64: {                                                                                 \
+        const int64_t BN_C = 64;                                                               \
+        CALL;                                                                                  \
+        break;                                                                                 \
+    }                                                                                          \
+    case 128: {                                                                                \
+        const int64_t BN_C = 128;                                                              \
+        CALL;                                                                                  \
+        break;                                                                                 \
+    }                                                                                          \
+    default: {                                                                                 \
+        const int64_t BN_C = C;                                                                \
+        CALL;                                                                                  \
+        break;                                                                                 \
+    }                                                                                          \
+    }
+
 /* Defines kernels_NAME: the four kernels compiled with attribute ATTR for dtype BF16. The
  * ReLU mask (y) is tested outside the loops, so each loop has a body without it. */
 #define BN_KERNELS(NAME, ATTR, BF16)                                                           \
     ATTR static void stats_##NAME(const void *x, int64_t rows, int64_t C, const float *shift,  \
                                   float *s, float *q)                                          \
     {                                                                                          \
-        stats_rows(x, rows, C, shift, s, q, BF16);                                             \
+        BN_BY_WIDTH(C, stats_rows(x, rows, BN_C, shift, s, q, BF16))                           \
     }                                                                                          \
     ATTR static void normalize_##NAME(const void *x, void *y, int64_t rows, int64_t C,         \
                                       const float *mean, const float *scale,                   \
                                       const float *beta, int relu)                             \
     {                                                                                          \
-        if (relu)                                                                              \
-            normalize_rows(x, y, rows, C, mean, scale, beta, 1, BF16);                         \
-        else                                                                                   \
-            normalize_rows(x, y, rows, C, mean, scale, beta, 0, BF16);                         \
+        if (relu) {                                                                            \
+            BN_BY_WIDTH(C, normalize_rows(x, y, rows, BN_C, mean, scale, beta, 1, BF16))       \
+        } else {                                                                               \
+            BN_BY_WIDTH(C, normalize_rows(x, y, rows, BN_C, mean, scale, beta, 0, BF16))       \
+        }                                                                                      \
     }                                                                                          \
     ATTR static void grad_sums_##NAME(const void *x, const void *dy, const void *y,            \
                                       int64_t rows, int64_t C, const float *mean, float *sg,   \
                                       float *sgx)                                              \
     {                                                                                          \
-        if (y)                                                                                 \
-            grad_sums_rows(x, dy, y, rows, C, mean, sg, sgx, BF16);                            \
-        else                                                                                   \
-            grad_sums_rows(x, dy, NULL, rows, C, mean, sg, sgx, BF16);                         \
+        if (y) {                                                                               \
+            BN_BY_WIDTH(C, grad_sums_rows(x, dy, y, rows, BN_C, mean, sg, sgx, BF16))          \
+        } else {                                                                               \
+            BN_BY_WIDTH(C, grad_sums_rows(x, dy, NULL, rows, BN_C, mean, sg, sgx, BF16))       \
+        }                                                                                      \
     }                                                                                          \
     ATTR static void grad_input_##NAME(const void *x, const void *dy, const void *y,           \
                                        void *dx, int64_t rows, int64_t C, const float *mean,   \
                                        const float *a, const float *b, const float *k)         \
     {                                                                                          \
-        if (y)                                                                                 \
-            grad_input_rows(x, dy, y, dx, rows, C, mean, a, b, k, BF16);                       \
-        else                                                                                   \
-            grad_input_rows(x, dy, NULL, dx, rows, C, mean, a, b, k, BF16);                    \
+        if (y) {                                                                               \
+            BN_BY_WIDTH(C, grad_input_rows(x, dy, y, dx, rows, BN_C, mean, a, b, k, BF16))     \
+        } else {                                                                               \
+            BN_BY_WIDTH(C, grad_input_rows(x, dy, NULL, dx, rows, BN_C, mean, a, b, k, BF16))  \
+        }                                                                                      \
     }                                                                                          \
     static const bn_kernels kernels_##NAME = { stats_##NAME, normalize_##NAME,                 \
                                                grad_sums_##NAME, grad_input_##NAME };
