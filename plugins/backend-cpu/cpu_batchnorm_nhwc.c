@@ -293,9 +293,12 @@ static tp_status alloc_block_sums(cpu_backend *be, const char *op, int64_t block
         return TP_OK;
     free(*part);
     free(*sums);
-    return be->host->fail(be->host, TP_ERR_NOMEM,
-                          "backend-cpu %s: out of memory for %lld block sums of %lld channels",
-                          op, (long long)blocks, (long long)C);
+    *part = NULL;
+    *sums = NULL;
+    be->host->fail(be->host, TP_ERR_NOMEM,
+                   "backend-cpu %s: out of memory for %lld block sums of %lld channels", op,
+                   (long long)blocks, (long long)C);
+    return TP_ERR_NOMEM;
 }
 
 /* Rows in block k of `per` rows (the last one may be short). */
