@@ -134,7 +134,7 @@ static inline __attribute__((always_inline)) void grad_sums_rows(const void *x, 
         }
 }
 
-/* dx = a * g + b * (x - mean) + k, per channel (coefficients from bn_backward_coefficients). */
+/* dx = a * g + b * (x - mean) + k, per channel (coefficients from cpu_bn_nhwc_backward). */
 static inline __attribute__((always_inline)) void grad_input_rows(
     const void *x, const void *dy, const void *y, void *dx, int64_t rows, int64_t C,
     const float *mean, const float *a, const float *b, const float *k, int bf16)
