@@ -283,7 +283,7 @@ static void sum_blocks(const float *a, const float *b, int64_t blocks, int64_t C
 }
 
 /* Scratch for one call: 2 x blocks x C per-block f32 sums and 3 x C f32 per-channel
- * values in *part, 2 x C double totals in *sums. */
+ * values (the training pass uses 2) in *part, 2 x C double totals in *sums. */
 static tp_status alloc_block_sums(cpu_backend *be, const char *op, int64_t blocks, int64_t C,
                                   float **part, double **sums)
 {
@@ -320,8 +320,7 @@ tp_status cpu_bn_nhwc_train(cpu_backend *be, const tp_tensor *x, const tp_tensor
     tp_status st = alloc_block_sums(be, "batchnorm", blocks, C, &part, &sums);
     if (st)
         return st;
-    float *ps = part, *pq = part + blocks * C, *shift = pq + blocks * C, *mean = shift + C,
-          *scale = mean + C;
+    float *ps = part, *pq = part + blocks * C, *shift = pq + blocks * C, *scale = shift + C;
     for (int64_t c = 0; c < C; c++) /* the first row: within the data's spread of the mean */
         shift[c] = rows ? load(x->data, c, bf16) : 0.0f;
     cpu_apply_threads(be);
@@ -336,15 +335,14 @@ tp_status cpu_bn_nhwc_train(cpu_backend *be, const tp_tensor *x, const tp_tensor
         const double m = rows ? sums[c] / (double)rows : 0; /* mean - shift */
         double var = rows ? sums[C + c] / (double)rows - m * m : 0;
         var = var > 0 ? var : 0;
-        mean[c] = (float)(shift[c] + m);
+        mean_out[c] = (float)(shift[c] + m);
         scale[c] = (float)(g[c] / sqrt(var + eps));
-        mean_out[c] = mean[c];
         var_out[c] = (float)var;
     }
     CPU_OMP(omp parallel for schedule(static) if (work >= CPU_PARALLEL_MIN))
     for (int64_t k = 0; k < blocks; k++)
         kern->normalize(row_ptr(x, k * per, C), (void *)row_ptr(y, k * per, C),
-                        block_rows(k, per, rows), C, mean, scale, bt, relu);
+                        block_rows(k, per, rows), C, mean_out, scale, bt, relu);
     free(part);
     free(sums);
     return TP_OK;
