@@ -20,18 +20,7 @@
 #include "registry.h"
 #include "services.h"
 
-/* Under AddressSanitizer, LeakSanitizer's exit-time walk crashes once OpenMP worker threads
- * exist (test_ops.c explains); this test needs them, so it leaves with _exit there. */
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#ifndef UNDER_ASAN
-#define UNDER_ASAN 0
-#endif
+#include "backend_test_support.h"
 
 typedef struct side {
     instance inst;
@@ -264,6 +253,8 @@ static void optimizer_case(side sides[2])
     free(p), free(g);
 }
 
+/* This test needs OpenMP's worker threads, so under AddressSanitizer it leaves with _exit
+ * (backend_test_support.h says why). */
 static int finish(int status)
 {
     fflush(stdout);
@@ -275,11 +266,10 @@ static int finish(int status)
 int main(void)
 {
     char path[4096];
-    const char *dir = getenv("TP_PLUGIN_DIR"), *build = getenv("TP_BUILDDIR");
-    if (dir)
-        snprintf(path, sizeof path, "%s/backend-cpu.so", dir);
-    else
-        snprintf(path, sizeof path, "%s/plugins/.libs/backend-cpu.so", build ? build : "..");
+    if (!find_backend_plugin("cpu", path, sizeof path)) {
+        printf("Bail out! backend-cpu plugin not found (set TP_PLUGIN_DIR or TP_BUILDDIR)\n");
+        return 1;
+    }
     registry *r = registry_new();
     if (!r || registry_load_file(r, path) != TP_OK) {
         printf("Bail out! cannot load %s: %s\n", path, services_last_error());

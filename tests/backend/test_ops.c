@@ -37,22 +37,8 @@
 #include "registry.h"
 #include "services.h"
 
+#include "backend_test_support.h"
 #include "reference.h"
-
-/* Under AddressSanitizer the CPU backend runs single-threaded: LeakSanitizer crashes at exit
- * while walking the dynamic TLS of OpenMP worker threads once libdnnl has been dlopen'ed (a
- * 20-line program that dlopens libdnnl and runs one ReLU reproduces it; nothing of trainpipe
- * is involved). With one thread there are no workers and leak checking stays fully on. */
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#ifndef UNDER_ASAN
-#define UNDER_ASAN 0
-#endif
 
 #define OP_TOLERANCE 1e-4
 #define GRAD_TOLERANCE 1e-4
@@ -2121,24 +2107,6 @@ static int skip_now(void)
     _exit(77);
 }
 
-/* The plugin file for backend `name`: $TP_PLUGIN_DIR, else the build tree. */
-static int find_plugin(const char *name, char *path, size_t size)
-{
-    const char *dir = getenv("TP_PLUGIN_DIR");
-    const char *build = getenv("TP_BUILDDIR");
-    if (dir) {
-        snprintf(path, size, "%s/backend-%s.so", dir, name);
-        if (access(path, R_OK) == 0)
-            return 1;
-    }
-    if (build) {
-        snprintf(path, size, "%s/plugins/.libs/backend-%s.so", build, name);
-        if (access(path, R_OK) == 0)
-            return 1;
-    }
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     const char *name = argc > 1 ? argv[1] : "cpu";
@@ -2150,7 +2118,7 @@ int main(int argc, char **argv)
     c.act = TP_DTYPE_F32;
     c.pool_layouts_exact = !strcmp(name, "cuda");
 
-    if (!find_plugin(name, path, sizeof path)) {
+    if (!find_backend_plugin(name, path, sizeof path)) {
         printf("%s: backend-%s plugin not found (set TP_PLUGIN_DIR or TP_BUILDDIR)\n", argv[0],
                name);
         return optional ? 77 : 1;
@@ -2193,7 +2161,8 @@ int main(int argc, char **argv)
     }
     const int one_thread = UNDER_ASAN && !optional;
     if (one_thread) {
-        printf("AddressSanitizer build: running backend-cpu with threads=1 (see test_ops.c)\n");
+        printf("AddressSanitizer build: running backend-cpu with threads=1 "
+               "(see backend_test_support.h)\n");
         settings[n_settings++] = "threads=1";
     }
     settings[n_settings] = NULL;
