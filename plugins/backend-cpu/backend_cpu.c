@@ -25,20 +25,13 @@ static const tp_param_def cpu_params[] = {
                       "AMX)."),
 };
 
-/* Whether oneDNN's effective ISA includes `want`: its ISA values are bit masks, each a
- * superset of the ones below it. */
-static int isa_has(dnnl_cpu_isa_t isa, dnnl_cpu_isa_t want)
-{
-    return ((unsigned)isa & (unsigned)want) == (unsigned)want;
-}
-
 static const char *isa_name(dnnl_cpu_isa_t isa)
 {
-    if (isa_has(isa, dnnl_cpu_isa_avx512_core_amx))
+    if (cpu_isa_has(isa, dnnl_cpu_isa_avx512_core_amx))
         return "AVX-512 with AMX";
-    if (isa_has(isa, dnnl_cpu_isa_avx512_core_bf16))
+    if (cpu_isa_has(isa, dnnl_cpu_isa_avx512_core_bf16))
         return "AVX-512 BF16";
-    if (isa_has(isa, dnnl_cpu_isa_avx512_core))
+    if (cpu_isa_has(isa, dnnl_cpu_isa_avx512_core))
         return "AVX-512 without BF16";
     return "no AVX-512";
 }
@@ -99,7 +92,7 @@ static tp_status cpu_create(const tp_host *host, const void *config, void **self
     if (cfg->precision == CPU_PRECISION_BF16) {
         /* ONEDNN_MAX_CPU_ISA lowers what oneDNN reports, which tests use */
         dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
-        if (!isa_has(isa, dnnl_cpu_isa_avx512_core_bf16)) { /* oneDNN's native bf16 */
+        if (!cpu_isa_has(isa, dnnl_cpu_isa_avx512_core_bf16)) { /* oneDNN's native bf16 */
             st = host->fail(host, TP_ERR_UNSUPPORTED,
                             "backend-cpu: precision = bf16 needs a CPU with AVX-512 BF16 or "
                             "AMX, and oneDNN finds %s on this one (%s); use precision = fp32",

@@ -78,6 +78,12 @@ tp_status cpu_check_same_dtype(const cpu_backend *be, const char *op, const char
                                const tp_tensor *a, const char *name_b, const tp_tensor *b);
 /* oneDNN's data type for an f32 or bf16 tensor. */
 dnnl_data_type_t cpu_dnnl_dtype(tp_dtype dtype);
+/* Whether oneDNN ISA `isa` (dnnl_get_effective_cpu_isa()) includes `want`: oneDNN's ISA
+ * values are bit masks, each a superset of the ones below it. */
+static inline int cpu_isa_has(dnnl_cpu_isa_t isa, dnnl_cpu_isa_t want)
+{
+    return ((unsigned)isa & (unsigned)want) == (unsigned)want;
+}
 tp_status cpu_check_same_shape(const cpu_backend *be, const char *op, const char *name_a,
                                const tp_tensor *a, const char *name_b, const tp_tensor *b);
 tp_status cpu_check_dims(const cpu_backend *be, const char *op, const char *name,

@@ -251,13 +251,13 @@ BN_KERNELS(bf16_base, , 1)
 static const bn_kernels *pick_kernels(int bf16)
 {
 #ifdef BN_HAVE_ISA_KERNELS
-    const unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
+    const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
     __builtin_cpu_init();
-    if ((isa & (unsigned)dnnl_cpu_isa_avx512_core) == (unsigned)dnnl_cpu_isa_avx512_core &&
-        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("fma"))
+    if (cpu_isa_has(isa, dnnl_cpu_isa_avx512_core) && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("fma"))
         return bf16 ? &kernels_bf16_avx512 : &kernels_f32_avx512;
-    if ((isa & (unsigned)dnnl_cpu_isa_avx2) == (unsigned)dnnl_cpu_isa_avx2 &&
-        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    if (cpu_isa_has(isa, dnnl_cpu_isa_avx2) && __builtin_cpu_supports("avx2") &&
+        __builtin_cpu_supports("fma"))
         return bf16 ? &kernels_bf16_avx2 : &kernels_f32_avx2;
 #endif
     return bf16 ? &kernels_bf16_base : &kernels_f32_base;
